@@ -1,0 +1,202 @@
+"""edge-npu simulator: three in-order queues linked by dependence tokens.
+
+The instruction stream is dispatched by opcode to the load, compute and store queues
+(as VTA's fetch unit does). An instruction starts when its queue is free and the
+tokens it pops have been pushed; it ends ``cost`` cycles later and then pushes its
+tokens. Issue follows simulated time, so the functional state evolves in the order
+the hardware would see. SYNC is a barrier across all queues that also pays the layer
+launch cost; END ends the program. Token queues must be empty at each SYNC and at
+END, and a state where no queue can issue is a deadlock; both raise ``SimError``.
+
+Time = host-link invoke overhead + device cycles (the critical path through the
+queues) at the config's clock.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+
+from . import timing
+from .config import NpuConfig
+from .energy import Energy, energy
+from .isa import Dataflow, Instr, Kind, Op, Space
+from .semantics import Memory, SimError, execute
+
+QUEUES = ("load", "compute", "store")
+PREV = {"load": None, "compute": "load", "store": "compute"}
+NEXT = {"load": "compute", "compute": "store", "store": None}
+
+
+@dataclass
+class Report:
+    """What one run of a program cost."""
+
+    config: str
+    link: str
+    cycles: int = 0
+    invoke_cycles: int = 0
+    seconds: float = 0.0
+    macs: int = 0
+    utilization: float = 0.0
+    gemm_cycles: int = 0
+    folds: int = 0
+    busy: dict[str, int] = field(default_factory=lambda: dict.fromkeys(QUEUES, 0))
+    sram_peak: dict[str, int] = field(default_factory=dict)
+    sram_traffic: int = 0
+    host_in: int = 0
+    host_out: int = 0
+    streamed_weights: int = 0
+    cached_weights: int = 0
+    instructions: int = 0
+    energy: Energy | None = None
+
+    @property
+    def ms(self) -> float:
+        return self.seconds * 1e3
+
+    def summary(self) -> str:
+        e = self.energy.total_j * 1e3 if self.energy else 0.0
+        return (f"{self.config} ({self.link}): {self.cycles} cycles + invoke "
+                f"{self.invoke_cycles} = {self.ms:.3f} ms, MAC util {self.utilization:.1%}, "
+                f"host in/out {self.host_in}/{self.host_out} B (weights cached "
+                f"{self.cached_weights} B, streamed {self.streamed_weights} B), "
+                f"SRAM traffic {self.sram_traffic} B, energy {e:.3f} mJ")
+
+
+def instr_cycles(cfg: NpuConfig, ins: Instr) -> int:
+    """Cycles an instruction occupies its queue."""
+    if ins.op in (Op.LOAD, Op.STORE):
+        return timing.dma_cycles(cfg, ins)
+    if ins.op == Op.GEMM:
+        return timing.gemm_cycles(cfg, ins)
+    if ins.op == Op.VEC:
+        return timing.vec_cycles(cfg, ins)
+    if ins.op == Op.CFG:
+        return cfg.config_cycles
+    return 0
+
+
+def _segments(program: list[Instr]) -> list[tuple[int, list[tuple[int, Instr]]]]:
+    """Split at SYNC; each segment is (index of its SYNC or -1, [(index, instr)])."""
+    if not program or program[-1].op != Op.END:
+        raise SimError("program does not end with END")
+    segs: list[tuple[int, list[tuple[int, Instr]]]] = [(-1, [])]
+    for idx, ins in enumerate(program[:-1]):
+        if ins.op == Op.END:
+            raise SimError(f"instruction #{idx} END is not the last instruction")
+        if ins.op == Op.SYNC:
+            segs.append((idx, []))
+        else:
+            segs[-1][1].append((idx, ins))
+    return segs
+
+
+class Simulator:
+    """Runs programs on one machine; ``functional=False`` keeps only the timing."""
+
+    def __init__(self, cfg: NpuConfig, host_bytes: int = 1 << 20, functional: bool = True):
+        self.cfg = cfg
+        self.functional = functional
+        self.mem = Memory.create(cfg, host_bytes)
+
+    def run(self, program: list[Instr], cached_weights: int = 0) -> Report:
+        cfg = self.cfg
+        rep = Report(cfg.name, cfg.link.name, cached_weights=cached_weights,
+                     instructions=len(program))
+        now = 0
+        segs = _segments(program)
+        bounds = [s for s, _ in segs[1:]] + [len(program) - 1]
+        for (sync_idx, seg), boundary in zip(segs, bounds):
+            if sync_idx >= 0:
+                now += cfg.layer_launch_cycles
+            where = f"#{boundary} {program[boundary].op.name}"
+            now = self._segment(seg, now, rep, where)
+        rep.cycles = now
+        rep.invoke_cycles = cfg.invoke_cycles
+        rep.seconds = (now + rep.invoke_cycles) / cfg.clock_hz
+        rep.utilization = rep.macs / (now * cfg.peak_macs_per_cycle) if now else 0.0
+        rep.sram_peak = dict(self.mem.peak)
+        rep.energy = energy(cfg, rep.macs, rep.sram_traffic,
+                            rep.host_in + rep.host_out, rep.seconds)
+        return rep
+
+    def _segment(self, seg: list[tuple[int, Instr]], start: int, rep: Report,
+                 boundary: str) -> int:
+        cfg = self.cfg
+        queues = {q: deque(item for item in seg if item[1].queue == q) for q in QUEUES}
+        free = dict.fromkeys(QUEUES, start)
+        tokens: dict[tuple[str, str], deque[int]] = {
+            (a, b): deque() for a in QUEUES for b in (PREV[a], NEXT[a]) if b}
+
+        def pops(q: str, ins: Instr) -> list[tuple[str, str]]:
+            need = []
+            if "pop_prev" in ins.deps:
+                need.append((PREV[q], q))
+            if "pop_next" in ins.deps:
+                need.append((NEXT[q], q))
+            return need
+
+        while any(queues.values()):
+            best = None
+            for q in QUEUES:
+                if not queues[q]:
+                    continue
+                idx, ins = queues[q][0]
+                need = pops(q, ins)
+                if all(tokens[t] for t in need):
+                    t0 = max([free[q]] + [tokens[t][0] for t in need])
+                    if best is None or t0 < best[0]:
+                        best = (t0, q, need)
+            if best is None:
+                waits = []
+                for q in QUEUES:
+                    if queues[q]:
+                        idx, ins = queues[q][0]
+                        missing = [a for a, _ in pops(q, ins) if not tokens[(a, q)]]
+                        waits.append(f"{q} queue at #{idx} {ins.op.name} waits for a "
+                                     f"token from {' and '.join(missing)}")
+                raise SimError("deadlock: " + "; ".join(waits))
+            t0, q, need = best
+            idx, ins = queues[q].popleft()
+            for t in need:
+                tokens[t].popleft()
+            cost = instr_cycles(cfg, ins)
+            end = t0 + cost
+            free[q] = end
+            rep.busy[q] += cost
+            self._account(ins, idx, rep, cost)
+            if "push_prev" in ins.deps:
+                tokens[(q, PREV[q])].append(end)
+            if "push_next" in ins.deps:
+                tokens[(q, NEXT[q])].append(end)
+        left = {f"{a}->{b}": len(v) for (a, b), v in tokens.items() if v}
+        if left:
+            raise SimError(f"token misuse: token(s) pushed but never popped before "
+                           f"{boundary}: {left}")
+        return max(free.values())
+
+    def _account(self, ins: Instr, idx: int, rep: Report, cost: int) -> None:
+        if self.functional:
+            rep.sram_traffic += execute(self.mem, ins, idx)
+        if ins.op == Op.GEMM:
+            rep.macs += ins.m_len * ins.k_len * ins.n_len
+            rep.gemm_cycles += cost
+            rep.folds += 0 if ins.chain else 1
+        elif ins.op in (Op.LOAD, Op.STORE) and ins.space == Space.HOST:
+            n = timing.dma_bytes(ins)
+            if ins.op == Op.STORE:
+                rep.host_out += n
+            else:
+                rep.host_in += n
+                if ins.kind != Kind.ACT:
+                    rep.streamed_weights += n
+
+
+def simulate(cfg: NpuConfig, program: list[Instr], functional: bool = False,
+             cached_weights: int = 0) -> Report:
+    """Timing (and optionally functional) run on a fresh machine."""
+    return Simulator(cfg, functional=functional).run(program, cached_weights)
+
+
+__all__ = ["Dataflow", "Report", "SimError", "Simulator", "instr_cycles", "simulate"]
