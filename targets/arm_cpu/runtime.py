@@ -29,7 +29,12 @@ class QemuExecutor:
         """Timings under emulation: they say nothing about a real board's speed."""
         from edgec.targets.arm_cpu.deploy import run_module
 
-        _, timing = run_module(self._lib, arrays, repeat=max(1, repeat))
-        result = {k: float(v) for k, v in timing.items() if isinstance(v, (int, float))}
-        result["emulated"] = 1.0
-        return result
+        _, timing = run_module(self._lib, arrays, repeat=max(1, repeat), warmup=warmup)
+        runs = np.asarray(timing["runs_ms"], dtype=np.float64)
+        return {
+            "mean_ms": float(runs.mean()),
+            "median_ms": float(np.median(runs)),
+            "min_ms": float(runs.min()),
+            "runs": int(runs.size),
+            "emulated": 1.0,
+        }

@@ -75,14 +75,17 @@ ENUMS: dict[str, type[enum.IntEnum]] = {"kind": Kind, "space": Space, "df": Data
 
 # (field, bits); signed fields are listed in SIGNED. Widths sum to <= 121.
 LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
-    # 2-D strided DMA of rows x cols "pixels" of ``depth`` elements, zero padding
-    # (with ``pad_value``) of top/bottom/left/right pixels on the SRAM side.
+    # 2-D strided DMA: ``rows`` runs of ``cols`` pixels of ``depth`` elements, runs
+    # ``stride`` elements apart in DRAM, dense in SRAM; padding of top/bottom rows and
+    # left/right pixels with ``pad_value`` (activations) or 0 is made on the SRAM side.
     Op.LOAD: (("kind", 2), ("space", 1), ("dram", 28), ("sram", 23), ("rows", 11),
               ("cols", 11), ("depth", 11), ("stride", 14), ("pad_top", 3),
               ("pad_bottom", 3), ("pad_left", 3), ("pad_right", 3), ("pad_value", 8)),
     # acc[m, n] (+)= sum_k A[m0+m, k0+k] * W[k, n]; A is read from INP through the
     # implicit im2col of the last CFG; W row k at wgt + k*wgt_stride in PCACHE.
-    Op.GEMM: (("df", 1), ("reset", 1), ("chain", 1), ("m0", 14), ("m_len", 14),
+    # ``diag``: W is block-diagonal (depthwise), stored compactly as one weight per k:
+    # W[k, n] = wgt[k] if k % kc == n else 0.
+    Op.GEMM: (("df", 1), ("reset", 1), ("chain", 1), ("diag", 1), ("m0", 14), ("m_len", 14),
               ("k0", 14), ("k_len", 14), ("n_len", 9), ("wgt", 23), ("acc", 16)),
     # Geometry registers for GEMM: INP tile is (rows, in_w, cin) int8, the window has
     # kh x kw x kc channels starting at c_base; output pixels are out_w wide.

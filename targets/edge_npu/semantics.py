@@ -85,9 +85,9 @@ def _load(mem: Memory, ins: Instr, where: str) -> int:
     src = mem.space(ins.space)
     if ins.kind != Kind.ACT and ins.space != Space.HOST:
         raise SimError(f"{where}: parameters are loaded from host into the parameter cache")
-    span = ((ins.rows - 1) * ins.stride + ins.cols) * pix if ins.rows else 0
+    span = (ins.rows - 1) * ins.stride * esize + ins.cols * pix if ins.rows else 0
     _check(where, ins_space_name(ins.space), ins.dram, span, src.size)
-    data = _strided(src, ins.dram, ins.rows, ins.cols * pix, ins.stride * pix)
+    data = _strided(src, ins.dram, ins.rows, ins.cols * pix, ins.stride * esize)
     fill = np.uint8(ins.pad_value & 0xFF) if ins.kind == Kind.ACT else np.uint8(0)
     out = np.full((ins.rows + ins.pad_top + ins.pad_bottom,
                    ins.cols + ins.pad_left + ins.pad_right, pix), fill, dtype=np.uint8)
@@ -114,11 +114,11 @@ def _store(mem: Memory, ins: Instr, where: str) -> int:
     n = ins.rows * ins.cols * pix
     _check(where, "inp", ins.sram, n, mem.inp.size)
     dst = mem.space(ins.space)
-    span = ((ins.rows - 1) * ins.stride + ins.cols) * pix if ins.rows else 0
+    span = (ins.rows - 1) * ins.stride + ins.cols * pix if ins.rows else 0
     _check(where, ins_space_name(ins.space), ins.dram, span, dst.size)
     data = mem.inp[ins.sram:ins.sram + n].view(np.uint8).reshape(ins.rows, ins.cols * pix)
     for r in range(ins.rows):  # rows are few; a writeable strided view would alias
-        start = ins.dram + r * ins.stride * pix
+        start = ins.dram + r * ins.stride
         dst[start:start + ins.cols * pix] = data[r]
     if ins.space == Space.PCACHE:
         mem.peak["pcache"] = max(mem.peak["pcache"], ins.dram + span)
@@ -155,9 +155,14 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
         raise SimError(f"{where}: im2col reads inp[{int(addr.max())}], past its "
                        f"{mem.inp.size} bytes")
     a = mem.inp[addr]
-    w_span = (ins.k_len - 1) * g["wgt_stride"] + ins.n_len if ins.k_len else 0
-    _check(where, "pcache", ins.wgt, w_span, mem.pcache.size)
-    w = _strided(mem.pcache, ins.wgt, ins.k_len, ins.n_len, g["wgt_stride"]).view(np.int8)
+    if ins.diag:  # block-diagonal: expand the compact per-k weights on the fly
+        _check(where, "pcache", ins.wgt, ins.k_len, mem.pcache.size)
+        compact = mem.pcache[ins.wgt:ins.wgt + ins.k_len].view(np.int8)
+        w = np.where(c[:, None] == np.arange(ins.n_len)[None, :], compact[:, None], 0)
+    else:
+        w_span = (ins.k_len - 1) * g["wgt_stride"] + ins.n_len if ins.k_len else 0
+        _check(where, "pcache", ins.wgt, w_span, mem.pcache.size)
+        w = _strided(mem.pcache, ins.wgt, ins.k_len, ins.n_len, g["wgt_stride"]).view(np.int8)
     a_span = (ins.m_len - 1) * g["acc_stride"] + ins.n_len if ins.m_len else 0
     _check(where, "acc", ins.acc, a_span, mem.acc.size)
     # float64 products of int8 are exact while |sum| < 2**53, far beyond any K here
@@ -168,7 +173,7 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
     else:  # int32 accumulators wrap like the hardware's
         mem.acc[rows] = (mem.acc[rows].astype(np.int64) + prod).astype(np.int32)
     mem.peak["acc"] = max(mem.peak["acc"], 4 * (ins.acc + a_span))
-    return a.size + w.size + 4 * prod.size * (1 if ins.reset else 2)
+    return a.size + (ins.k_len if ins.diag else w.size) + 4 * prod.size * (1 if ins.reset else 2)
 
 
 def _vec(mem: Memory, ins: Instr, where: str) -> int:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _rnn_oracle import compare, one_node_model
+
+from tests.compiler.converters._rnn_oracle import compare, one_node_model
 
 INPUT, HIDDEN = 5, 4
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from _rnn_oracle import compare, one_node_model
 from edgec.converters import installed, supported_ops
 from edgec.errors import UnsupportedOpsError
 from tvm.relax.frontend.onnx import from_onnx
+
+from tests.compiler.converters._rnn_oracle import compare, one_node_model
 
 INPUT, HIDDEN = 5, 4
 
@@ -147,3 +148,10 @@ def test_opset7_model() -> None:
     model, feeds = lstm_case(direction="bidirectional", batch=2)
     model.opset_import[0].version = 7
     compare(model, feeds)
+
+
+def test_dynamic_sequence_length_is_reported() -> None:
+    model, _ = lstm_case()
+    model.graph.input[0].type.tensor_type.shape.dim[0].dim_param = "seq"
+    with installed(), pytest.raises(UnsupportedOpsError, match="sequence length is not static"):
+        from_onnx(model)

@@ -199,3 +199,24 @@ def test_unsupported_input_dtype_is_target_error(tmp_path: Path) -> None:
 def test_missing_module_is_target_error(tmp_path: Path) -> None:
     with pytest.raises(TargetError, match="not found"):
         deploy.run_module(tmp_path / "absent.so", [])
+
+
+@pytest.mark.qemu
+def test_runner_rejects_bad_npy_files(tmp_path: Path) -> None:
+    """Inputs run_module never writes (Fortran order, other dtypes) fail with one line."""
+    tools = toolchain.find_toolchain()
+    runner, lib_dir = deploy.build_runner(), runtime_libs.ensure_runtime().lib_dir
+    cases = {
+        "fortran.npy": (np.asfortranarray(np.ones((3, 4), np.float32)), "Fortran-order"),
+        "complex.npy": (np.ones(3, np.complex64), "unsupported npy dtype '<c8'"),
+    }
+    for name, (array, message) in cases.items():
+        np.save(tmp_path / name, array)
+        proc = subprocess.run(
+            [str(tools.qemu), "-L", str(tools.sysroot), "-E", f"LD_LIBRARY_PATH={lib_dir}",
+             str(runner), str(tmp_path / "unused.so"), "--in", str(tmp_path / name),
+             "--out-dir", str(tmp_path)],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert proc.returncode == 1
+        assert proc.stderr.count("\n") == 1 and message in proc.stderr

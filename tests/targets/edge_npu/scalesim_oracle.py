@@ -2,8 +2,11 @@
 
 Usage: ``<scalesim-python> scalesim_oracle.py < spec.json > rows.json``. The spec is
 ``{"rows": R, "cols": C, "dataflow": "ws"|"os", "bandwidth": null|words_per_cycle,
+"sram_kb": per-buffer KiB,
 "layers": [[name, ifmap_h, ifmap_w, filt_h, filt_w, channels, filters, stride], ...]}``.
-All layers run in one SCALE-Sim invocation (one topology file), so a batch costs one
+In USER mode SCALE-Sim 3.0.0 takes the ifmap/filter DRAM bandwidth from the [layout]
+bank bandwidth fields and the ofmap's from ``Bandwidth``, so all three are set. All
+layers run in one SCALE-Sim invocation (one topology file), so a batch costs one
 process start. Output: one dict per layer from COMPUTE_REPORT.csv (``get_total_cycles``
 is broken in 3.0.0, so the CSV is the source).
 """
@@ -38,12 +41,12 @@ WriteRequestBuffer: 32
 
 [layout]
 IfmapCustomLayout: False
-IfmapSRAMBankBandwidth: 10
-IfmapSRAMBankNum: 10
+IfmapSRAMBankBandwidth: {bandwidth}
+IfmapSRAMBankNum: 1
 IfmapSRAMBankPort: 2
 FilterCustomLayout: False
-FilterSRAMBankBandwidth: 10
-FilterSRAMBankNum: 10
+FilterSRAMBankBandwidth: {bandwidth}
+FilterSRAMBankNum: 1
 FilterSRAMBankPort: 2
 
 [sparsity]

@@ -1,0 +1,371 @@
+"""Layer-level program generator: conv / depthwise / GEMM / add / pool -> instructions.
+
+A conv is a GEMM through implicit im2col: M = output pixels, K = kh*kw*cin, N = cout.
+Depthwise is block-diagonal: channel groups of g <= C_array, each a GEMM with
+K = kh*kw*g and N = g whose off-diagonal weights are zero; the array runs the whole
+block (so timing is the dense GEMM's), but only the diagonal is stored (GEMM ``diag``)
+and all-zero blocks between groups are skipped.
+
+Tiling: the output is cut into bands of whole output rows so one band's input tile and
+int8 output fit an activation bank and its accumulators (band pixels x N-tile int32)
+fit the accumulator SRAM. Bands alternate banks; tokens give VTA's double buffering:
+load(b+2) waits for compute(b) to release the bank, compute(b+2) waits for store(b).
+WS folds stream the band's pixels through K-rows x N-cols of weights; OS folds keep a
+R-pixel x N-col output tile in the array and stream K.
+
+Layouts: activations HWC int8; conv weights as the K x N matrix (row k = (i, j, c));
+depthwise groups' block-diagonal matrices one after another; requant parameter
+blocks (``isa.requant_block``) one per N-tile.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edgec.errors import EdgecError
+
+from . import timing
+from .config import NpuConfig
+from .isa import (ADD_KEYS, POOL_KEYS, Dataflow, Instr, Kind, Op, Space, VecOp, keyed_block,
+                  make, requant_block)
+
+
+class ProgramError(EdgecError):
+    """A layer does not fit the machine or the generator's tiling."""
+
+
+@dataclass(frozen=True)
+class Conv:
+    """A conv layer's shape; ``pad`` is (top, left, bottom, right)."""
+
+    h: int
+    w: int
+    cin: int
+    cout: int
+    kh: int = 1
+    kw: int = 1
+    stride: int = 1
+    pad: tuple[int, int, int, int] = (0, 0, 0, 0)
+    depthwise: bool = False
+
+    @property
+    def out_h(self) -> int:
+        return (self.h + self.pad[0] + self.pad[2] - self.kh) // self.stride + 1
+
+    @property
+    def out_w(self) -> int:
+        return (self.w + self.pad[1] + self.pad[3] - self.kw) // self.stride + 1
+
+    @property
+    def macs(self) -> int:
+        """Useful MACs (depthwise: one channel per filter)."""
+        per = self.kh * self.kw * (1 if self.depthwise else self.cin)
+        return self.out_h * self.out_w * self.cout * per
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a layer's tensors live. Activations: (space, byte address)."""
+
+    inp: tuple[Space, int]
+    out: tuple[Space, int]
+    wgt: int            # PCACHE address of the packed weights
+    params: int         # PCACHE address of the requant blocks
+    zp_in: int = 0      # padding value
+    stream_from: int | None = None  # HOST address of packed weights if streamed
+
+
+@dataclass
+class LayerProgram:
+    instrs: list[Instr]
+    macs: int
+    bands: int
+    folds: int          # folds of the whole layer (SCALE-Sim's count, without bands)
+    dataflow: Dataflow
+    weight_bytes: int
+    notes: dict[str, int] = field(default_factory=dict)
+
+
+# -- packing ---------------------------------------------------------------------------
+def groups(conv: Conv, cols: int) -> list[tuple[int, int]]:
+    """(first channel, size) of each depthwise group; one group for a dense conv."""
+    if not conv.depthwise:
+        return [(0, conv.cin)]
+    return [(c, min(cols, conv.cin - c)) for c in range(0, conv.cin, cols)]
+
+
+def pack_weights(conv: Conv, w: np.ndarray, cols: int) -> np.ndarray:
+    """OHWI weights (depthwise: C x kh x kw) -> the int8 bytes the program reads."""
+    if not conv.depthwise:
+        return np.ascontiguousarray(w.reshape(conv.cout, -1).T).astype(np.int8).reshape(-1)
+    # depthwise: per group, one weight per k = (i, j, c), expanded by GEMM ``diag``
+    return np.concatenate([np.ascontiguousarray(w[c0:c0 + g].transpose(1, 2, 0))
+                           .astype(np.int8).reshape(-1) for c0, g in groups(conv, cols)])
+
+
+def n_tiles(conv: Conv, cols: int) -> list[tuple[int, int]]:
+    """(first output channel, width) of each N-tile (a depthwise group is one)."""
+    if conv.depthwise:
+        return groups(conv, cols)
+    return [(n, min(cols, conv.cout - n)) for n in range(0, conv.cout, cols)]
+
+
+def pack_requant(conv: Conv, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
+                 zp: int, qmin: int, qmax: int, cols: int) -> np.ndarray:
+    """Per-channel (or scalar) requant parameters -> one block per N-tile."""
+    full = [np.broadcast_to(np.asarray(v), (conv.cout,)) for v in (bias, mult, shift)]
+    return np.concatenate([requant_block(*(v[n0:n0 + nl] for v in full), zp, qmin, qmax)
+                           for n0, nl in n_tiles(conv, cols)])
+
+
+# -- conv / GEMM -----------------------------------------------------------------------
+def _band_rows(cfg: NpuConfig, conv: Conv) -> int:
+    """Most output rows per band that fit the bank and the accumulators."""
+    ow = conv.out_w
+    n_max = max(nl for _, nl in n_tiles(conv, cfg.cols))
+    wp = conv.w + conv.pad[1] + conv.pad[3]
+    best = 0
+    for rows in range(1, conv.out_h + 1):
+        in_rows = (rows - 1) * conv.stride + conv.kh
+        inp = in_rows * wp * conv.cin
+        out = rows * ow * conv.cout
+        # 2047: the 11-bit DMA row count of the band's STORE
+        if (inp + out > cfg.activation_bank or rows * ow * n_max > cfg.accumulator_words
+                or rows * ow > 2047):
+            break
+        best = rows
+    if best == 0:
+        raise ProgramError(f"conv {conv}: one output row does not fit an activation bank "
+                           f"({cfg.activation_bank} B) and the accumulators")
+    nb = math.ceil(conv.out_h / best)
+    return math.ceil(conv.out_h / nb)  # even bands: the last is not a sliver
+
+
+def choose_dataflow(cfg: NpuConfig, conv: Conv) -> Dataflow:
+    """The dataflow with fewer stall-free fold cycles (the tuner will refine this)."""
+    def cost(df: Dataflow) -> int:
+        m, total = conv.out_h * conv.out_w, 0
+        for _, nl in n_tiles(conv, cfg.cols):
+            k = conv.kh * conv.kw * (nl if conv.depthwise else conv.cin)
+            if df == Dataflow.WS:
+                total += math.ceil(k / cfg.rows) * timing.fold_cycles(cfg, df, m)
+            else:
+                total += math.ceil(m / cfg.rows) * timing.fold_cycles(cfg, df, k)
+        return total
+    return min((Dataflow.WS, Dataflow.OS), key=cost)
+
+
+def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
+                 dataflow: Dataflow | str | None = None, lut: int | None = None,
+                 sync: bool = True) -> LayerProgram:
+    """Instructions for one conv (or depthwise) layer with requantization.
+
+    ``lut``: PCACHE address of a LUT block applied after requantization.
+    """
+    if conv.depthwise and conv.cin != conv.cout:
+        raise ProgramError(f"depthwise conv needs cin == cout, got {conv.cin}, {conv.cout}")
+    df = (choose_dataflow(cfg, conv) if dataflow is None
+          else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
+    R = cfg.rows
+    oh, ow, s = conv.out_h, conv.out_w, conv.stride
+    pt, pl, pb, pr = conv.pad[0], conv.pad[1], conv.pad[2], conv.pad[3]
+    wp = conv.w + pl + pr
+    rows_b = _band_rows(cfg, conv)
+    nbands = math.ceil(oh / rows_b)
+    tiles = n_tiles(conv, cfg.cols)
+    ks = [conv.kh * conv.kw * (nl if conv.depthwise else conv.cin) for _, nl in tiles]
+    wgt_off, block_off, off_w, off_p = [], [], 0, 0
+    for (n0, nl), k in zip(tiles, ks):
+        # dense: column n0 of the K x N matrix; depthwise: start of the group's weights
+        wgt_off.append(n0 if not conv.depthwise else off_w)
+        off_w += k if conv.depthwise else k * nl
+        block_off.append(off_p)
+        off_p += 4 * (3 + 3 * nl)
+    wbytes = off_w
+    wgt_stride = [conv.cout if not conv.depthwise else 1 for _, nl in tiles]
+    diag = int(conv.depthwise)
+
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    streamed = place.stream_from is not None
+    if streamed:  # whole layer's weights first; compute waits on one token
+        runs = _flat_runs(wbytes)
+        for i, (off, rows, depth) in enumerate(runs):
+            prog.append(make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (),
+                             kind=Kind.WGT, space=Space.HOST, dram=place.stream_from + off,
+                             sram=place.wgt + off, rows=rows, cols=1, depth=depth,
+                             stride=depth))
+    in_space, in_addr = place.inp
+    out_space, out_addr = place.out
+    folds_total = 0
+    load_q: list[Instr] = []
+    comp_q: list[Instr] = []
+    store_q: list[Instr] = []
+    if streamed:
+        comp_q.append(make(Op.CFG, ("pop_prev",)))
+    for b in range(nbands):
+        oy0 = b * rows_b
+        orows = min(rows_b, oh - oy0)
+        bank = (b % 2) * cfg.activation_bank
+        y_lo = oy0 * s - pt                      # first padded-input row of the band
+        y_hi = (oy0 + orows - 1) * s + conv.kh - pt   # one past the last
+        top, bottom = max(0, -y_lo), max(0, y_hi - conv.h)
+        in_rows = y_hi - y_lo
+        tile = in_rows * wp * conv.cin
+        load_q.append(make(Op.LOAD, (("pop_next",) if b >= 2 else ()) + ("push_next",),
+                           kind=Kind.ACT, space=in_space,
+                           dram=in_addr + max(0, y_lo) * conv.w * conv.cin,
+                           sram=bank, rows=in_rows - top - bottom, cols=conv.w,
+                           depth=conv.cin, stride=conv.w * conv.cin, pad_top=top,
+                           pad_bottom=bottom, pad_left=pl, pad_right=pr,
+                           pad_value=place.zp_in))
+        m = orows * ow
+        out_base = bank + tile
+        for t, ((n0, nl), k) in enumerate(zip(tiles, ks)):
+            deps: tuple[str, ...] = ()
+            if t == 0:
+                deps = ("pop_prev",) + (("pop_next",) if b >= 2 else ())
+            comp_q.append(make(Op.CFG, deps, inp=bank, in_w=wp, cin=conv.cin,
+                               kc=nl if conv.depthwise else conv.cin,
+                               c_base=n0 if conv.depthwise else 0, kh=conv.kh, kw=conv.kw,
+                               stride=s, out_w=ow, wgt_stride=wgt_stride[t], acc_stride=nl))
+            wbase = place.wgt + wgt_off[t]
+            if df == Dataflow.WS:
+                for k0 in range(0, k, R):
+                    comp_q.append(make(Op.GEMM, df=df, diag=diag, reset=int(k0 == 0), m0=0,
+                                       m_len=m,
+                                       k0=k0, k_len=min(R, k - k0), n_len=nl,
+                                       wgt=wbase + k0 * wgt_stride[t], acc=0))
+            else:
+                for m0 in range(0, m, R):
+                    comp_q.append(make(Op.GEMM, df=df, diag=diag, reset=1, m0=m0,
+                                       m_len=min(R, m - m0),
+                                       k0=0, k_len=k, n_len=nl, wgt=wbase, acc=m0 * nl))
+            last = t == len(tiles) - 1
+            dst = out_base + m * n0
+            vdeps: tuple[str, ...] = ()
+            if last:
+                vdeps = (("push_prev",) if b + 2 < nbands else ()) + ("push_next",)
+            requant = make(Op.VEC, () if lut is not None else vdeps, vop=VecOp.REQUANT,
+                           src=0, dst=dst, count=m * nl, cols=nl,
+                           param=place.params + block_off[t])
+            comp_q.append(requant)
+            if lut is not None:
+                comp_q.append(make(Op.VEC, vdeps, vop=VecOp.LUT, src=dst, dst=dst,
+                                   count=m * nl, param=lut))
+            sdeps: tuple[str, ...] = ()
+            if t == 0:
+                sdeps += ("pop_prev",)
+            if last and b + 2 < nbands:
+                sdeps += ("push_prev",)
+            store_q.append(make(Op.STORE, sdeps, space=out_space,
+                                dram=out_addr + oy0 * ow * conv.cout + n0, sram=dst,
+                                rows=m, cols=1, depth=nl, stride=conv.cout))
+    for (_, nl), k in zip(tiles, ks):
+        folds_total += (math.ceil(k / R) if df == Dataflow.WS
+                        else math.ceil(oh * ow / R)) * math.ceil(nl / cfg.cols)
+    # Queues are independent streams; interleave them so a reader sees the band order.
+    prog += _interleave(load_q, comp_q, store_q)
+    return LayerProgram(prog, conv.macs, nbands, folds_total, df, wbytes,
+                        {"band_rows": rows_b, "param_bytes": off_p})
+
+
+def _interleave(*queues: list[Instr]) -> list[Instr]:
+    out: list[Instr] = []
+    for group in zip(*(_chunks(q, len(queues[0])) for q in queues)):
+        for part in group:
+            out += part
+    return out
+
+
+def _chunks(q: list[Instr], n: int) -> list[list[Instr]]:
+    """Split a queue into ``n`` nearly equal runs (for readable interleaving)."""
+    size = math.ceil(len(q) / n) if n else len(q)
+    return [q[i * size:(i + 1) * size] for i in range(n)] if n else [q]
+
+
+def gemm_layer(cfg: NpuConfig, m: int, k: int, n: int, place: Placement,
+               dataflow: Dataflow | str | None = None, sync: bool = True) -> LayerProgram:
+    """(M x K) @ (K x N) with requantization: a 1x1 conv over an M x 1 image."""
+    return conv2d_layer(cfg, Conv(h=m, w=1, cin=k, cout=n), place, dataflow, sync=sync)
+
+
+# -- element-wise and pooling ------------------------------------------------------------
+def add_layer(cfg: NpuConfig, n: int, a: tuple[Space, int], b: tuple[Space, int],
+              out: tuple[Space, int], param: int, sync: bool = True) -> list[Instr]:
+    """out = ADD(a, b) over ``n`` int8 elements with rescale (``add_block`` at param)."""
+    chunk = min(cfg.activation_bank // 3, 2047 * 64)
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    for i, c0 in enumerate(range(0, n, chunk)):
+        cnt = min(chunk, n - c0)
+        bank = (i % 2) * cfg.activation_bank
+        first = i >= 2
+        rows, depth = _rows_depth(cnt)
+        for j, (sp, addr) in enumerate((a, b)):
+            deps = (("pop_next",) if first and j == 0 else ()) + \
+                (("push_next",) if j == 1 else ())
+            prog.append(make(Op.LOAD, deps, kind=Kind.ACT, space=sp, dram=addr + c0,
+                             sram=bank + j * chunk, rows=rows, cols=1, depth=depth,
+                             stride=depth))
+        more = (i + 2) * chunk < n
+        prog.append(make(Op.VEC, ("pop_prev",) + (("pop_next",) if first else ()) +
+                         (("push_prev",) if more else ()) + ("push_next",),
+                         vop=VecOp.ADD, src=bank, src2=bank + chunk, dst=bank + 2 * chunk,
+                         count=cnt, param=param))
+        prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
+                         space=out[0], dram=out[1] + c0, sram=bank + 2 * chunk, rows=rows,
+                         cols=1, depth=depth, stride=depth))
+    return prog
+
+
+def _flat_runs(count: int, depth: int = 1024) -> list[tuple[int, int, int]]:
+    """(offset, rows, depth) descriptors covering ``count`` contiguous bytes."""
+    runs, off = [], 0
+    while off < count:
+        rows = min(2047, (count - off) // depth)
+        if rows == 0:
+            runs.append((off, 1, count - off))
+            break
+        runs.append((off, rows, depth))
+        off += rows * depth
+    return runs
+
+
+def _rows_depth(count: int) -> tuple[int, int]:
+    """Factor a flat run as rows x depth within the 11-bit fields."""
+    for depth in range(min(count, 2047), 0, -1):
+        if count % depth == 0 and count // depth <= 2047:
+            return count // depth, depth
+    raise ProgramError(f"cannot describe {count} bytes as one DMA")
+
+
+def global_avgpool_layer(cfg: NpuConfig, h: int, w: int, c: int, inp: tuple[Space, int],
+                         out: tuple[Space, int], param: int,
+                         sync: bool = True) -> list[Instr]:
+    """Global average pool of an HWC tensor held in one bank."""
+    if h * w * c + c > cfg.activation_bank:
+        raise ProgramError(f"global pool of {h}x{w}x{c} does not fit an activation bank")
+    return ([make(Op.SYNC)] if sync else []) + [
+        make(Op.LOAD, ("push_next",), kind=Kind.ACT, space=inp[0], dram=inp[1], sram=0,
+             rows=h, cols=w, depth=c, stride=w * c),
+        make(Op.VEC, ("pop_prev", "push_next"), vop=VecOp.AVGPOOL, src=0, dst=h * w * c,
+             count=h * w * c, param=param),
+        make(Op.STORE, ("pop_prev",), space=out[0], dram=out[1], sram=h * w * c, rows=1,
+             cols=1, depth=c, stride=c)]
+
+
+def pool_block(h: int, w: int, c: int, k: int, stride: int, qmin: int = -128,
+               qmax: int = 127) -> np.ndarray:
+    oh, ow = (h - k) // stride + 1, (w - k) // stride + 1
+    return keyed_block(POOL_KEYS, in_w=w, channels=c, kh=k, kw=k, stride=stride, out_h=oh,
+                       out_w=ow, qmin=qmin, qmax=qmax)
+
+
+def add_block(**values: int) -> np.ndarray:
+    return keyed_block(ADD_KEYS, **values)
+
+
+def end() -> list[Instr]:
+    return [make(Op.END)]

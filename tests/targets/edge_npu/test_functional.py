@@ -1,0 +1,128 @@
+"""Bit-exact checks of generated layer programs against the numpy reference."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgec.targets.edge_npu import intmath, programs
+from edgec.targets.edge_npu.isa import Space, VecOp, keyed_block, MUL_KEYS, make, Op, Kind
+from edgec.targets.edge_npu.simulator import Simulator
+
+from .conftest import run_conv
+from .reference import conv_requant
+
+CASES = [  # h, w, cin, cout, k, stride, pad, depthwise
+    (9, 9, 5, 7, 3, 1, (1, 1, 1, 1), False),
+    (12, 10, 20, 33, 3, 2, (1, 1, 1, 1), False),   # K, N not multiples of 16
+    (16, 16, 24, 24, 3, 1, (1, 1, 1, 1), True),     # depthwise, two groups on 16x16
+    (15, 15, 8, 8, 3, 2, (0, 0, 1, 1), True),       # TF-style asymmetric pad
+    (40, 40, 16, 32, 1, 1, (0, 0, 0, 0), False),    # several bands, ping-pong banks
+    (7, 7, 18, 1, 5, 1, (2, 2, 2, 2), False),       # N = 1
+]
+
+
+def _layer(rng, h, w, cin, cout, k, stride, pad, dw):
+    conv = programs.Conv(h, w, cin, cout, k, k, stride, pad, dw)
+    x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
+    shape = (cout, k, k) if dw else (cout, k, k, cin)
+    wt = rng.integers(-127, 128, shape, dtype=np.int8)
+    bias = rng.integers(-5000, 5000, cout)
+    ms = [intmath.quantize_multiplier(float(v)) for v in rng.uniform(1e-4, 3e-3, cout)]
+    mult = np.array([m for m, _ in ms])
+    shift = np.array([s for _, s in ms])
+    return conv, x, wt, bias, mult, shift
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_conv_bit_exact(small, case, dataflow):
+    rng = np.random.default_rng(hash(case) % 2**32)
+    h, w, cin, cout, k, stride, pad, dw = case
+    conv, x, wt, bias, mult, shift = _layer(rng, *case)
+    zp_in, zp_out, qmin, qmax = 3, -7, -128, 127
+    got, rep, lp = run_conv(small, conv, x, wt, bias, mult, shift, zp_out, qmin, qmax,
+                            zp_in=zp_in, dataflow=dataflow)
+    want = conv_requant(x, wt, bias, mult, shift, zp_out, qmin, qmax, stride, pad, zp_in, dw)
+    np.testing.assert_array_equal(got, want)
+    assert rep.cycles > 0
+
+
+def test_gemm_clamp_and_streamed_weights(small):
+    """GEMM with a ReLU6-style clamp (qmin/qmax) and weights streamed from the host."""
+    rng = np.random.default_rng(1)
+    conv, x, wt, bias, mult, shift = _layer(rng, 37, 1, 45, 19, 1, 1, (0, 0, 0, 0), False)
+    got, rep, _ = run_conv(small, conv, x, wt, bias, mult, shift, -10, -10, 60,
+                           stream=True)
+    want = conv_requant(x, wt, bias, mult, shift, -10, -10, 60)
+    np.testing.assert_array_equal(got, want)
+    assert rep.streamed_weights == wt.size and rep.cached_weights == 0
+
+
+def test_lut_after_requant(small):
+    rng = np.random.default_rng(2)
+    conv, x, wt, bias, mult, shift = _layer(rng, 6, 6, 10, 12, 3, 1, (1, 1, 1, 1), False)
+    lut = intmath.build_lut(np.tanh, 0.05, -3, 1 / 128, 0)
+    got, _, _ = run_conv(small, conv, x, wt, bias, mult, shift, -3, -128, 127, lut=lut)
+    want = conv_requant(x, wt, bias, mult, shift, -3, -128, 127, 1, (1, 1, 1, 1))
+    np.testing.assert_array_equal(got, lut[want.astype(np.int64) + 128])
+
+
+def test_add_with_rescale(small):
+    rng = np.random.default_rng(3)
+    n = 70000  # more than two chunks, so banks are reused
+    a = rng.integers(-128, 128, n, dtype=np.int8)
+    b = rng.integers(-128, 128, n, dtype=np.int8)
+    p = intmath.add_params(0.02, 0.05, 0.06)
+    block = programs.add_block(zp1=4, zp2=-9, zp_out=2, qmin=-128, qmax=127, **p)
+    sim = Simulator(small, host_bytes=1 << 19)
+    sim.mem.write(Space.HOST, 0, a)
+    sim.mem.write(Space.HOST, 1 << 17, b)
+    sim.mem.write(Space.PCACHE, 0, block)
+    prog = programs.add_layer(small, n, (Space.HOST, 0), (Space.HOST, 1 << 17),
+                              (Space.HOST, 1 << 18), 0) + programs.end()
+    sim.run(prog)
+    got = sim.mem.read(Space.HOST, 1 << 18, n)
+    np.testing.assert_array_equal(got, intmath.add_int8(a, 4, b, -9, p, 2))
+    # and the integer ADD is the real sum to within one output step (saturation aside)
+    real = (a.astype(float) - 4) * 0.02 + (b.astype(float) + 9) * 0.05
+    real = np.clip(real, (-128 - 2) * 0.06, (127 - 2) * 0.06)
+    assert np.abs((got.astype(float) - 2) * 0.06 - real).max() <= 0.06
+
+
+def test_mul_and_pools(small):
+    rng = np.random.default_rng(4)
+    x = rng.integers(-128, 128, (6, 8, 5), dtype=np.int8)
+    y = rng.integers(-128, 128, x.size, dtype=np.int8)
+    sim = Simulator(small)
+    sim.mem.write(Space.HOST, 0, x)
+    sim.mem.write(Space.HOST, 4096, y)
+    mult, shift = intmath.quantize_multiplier(0.01)
+    sim.mem.write(Space.PCACHE, 0, keyed_block(MUL_KEYS, zp1=1, zp2=-2, mult=mult,
+                                                shift=shift, zp_out=0, qmin=-128, qmax=127))
+    sim.mem.write(Space.PCACHE, 64, programs.pool_block(6, 8, 5, 2, 2))
+    n = x.size
+    prog = [
+        make(Op.LOAD, kind=Kind.ACT, space=Space.HOST, dram=0, sram=0, rows=1, cols=1,
+             depth=n, stride=n),
+        make(Op.LOAD, ("push_next",), kind=Kind.ACT, space=Space.HOST, dram=4096,
+             sram=1024, rows=1, cols=1, depth=n, stride=n),
+        make(Op.VEC, ("pop_prev",), vop=VecOp.MUL, src=0, src2=1024, dst=2048, count=n,
+             param=0),
+        make(Op.VEC, vop=VecOp.MAXPOOL, src=0, dst=3072, count=60 * 4, param=64),
+        make(Op.VEC, ("push_next",), vop=VecOp.AVGPOOL, src=0, dst=3200, count=60 * 4,
+             param=64),
+        make(Op.STORE, ("pop_prev",), space=Space.HOST, dram=8192, sram=2048, rows=1,
+             cols=1, depth=n + 1024 + 200, stride=0),
+        make(Op.END),
+    ]
+    sim.run(prog)
+    out = sim.mem.read(Space.HOST, 8192, n + 1024 + 200)
+    np.testing.assert_array_equal(
+        out[:n], intmath.requantize((x.reshape(-1).astype(np.int64) - 1) * (y + 2.0).astype(
+            np.int64), mult, shift, 0))
+    win = x.astype(np.int64).reshape(3, 2, 4, 2, 5)
+    np.testing.assert_array_equal(out[1024:1024 + 60].reshape(3, 4, 5), win.max(axis=(1, 3)))
+    s = win.sum(axis=(1, 3))
+    avg = np.where(s >= 0, (s + 2) // 4, -((-s + 2) // 4))  # round half away from zero
+    np.testing.assert_array_equal(out[1152:1152 + 60].reshape(3, 4, 5), avg)
