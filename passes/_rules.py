@@ -85,8 +85,9 @@ def report(ctx: Any, pass_name: str, stats: RuleStats) -> None:
 
 def const_value(expr: relax.Expr) -> np.ndarray | None:
     """The numpy value of a Relax constant, or None if ``expr`` is not one."""
-    if isinstance(expr, relax.Constant):
-        return expr.data.numpy()
+    # TVM 0.27: relax.Constant became tvm.ir.GenericConst with the tensor in .value
+    if isinstance(expr, tvm.ir.GenericConst):
+        return expr.value.numpy()
     return None
 
 

@@ -22,7 +22,6 @@ import enum
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from edgec.errors import EdgecError
 
 WIDTH = 128

@@ -24,13 +24,23 @@ import math
 from dataclasses import dataclass, field
 
 import numpy as np
-
 from edgec.errors import EdgecError
 
 from . import timing
 from .config import NpuConfig
-from .isa import (ADD_KEYS, POOL_KEYS, Dataflow, Instr, Kind, Op, Space, VecOp, keyed_block,
-                  make, requant_block)
+from .isa import (
+    ADD_KEYS,
+    POOL_KEYS,
+    Dataflow,
+    Instr,
+    Kind,
+    Op,
+    Space,
+    VecOp,
+    keyed_block,
+    make,
+    requant_block,
+)
 
 
 class ProgramError(EdgecError):
@@ -171,7 +181,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
           else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
     R = cfg.rows
     oh, ow, s = conv.out_h, conv.out_w, conv.stride
-    pt, pl, pb, pr = conv.pad[0], conv.pad[1], conv.pad[2], conv.pad[3]
+    pt, pl, pr = conv.pad[0], conv.pad[1], conv.pad[3]
     wp = conv.w + pl + pr
     rows_b = _band_rows(cfg, conv)
     nbands = math.ceil(oh / rows_b)

@@ -10,9 +10,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
-
 from edgec.errors import EdgecError
+from numpy.lib.stride_tricks import as_strided
 
 from . import intmath
 from .config import NpuConfig

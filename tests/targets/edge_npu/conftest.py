@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edgec.targets.edge_npu import config, programs
 from edgec.targets.edge_npu.isa import Space
 from edgec.targets.edge_npu.simulator import Simulator

@@ -9,7 +9,6 @@ test_intmath.py.
 from __future__ import annotations
 
 import numpy as np
-
 from edgec.targets.edge_npu import intmath
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-
 from edgec.errors import EdgecError
 from edgec.targets.edge_npu.config import CONFIG_DIR, load_config
 

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edgec.targets.edge_npu import intmath, programs
-from edgec.targets.edge_npu.isa import Space, VecOp, keyed_block, MUL_KEYS, make, Op, Kind
+from edgec.targets.edge_npu.isa import MUL_KEYS, Kind, Op, Space, VecOp, keyed_block, make
 from edgec.targets.edge_npu.simulator import Simulator
 
 from .conftest import run_conv
@@ -38,10 +37,10 @@ def _layer(rng, h, w, cin, cout, k, stride, pad, dw):
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 def test_conv_bit_exact(small, case, dataflow):
     rng = np.random.default_rng(hash(case) % 2**32)
-    h, w, cin, cout, k, stride, pad, dw = case
+    stride, pad, dw = case[5:]
     conv, x, wt, bias, mult, shift = _layer(rng, *case)
     zp_in, zp_out, qmin, qmax = 3, -7, -128, 127
-    got, rep, lp = run_conv(small, conv, x, wt, bias, mult, shift, zp_out, qmin, qmax,
+    got, rep, _ = run_conv(small, conv, x, wt, bias, mult, shift, zp_out, qmin, qmax,
                             zp_in=zp_in, dataflow=dataflow)
     want = conv_requant(x, wt, bias, mult, shift, zp_out, qmin, qmax, stride, pad, zp_in, dw)
     np.testing.assert_array_equal(got, want)

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import numpy as np
-from hypothesis import given, strategies as st
-
 from edgec.targets.edge_npu import intmath
+from hypothesis import given
+from hypothesis import strategies as st
 
 I32 = st.integers(-(2**31), 2**31 - 1)
 

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edgec.targets.edge_npu import models
 from edgec.targets.edge_npu.isa import Space
 from edgec.targets.edge_npu.simulator import Simulator, simulate

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import pytest
-
-from edgec.targets.edge_npu import isa, programs
+from edgec.targets.edge_npu import isa
 from edgec.targets.edge_npu.isa import Op, Space, make
 from edgec.targets.edge_npu.semantics import SimError
-from edgec.targets.edge_npu.simulator import simulate
+from edgec.targets.edge_npu.simulator import Simulator, simulate
 
 END = make(Op.END)
 
@@ -50,6 +49,4 @@ def test_out_of_range_access(small):
     prog = [make(Op.LOAD, kind=isa.Kind.ACT, space=Space.HOST, rows=1, cols=1, depth=2000,
                  stride=0, sram=small.activation_bytes - 10), END]
     with pytest.raises(SimError, match=r"#0 LOAD: inp\["):
-        programs  # the generator never does this; a hand-written program can
-        from edgec.targets.edge_npu.simulator import Simulator
         Simulator(small).run(prog)
