@@ -33,7 +33,9 @@ from edgec.passes.registry import register_pass
 
 _CONVS = ("relax.nn.conv1d", "relax.nn.conv2d")
 
-_x, _w, _b = wildcard(), is_const(), is_const()
+_x, _w, _b_value = wildcard(), is_const(), is_const()
+# ONNX Conv's bias imports as a constant, or as reshape(constant) when not pre-folded
+_b = _b_value | is_op("relax.reshape")(_b_value, wildcard())
 _gamma, _beta, _mean, _var = is_const(), is_const(), is_const(), is_const()
 _conv = is_op(_CONVS[0])(_x, _w) | is_op(_CONVS[1])(_x, _w)
 _conv_bias = is_op("relax.add")(_conv, _b)
@@ -61,7 +63,7 @@ def _fold(expr: relax.Expr, m: Matches) -> relax.Expr | str:
     assert w is not None and gamma is not None and beta is not None
     assert mean is not None and var is not None
     channels = w.shape[0]
-    bias = np.zeros(channels) if _b not in m else const_value(m[_b])
+    bias = np.zeros(channels) if _b_value not in m else const_value(m[_b_value])
     if bias is None or bias.size != channels:
         return f"bias of {None if bias is None else bias.size} values for {channels} channels"
     bias = bias.reshape(channels)

@@ -200,21 +200,31 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
 
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
     streamed = place.stream_from is not None
-    if streamed:  # whole layer's weights first; compute waits on one token
-        runs = _flat_runs(wbytes)
-        for i, (off, rows, depth) in enumerate(runs):
-            prog.append(make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (),
-                             kind=Kind.WGT, space=Space.HOST, dram=place.stream_from + off,
-                             sram=place.wgt + off, rows=rows, cols=1, depth=depth,
-                             stride=depth))
+    wloads: list[Instr] = []
+    if streamed:
+        # Streamed weights arrive one N-tile at a time into the staging area, tile-major
+        # (the 2-D DMA gathers a K x nl column block of the host's K x N matrix), and
+        # each tile's last descriptor pushes a token that band 0's first GEMM of that
+        # tile pops: tile t+1 streams while tile t computes (double buffering).
+        for t, ((n0, nl), k) in enumerate(zip(tiles, ks)):
+            runs = (_flat_runs(k, min(k, 2047)) if conv.depthwise else
+                    [(r0, min(2047, k - r0), nl) for r0 in range(0, k, 2047)])
+            for i, (r0, rows, depth) in enumerate(runs):
+                src = wgt_off[t] + r0 if conv.depthwise else n0 + r0 * conv.cout
+                dst = wgt_off[t] + r0 if conv.depthwise else k * n0 + r0 * nl
+                wloads.append(make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (),
+                                   kind=Kind.WGT, space=Space.HOST,
+                                   dram=place.stream_from + src, sram=place.wgt + dst,
+                                   rows=rows, cols=1, depth=depth,
+                                   stride=depth if conv.depthwise else conv.cout))
+            if not conv.depthwise:
+                wgt_off[t], wgt_stride[t] = k * n0, nl
     in_space, in_addr = place.inp
     out_space, out_addr = place.out
     folds_total = 0
     load_q: list[Instr] = []
     comp_q: list[Instr] = []
     store_q: list[Instr] = []
-    if streamed:
-        comp_q.append(make(Op.CFG, ("pop_prev",)))
     for b in range(nbands):
         oy0 = b * rows_b
         orows = min(rows_b, oh - oy0)
@@ -231,6 +241,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                            depth=conv.cin, stride=conv.w * conv.cin, pad_top=top,
                            pad_bottom=bottom, pad_left=pl, pad_right=pr,
                            pad_value=place.zp_in))
+        if b == 0:
+            load_q += wloads
         m = orows * ow
         out_base = bank + tile
         for t, ((n0, nl), k) in enumerate(zip(tiles, ks)):
@@ -242,15 +254,17 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                                c_base=n0 if conv.depthwise else 0, kh=conv.kh, kw=conv.kw,
                                stride=s, out_w=ow, wgt_stride=wgt_stride[t], acc_stride=nl))
             wbase = place.wgt + wgt_off[t]
+            wait = ("pop_prev",) if streamed and b == 0 else ()  # tile t's weights
             if df == Dataflow.WS:
                 for k0 in range(0, k, R):
-                    comp_q.append(make(Op.GEMM, df=df, diag=diag, reset=int(k0 == 0), m0=0,
-                                       m_len=m,
+                    comp_q.append(make(Op.GEMM, wait if k0 == 0 else (), df=df, diag=diag,
+                                       reset=int(k0 == 0), m0=0, m_len=m,
                                        k0=k0, k_len=min(R, k - k0), n_len=nl,
                                        wgt=wbase + k0 * wgt_stride[t], acc=0))
             else:
                 for m0 in range(0, m, R):
-                    comp_q.append(make(Op.GEMM, df=df, diag=diag, reset=1, m0=m0,
+                    comp_q.append(make(Op.GEMM, wait if m0 == 0 else (), df=df, diag=diag,
+                                       reset=1, m0=m0,
                                        m_len=min(R, m - m0),
                                        k0=0, k_len=k, n_len=nl, wgt=wbase, acc=m0 * nl))
             last = t == len(tiles) - 1

@@ -86,6 +86,8 @@ def test_manifest_contents(built: tuple[Path, Path]) -> None:
         (["build", "{model}", "--input-shape", "x=1xAx3"], "malformed --input-shape"),
         (["build", "{model}", "--input-shape", "y=2x8"], "model's inputs are 'x'"),
         (["build", "{dynamic}"], "dynamic input dimensions: x[0] (N)"),
+        (["build", "{unsupported}"], "unsupported operators: com.example.Foo x2 (foo1, foo2)"),
+        (["build", "{escape}"], "outside the model folder"),
         (["build", "{model}", "--pass", "no-such-pass"], "unknown pass 'no-such-pass'"),
         (["run", "{pkg}", "--input", "z={x}"], "unknown input 'z'"),
         (["run", "{pkg}", "--input", "x={x64}"], "dtype float64"),
@@ -113,6 +115,8 @@ def test_errors_are_one_line(
         "xbad": str(tmp_path / "xbad.npy"),
         "dynamic": str(make_mlp(tmp_path / "dyn.onnx", dynamic_batch=True)),
     }
+    names["unsupported"] = str(_unsupported_model(tmp_path / "unsupported.onnx"))
+    names["escape"] = str(_escaping_model(tmp_path))
     out = tmp_path / "out.edgec"
     argv = [a.format(**names) for a in args]
     if argv[0] == "build":
@@ -121,6 +125,43 @@ def test_errors_are_one_line(
     assert_one_line_error(proc, needle)
     assert not out.exists(), "a failed build must not leave an output file"
     assert not list(tmp_path.glob(".out.edgec*")), "no temporary files left behind"
+
+
+def _unsupported_model(path: Path) -> Path:
+    from onnx import TensorProto, helper, save
+
+    graph = helper.make_graph(
+        [helper.make_node("Foo", ["x"], ["a"], name="foo1", domain="com.example"),
+         helper.make_node("Foo", ["a"], ["y"], name="foo2", domain="com.example")],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1])],
+    )
+    save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17),
+                                                 helper.make_opsetid("com.example", 1)]), path)
+    return path
+
+
+def _escaping_model(tmp_path: Path) -> Path:
+    """A model whose external weights point at ../secret.bin, outside its folder."""
+    from onnx import TensorProto, helper, numpy_helper, save
+
+    (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
+    w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")
+    w.ClearField("raw_data")
+    w.data_location = TensorProto.EXTERNAL
+    for k, v in (("location", "../secret.bin"), ("offset", "0"), ("length", "64")):
+        e = w.external_data.add()
+        e.key, e.value = k, v
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 4])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 4])], [w],
+    )
+    (tmp_path / "m").mkdir(exist_ok=True)
+    path = tmp_path / "m" / "m.onnx"
+    path.write_bytes(helper.make_model(graph).SerializeToString())
+    return path
 
 
 def test_help_has_examples() -> None:

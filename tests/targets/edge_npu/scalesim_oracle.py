@@ -8,7 +8,9 @@ In USER mode SCALE-Sim 3.0.0 takes the ifmap/filter DRAM bandwidth from the [lay
 bank bandwidth fields and the ofmap's from ``Bandwidth``, so all three are set. All
 layers run in one SCALE-Sim invocation (one topology file), so a batch costs one
 process start. Output: one dict per layer from COMPUTE_REPORT.csv (``get_total_cycles``
-is broken in 3.0.0, so the CSV is the source).
+is broken in 3.0.0, so the CSV is the source) and DETAILED_ACCESS_REPORT.csv (DRAM
+words read / written; prefetches before compute start at negative cycles, which
+"Total Cycles" leaves out and "Total Cycles (incl. prefetch)" counts).
 """
 
 from __future__ import annotations
@@ -84,14 +86,25 @@ def run(spec: dict) -> list[dict]:
             sim = scalesim(save_disk_space=True, verbose=False, config=cfg, topology=topo,
                            layout=os.path.join(tmp, "layout.csv"), input_type_gemm=False)
             sim.run_scale(top_path=out)
-        report = [p for p, _, files in os.walk(out) for n in files if n == "COMPUTE_REPORT.csv"]
-        with open(os.path.join(report[0], "COMPUTE_REPORT.csv")) as f:
-            table = [{k.strip(): v.strip() for k, v in row.items() if k and k.strip()}
-                     for row in csv.DictReader(f)]
+        table = _read(out, "COMPUTE_REPORT.csv")
+        access = _read(out, "DETAILED_ACCESS_REPORT.csv")
     return [{"name": layer[0], "total_cycles": int(float(r["Total Cycles"])),
+             "total_with_prefetch": int(float(r["Total Cycles (incl. prefetch)"])),
              "stall_cycles": int(float(r["Stall Cycles"])),
-             "compute_util": float(r["Compute Util %"])}
-            for layer, r in zip(spec["layers"], table)]
+             "compute_util": float(r["Compute Util %"]),
+             "dram_ifmap_reads": int(float(a["DRAM IFMAP Reads"])),
+             "dram_filter_reads": int(float(a["DRAM Filter Reads"])),
+             "dram_filter_start": int(float(a["DRAM Filter Start Cycle"])),
+             "dram_ofmap_writes": int(float(a["DRAM OFMAP Writes"]))}
+            for layer, r, a in zip(spec["layers"], table, access)]
+
+
+def _read(out: str, name: str) -> list[dict[str, str]]:
+    """One of SCALE-Sim's per-run CSV reports as rows of stripped fields."""
+    path = next(os.path.join(p, n) for p, _, files in os.walk(out) for n in files if n == name)
+    with open(path) as f:
+        return [{k.strip(): v.strip() for k, v in row.items() if k and k.strip()}
+                for row in csv.DictReader(f)]
 
 
 if __name__ == "__main__":

@@ -35,16 +35,18 @@ def _layer(rng, h, w, cin, cout, k, stride, pad, dw):
 
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
-def test_conv_bit_exact(small, case, dataflow):
+@pytest.mark.parametrize("stream", [False, True], ids=["cached", "streamed"])
+def test_conv_bit_exact(small, case, dataflow, stream):
     rng = np.random.default_rng(hash(case) % 2**32)
     stride, pad, dw = case[5:]
     conv, x, wt, bias, mult, shift = _layer(rng, *case)
     zp_in, zp_out, qmin, qmax = 3, -7, -128, 127
     got, rep, _ = run_conv(small, conv, x, wt, bias, mult, shift, zp_out, qmin, qmax,
-                            zp_in=zp_in, dataflow=dataflow)
+                            zp_in=zp_in, dataflow=dataflow, stream=stream)
     want = conv_requant(x, wt, bias, mult, shift, zp_out, qmin, qmax, stride, pad, zp_in, dw)
     np.testing.assert_array_equal(got, want)
     assert rep.cycles > 0
+    assert rep.streamed_weights == (wt.size if stream else 0)
 
 
 def test_gemm_clamp_and_streamed_weights(small):

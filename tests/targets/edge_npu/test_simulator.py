@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 from edgec.targets.edge_npu import isa
 from edgec.targets.edge_npu.isa import Op, Space, make
@@ -50,3 +52,28 @@ def test_out_of_range_access(small):
                  stride=0, sram=small.activation_bytes - 10), END]
     with pytest.raises(SimError, match=r"#0 LOAD: inp\["):
         Simulator(small).run(prog)
+
+
+
+@pytest.mark.parametrize("conv", [(32, 32, 64, 256, 1), (16, 16, 256, 256, 3)],
+                         ids=["1x1_4tiles", "3x3_K2304_two_descriptors_per_tile"])
+def test_streamed_weights_overlap_compute(npu, conv):
+    """Compute-bound layers (soc link) with streamed weights pay only the first N-tile's
+    DMA over the cached run: tile t+1 streams while tile t computes."""
+    from edgec.targets.edge_npu import programs, timing
+
+    h, w, cin, cout, k = conv
+    conv = programs.Conv(h, w, cin, cout, k, k, 1, ((k - 1) // 2,) * 4)
+    cfg = npu.with_link("soc")
+    cycles = {}
+    for stream_from in (None, 1 << 24):
+        place = programs.Placement(inp=(Space.HOST, 0), out=(Space.HOST, 1 << 20), wgt=0,
+                                   params=0, stream_from=stream_from)
+        lp = programs.conv2d_layer(cfg, conv, place, "ws")
+        cycles[stream_from is not None] = simulate(cfg, lp.instrs + programs.end()).cycles
+    loads = [i for i in lp.instrs if i.op == Op.LOAD and i.kind == isa.Kind.WGT]
+    per_tile = math.ceil(k * k * cin / 2047)  # descriptors per N-tile (11-bit rows)
+    assert len(loads) == per_tile * cout // 64
+    first = sum(timing.dma_cycles(cfg, i) for i in loads[:per_tile])
+    serial = sum(timing.dma_cycles(cfg, i) for i in loads)
+    assert cycles[False] < cycles[True] <= cycles[False] + first < cycles[False] + serial

@@ -1,0 +1,235 @@
+"""The ONNX side of quantization: normalise the float graph, then find the layers to
+quantize ("anchors").
+
+``prepare`` (on a model already through ``frontend.simplify``):
+
+- opset >= 13 (per-axis QuantizeLinear/DequantizeLinear need it);
+- BatchNormalization after a Conv is folded into it: with ``s = gamma / sqrt(var+eps)``,
+  ``W' = W * s[c]`` and ``b' = (b - mean) * s + beta`` (the int8 weights must be the
+  folded ones, or the layer's true scale is unknown);
+- Gemm with a constant B becomes ``MatMul(A, alpha * B^T?) + beta * C``.
+
+An anchor is a 2-D Conv or a MatMul whose weight is a constant, with its bias (a
+Conv's third input, or an ``Add`` of a constant vector after a MatMul) and a
+following Relu or Clip (fused as clamp bounds) when the intermediate tensors have no
+other reader. Its input ``x`` and final output ``y`` are the activations to calibrate.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+import onnx
+from onnx import helper, numpy_helper
+
+MIN_OPSET = 13
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """One quantizable layer of the prepared float graph."""
+
+    name: str  # the Conv/MatMul node's name (unique after prepare)
+    kind: str  # "conv" or "matmul"
+    x: str  # activation input tensor
+    weight: str  # initializer name
+    bias: str | None  # initializer name
+    bias_node: str | None  # the Add node of a MatMul's bias
+    act: str | None  # "relu" or "clip"
+    act_node: str | None
+    clip: tuple[float, float] | None  # the Clip's bounds
+    y: str  # the tensor after bias and activation
+
+    @property
+    def weight_axis(self) -> int:
+        """The output-channel axis of the weight: O of OIHW, N of a [K, N] MatMul."""
+        return 0 if self.kind == "conv" else 1
+
+
+class Graph:
+    """Index of an ONNX graph: producers, consumers, constant values."""
+
+    def __init__(self, model: onnx.ModelProto) -> None:
+        g = model.graph
+        self.model = model
+        self.inits = {t.name: t for t in g.initializer}
+        self.producer = {o: n for n in g.node for o in n.output}
+        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
+        for n in g.node:
+            for i in n.input:
+                self.consumers[i].append(n)
+        self.outputs = {o.name for o in g.output}
+
+    def const(self, name: str) -> np.ndarray | None:
+        if name in self.inits:
+            return numpy_helper.to_array(self.inits[name])
+        node = self.producer.get(name)
+        if node is not None and node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    return numpy_helper.to_array(a.t)
+        return None
+
+    def sole_reader(self, tensor: str) -> onnx.NodeProto | None:
+        """The only node reading ``tensor``, if it is not also a graph output."""
+        readers = self.consumers.get(tensor, [])
+        if len(readers) != 1 or tensor in self.outputs:
+            return None
+        return readers[0]
+
+
+# ---------------------------------------------------------------------------- prepare
+
+
+def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
+    """A copy of ``model`` with opset >= 13, BN folded into convs and Gemm as MatMul."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    if _opset(out) < MIN_OPSET:
+        out = onnx.version_converter.convert_version(out, MIN_OPSET)
+    _name_nodes(out)
+    _fold_batchnorm(out)
+    _gemm_to_matmul(out)
+    _drop_unused_initializers(out)
+    return out
+
+
+def _drop_unused_initializers(model: onnx.ModelProto) -> None:
+    used = {i for n in model.graph.node for i in n.input} | {o.name for o in model.graph.output}
+    keep = [t for t in model.graph.initializer if t.name in used]
+    del model.graph.initializer[:]
+    model.graph.initializer.extend(keep)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+
+
+def _name_nodes(model: onnx.ModelProto) -> None:
+    seen: set[str] = set()
+    for i, n in enumerate(model.graph.node):
+        if not n.name or n.name in seen:
+            n.name = f"{n.op_type}_{i}"
+        seen.add(n.name)
+
+
+def _replace_init(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
+    for t in model.graph.initializer:
+        if t.name == name:
+            t.CopyFrom(numpy_helper.from_array(value, name))
+            return
+    model.graph.initializer.append(numpy_helper.from_array(value, name))
+
+
+def _fold_batchnorm(model: onnx.ModelProto) -> None:
+    g = Graph(model)
+    drop = []
+    for bn in list(model.graph.node):
+        if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
+            continue
+        conv = g.producer.get(bn.input[0])
+        if conv is None or conv.op_type != "Conv" or g.sole_reader(conv.output[0]) is not bn:
+            continue
+        w = g.const(conv.input[1])
+        params = [g.const(n) for n in bn.input[1:5]]
+        if w is None or any(p is None for p in params) or len(g.consumers[conv.input[1]]) != 1:
+            continue
+        gamma, beta, mean, var = (np.asarray(p, np.float64) for p in params)  # type: ignore[arg-type]
+        eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
+        b = g.const(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
+        s = gamma / np.sqrt(var + eps)
+        w_f = (w.astype(np.float64) * s.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        b0 = np.zeros_like(s) if b is None else b.astype(np.float64)
+        b_f = ((b0 - mean) * s + beta).astype(np.float32)
+        _replace_init(model, conv.input[1], w_f)
+        bias_name = conv.name + ".bias_folded"
+        _replace_init(model, bias_name, b_f)
+        del conv.input[2:]
+        conv.input.append(bias_name)
+        conv.output[0] = bn.output[0]
+        drop.append(bn)
+    for n in drop:
+        model.graph.node.remove(n)
+
+
+def _gemm_to_matmul(model: onnx.ModelProto) -> None:
+    g = Graph(model)
+    nodes = list(model.graph.node)
+    for idx, n in enumerate(nodes):
+        if n.op_type != "Gemm":
+            continue
+        a = {x.name: helper.get_attribute_value(x) for x in n.attribute}
+        b = g.const(n.input[1])
+        if b is None or a.get("transA", 0) or len(g.consumers[n.input[1]]) != 1:
+            continue
+        w = b.T if a.get("transB", 0) else b
+        w = (w * a.get("alpha", 1.0)).astype(np.float32)
+        _replace_init(model, n.input[1], w)
+        has_c = len(n.input) > 2 and n.input[2]
+        mm_out = n.output[0] + ".matmul" if has_c else n.output[0]
+        new = [helper.make_node("MatMul", [n.input[0], n.input[1]], [mm_out], name=n.name)]
+        if has_c:
+            c = g.const(n.input[2])
+            if c is None:
+                continue
+            cname = n.name + ".bias"
+            _replace_init(model, cname, (c * a.get("beta", 1.0)).astype(np.float32))
+            new.append(helper.make_node("Add", [mm_out, cname], [n.output[0]],
+                                        name=n.name + ".bias_add"))
+        pos = list(model.graph.node).index(n)
+        model.graph.node.remove(n)
+        for k, m in enumerate(new):
+            model.graph.node.insert(pos + k, m)
+
+
+# ---------------------------------------------------------------------------- anchors
+
+
+def find_anchors(model: onnx.ModelProto) -> list[Anchor]:
+    """The quantizable layers of a prepared model, in graph order."""
+    g = Graph(model)
+    anchors = []
+    for n in model.graph.node:
+        a = _anchor(g, n)
+        if a is not None:
+            anchors.append(a)
+    return anchors
+
+
+def _anchor(g: Graph, n: onnx.NodeProto) -> Anchor | None:
+    if n.op_type == "Conv":
+        w = g.const(n.input[1])
+        if w is None or w.ndim != 4 or n.input[1] not in g.inits:
+            return None
+        bias = n.input[2] if len(n.input) > 2 and n.input[2] in g.inits else None
+        if len(n.input) > 2 and n.input[2] and bias is None:
+            return None  # a computed bias: leave the layer in float
+        kind, bias_node, out = "conv", None, n.output[0]
+    elif n.op_type == "MatMul":
+        w = g.const(n.input[1])
+        if w is None or w.ndim != 2 or n.input[1] not in g.inits:
+            return None
+        kind, bias, bias_node, out = "matmul", None, None, n.output[0]
+        add = g.sole_reader(out)
+        if add is not None and add.op_type == "Add":
+            other = add.input[1] if add.input[0] == out else add.input[0]
+            c = g.const(other)
+            if other in g.inits and c is not None and c.shape == (w.shape[1],):
+                bias, bias_node, out = other, add.name, add.output[0]
+    else:
+        return None
+    if len(g.consumers[n.input[1]]) != 1 or (bias is not None and len(g.consumers[bias]) != 1):
+        return None  # shared weights: quantizing them in place would change another layer
+    act, act_node, clip = None, None, None
+    nxt = g.sole_reader(out)
+    if nxt is not None and nxt.op_type == "Relu":
+        act, act_node, out = "relu", nxt.name, nxt.output[0]
+    elif nxt is not None and nxt.op_type == "Clip":
+        lo = g.const(nxt.input[1]) if len(nxt.input) > 1 and nxt.input[1] else None
+        hi = g.const(nxt.input[2]) if len(nxt.input) > 2 and nxt.input[2] else None
+        if lo is not None and hi is not None:
+            act, act_node, out = "clip", nxt.name, nxt.output[0]
+            clip = (float(lo), float(hi))
+    return Anchor(n.name, kind, n.input[0], n.input[1], bias, bias_node, act, act_node, clip, out)

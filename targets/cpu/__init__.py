@@ -1,0 +1,10 @@
+"""Default CPU schedules (x86 AVX2/AVX-512, aarch64 NEON) and the CPU Relax pipeline.
+
+One file per kernel class of rules (matmul, conv, pool, norm, elementwise,
+reduction), ``tiling`` for the register tiling they share, ``apply`` for the pass,
+``pipeline`` for ``cpu_pipeline``.
+"""
+
+from edgec.targets.cpu.pipeline import cpu_pipeline, schedule_passes
+
+__all__ = ["cpu_pipeline", "schedule_passes"]

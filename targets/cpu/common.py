@@ -1,0 +1,106 @@
+"""Helpers shared by the CPU schedule rules: vector width, tile factors, block roles."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import SBlockInfo
+from tvm.target import Target
+
+# Below this many loop iterations a kernel runs on one core: waking the thread
+# pool costs more than it saves.
+PARALLEL_MIN_WORK = 1 << 14
+
+
+def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
+    """SIMD lanes for ``dtype_bits`` elements (16 f32 on AVX-512, 8 on AVX2, 4 on NEON)."""
+    from tvm.target.codegen import llvm_get_vector_width
+
+    try:
+        bits = int(llvm_get_vector_width(target))
+    except Exception:  # non-LLVM or unknown CPU: assume 128-bit SIMD
+        bits = 128
+    return max(bits // dtype_bits, 2) if bits > 0 else 4
+
+
+def num_vector_registers(target: Target) -> int:
+    """Architectural SIMD registers: 32 on aarch64 and AVX-512, 16 on AVX2."""
+    mtriple = str(target.attrs.get("mtriple", ""))
+    if mtriple.startswith("aarch64") or vector_lanes(target) >= 16:
+        return 32
+    return 16
+
+
+def divisor_at_most(extent: int, want: int) -> int:
+    """Largest divisor of ``extent`` that is ``<= want`` (tiles then need no bounds checks)."""
+    for f in range(min(extent, want), 0, -1):
+        if extent % f == 0:
+            return f
+    return 1
+
+
+def const_extent(sch: s_tir.Schedule, loop: s_tir.schedule.LoopRV) -> int | None:
+    ext = sch.get(loop).extent
+    return int(ext.value) if isinstance(ext, tirx.IntImm) else None
+
+
+def vars_in(expr: tirx.Expr) -> set[tirx.Var]:
+    """Variables an index expression depends on."""
+    from tvm.tirx.analysis import undefined_vars
+
+    return set(undefined_vars(expr))
+
+
+def has_condition(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """True if the block's value is guarded (padding): inlining it would put a branch
+    into the innermost vector loop."""
+    # TVM 0.27's Python API has no TIR expression visitor; the printed body names
+    # every conditional the block can hold.
+    text = str(sch.get(block).body)
+    return "if_then_else" in text or "Select" in text
+
+
+@dataclass
+class Roles:
+    """A kernel split around its one reduction: producers, the reduction, consumers."""
+
+    producers: list[SBlockInfo]
+    main: SBlockInfo
+    consumers: list[SBlockInfo]
+
+
+def single_reduction(infos: list[SBlockInfo]) -> Roles | None:
+    """The kernel's roles if it has exactly one reduction block and the rest injective."""
+    reductions = [i for i, b in enumerate(infos) if b.is_reduction()]
+    if len(reductions) != 1 or any(
+        not b.is_injective() for j, b in enumerate(infos) if j != reductions[0]
+    ):
+        return None
+    k = reductions[0]
+    return Roles(infos[:k], infos[k], infos[k + 1 :])
+
+
+def parallelize(sch: s_tir.Schedule, loops: list[s_tir.schedule.LoopRV], work: int) -> None:
+    """Fuse ``loops`` (outermost, adjacent) and run them on all cores if ``work`` pays for it."""
+    if not loops:
+        return
+    fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
+    if work >= PARALLEL_MIN_WORK:
+        sch.parallel(fused)
+
+
+def vectorize_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:
+    """Vectorize the innermost loop of ``block`` with a divisor of its extent."""
+    loops = sch.get_loops(block)
+    if not loops:
+        return
+    ext = const_extent(sch, loops[-1])
+    if ext is None or ext < 2:
+        return
+    if ext <= 4 * lanes:
+        sch.vectorize(loops[-1])
+        return
+    f = divisor_at_most(ext, 2 * lanes)
+    if f >= 2:
+        sch.vectorize(sch.split(loops[-1], factors=[None, f])[1])

@@ -1,0 +1,40 @@
+"""Convolutions in NCHW / NCW: regular, depthwise (group = C), pointwise, strided.
+
+``out[n, f, y, x] += pad[n, c, y*s + ry, x*s + rx] * w[f, c, ry, rx]``: vector lanes
+along ``x`` (contiguous in the output and, for stride 1, in the input); the register
+tile spans output channels ``f``, because the input vector does not depend on ``f``
+and each load then feeds several FMAs. Depthwise convs have no such axis (the input
+depends on ``f`` too) and tile rows ``y`` instead. Padding stays its own pass.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.target import Target
+
+from edgec.targets.cpu.rule import CPURule
+from edgec.targets.cpu.tiling import (
+    index_is_plain,
+    read_vars,
+    reduction_kernel,
+    register_axis,
+    tile_reduction,
+    vector_axis,
+)
+
+
+class Conv(CPURule):
+    """Two-operand reductions whose input index mixes output and window axes."""
+
+    def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | str:
+        found = reduction_kernel(func)
+        if isinstance(found, str):
+            return found
+        sch, roles = found
+        if len(read_vars(sch, roles.main.block_rv)) != 2:
+            return "not a two-operand reduction"
+        if index_is_plain(sch, roles.main.block_rv):
+            return "plain indices (matmul-like)"
+        v = vector_axis(sch, roles)
+        u = register_axis(sch, roles, v) if v is not None else None
+        return tile_reduction(sch, roles, target, v, u)

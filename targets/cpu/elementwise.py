@@ -1,0 +1,78 @@
+"""Injective kernels (elementwise chains, broadcasts, transposes, reshapes, concat, pad).
+
+Everything that can be is inlined into the last block; each remaining block gets
+its innermost axis vectorized and the rest fused into one parallel loop.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
+from tvm.target import Target
+
+from edgec.targets.cpu.common import (
+    const_extent,
+    divisor_at_most,
+    parallelize,
+    vector_lanes,
+)
+from edgec.targets.cpu.rule import CPURule
+
+
+def schedule_injective_block(
+    sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, target: Target
+) -> None:
+    """Vectorize the innermost axis and parallelize the fused outer axes of one block."""
+    loops = sch.get_loops(block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    if not loops or any(e is None for e in extents):
+        return
+    total = 1
+    for e in extents:
+        total *= e  # type: ignore[operator]
+    lanes = vector_lanes(target, sch.get(block).writes[0].buffer.dtype.bits)
+    # A short innermost axis (e.g. NCHW with W=1) gives a useless vector: merge
+    # trailing axes until there is a full vector's worth (the index math stays affine).
+    k = len(loops) - 1
+    while k > 0 and _prod(extents[k:]) < lanes:
+        k -= 1
+    inner_ext = _prod(extents[k:])
+    if len(loops) - k > 1:
+        inner = sch.fuse(*loops[k:])
+        loops = [*loops[:k], inner]
+    else:
+        inner = loops[-1]
+    vec = divisor_at_most(inner_ext, 4 * lanes)
+    outer = loops[:-1]
+    if vec >= 2:
+        if vec < inner_ext:
+            o, inner = sch.split(inner, factors=[None, vec])
+            outer = [*outer, o]
+        sch.vectorize(inner)
+    else:
+        outer = loops
+    parallelize(sch, outer, total)
+
+
+def _prod(xs: list[int | None]) -> int:
+    r = 1
+    for x in xs:
+        r *= x or 1
+    return r
+
+
+class Elementwise(CPURule):
+    """Kernels whose blocks are all injective."""
+
+    def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | str:
+        sch = s_tir.Schedule(func)
+        infos = normalize_prim_func(sch)
+        if infos is None:
+            return "not in normal form"
+        if not all(b.is_injective() for b in infos):
+            return "has a reduction"
+        remaining = try_inline_contiguous_spatial(sch, infos)
+        for b in remaining:
+            schedule_injective_block(sch, b.block_rv, target)
+        return sch

@@ -1,0 +1,46 @@
+"""The Relax pipeline for CPU targets: TVM's cpu_generic phases plus schedules.
+
+    dispatch -> legalize + fuse -> [tuned schedules from the database]
+             -> default schedules (this package's rules) -> lower to the VM
+
+Use as ``tvm.compile(mod, target, relax_pipeline=cpu_pipeline(desc))``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import tvm
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+from edgec.targets.base import TargetDesc
+from edgec.targets.cpu.apply import ApplyCPUSchedules
+
+
+def schedule_passes(tuning_db: Path | None) -> list[tvm.transform.Pass]:
+    """Tuned kernels first (they get ``tirx.is_scheduled``), then defaults for the rest."""
+    passes: list[tvm.transform.Pass] = []
+    if tuning_db is not None and Path(tuning_db).is_dir():
+        passes.append(relax.transform.MetaScheduleApplyDatabase(str(tuning_db)))
+    passes.append(ApplyCPUSchedules())
+    return passes
+
+
+def cpu_pipeline(desc: TargetDesc, tuning_db: Path | None = None) -> tvm.transform.Pass:
+    """The whole Relax -> VM pipeline for ``desc``, applying ``tuning_db`` if given."""
+    target = desc.tvm_target()
+
+    @tvm.transform.module_pass(opt_level=0, name="edgec.cpu_pipeline")
+    def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        with target:
+            seq = tvm.transform.Sequential(
+                cpu_generic.library_dispatch_passes(target)
+                + cpu_generic.legalize_passes(target)
+                + schedule_passes(tuning_db)
+                + cpu_generic.dataflow_lower_passes(target)
+                + cpu_generic.finalize_passes(target)
+            )
+            return seq(mod)
+
+    return _pipeline

@@ -1,0 +1,185 @@
+"""Register tiling for kernels built around one reduction (matmul, conv, pooling).
+
+For ``C[s..., u, v] (+)= f(A, B)[..., r...]`` the schedule is
+
+    parallel for (outer spatial, u_o, v_o):   # one output tile per iteration
+        acc[u_i, v_i] = init                  # accumulator tile, held in registers
+        for r...:                             # the whole reduction
+            unroll for u_i: vector for v_i:   # u_i x (v_i / lanes) vector FMAs
+                acc[u_i, v_i] (+)= ...
+        C[...] = epilogue(acc)                # bias, activation, residual: fused here
+
+``v`` is the output's contiguous axis (vector lanes); ``u`` is an axis along which
+the vector-loaded operand is constant, so each loaded vector feeds ``u_i`` FMAs.
+Tile sizes divide the extents, so no bounds checks reach the inner loops.
+"""
+
+from __future__ import annotations
+
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import IterInfo
+from tvm.target import Target
+
+from edgec.targets.cpu.common import (
+    Roles,
+    divisor_at_most,
+    has_condition,
+    num_vector_registers,
+    parallelize,
+    vector_lanes,
+    vars_in,
+)
+
+# Registers kept free of accumulators: the operands being broadcast and loaded.
+_SPARE_REGISTERS = 4
+_MAX_ROWS = 8
+
+
+def read_vars(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[set[tirx.Var]]:
+    """For each buffer the block reads (except its own output), the block vars it depends on."""
+    stmt = sch.get(block)
+    out = stmt.writes[0].buffer
+    result = []
+    for region in stmt.reads:
+        if region.buffer.same_as(out):
+            continue
+        deps: set[tirx.Var] = set()
+        for rng in region.region:
+            deps |= vars_in(rng.min)
+        result.append(deps)
+    return result
+
+
+def vector_axis(sch: s_tir.Schedule, roles: Roles) -> IterInfo | None:
+    """The spatial iter indexing the output's innermost dimension (else the last one > 1)."""
+    spatial = [it for it in roles.main.iters if it.kind == "S" and _ext(it) > 1]
+    if not spatial:
+        return None
+    last = sch.get(roles.main.block_rv).writes[0].region[-1].min
+    inner = [it for it in spatial if any(v.same_as(it.var) for v in vars_in(last))]
+    return inner[0] if inner else spatial[-1]
+
+
+def register_axis(sch: s_tir.Schedule, roles: Roles, v: IterInfo) -> IterInfo | None:
+    """A spatial iter the vector-loaded operands do not depend on (loads reused across it)."""
+    spatial = [it for it in roles.main.iters if it.kind == "S" and _ext(it) > 1 and it is not v]
+    if not spatial:
+        return None
+    vec_loaded = [d for d in read_vars(sch, roles.main.block_rv) if _uses(d, v.var)]
+    reusing = [it for it in spatial if not any(_uses(d, it.var) for d in vec_loaded)]
+    return (reusing or spatial)[-1]
+
+
+def tile_reduction(
+    sch: s_tir.Schedule, roles: Roles, target: Target, v: IterInfo | None, u: IterInfo | None
+) -> s_tir.Schedule:
+    """Apply the register-tiled schedule above to ``roles.main`` (see module docstring)."""
+    main = roles.main.block_rv
+    dtype_bits = sch.get(main).writes[0].buffer.dtype.bits
+    lanes = vector_lanes(target, dtype_bits)
+    work = 1
+    for it in roles.main.iters:
+        work *= _ext(it)
+
+    # Unguarded producers (identity "pads" of 1x1 convs, reshapes) read in place;
+    # real padding stays a separate pass so no branch enters the vector loop.
+    leftovers = []
+    for p in reversed(roles.producers):
+        if has_condition(sch, p.block_rv):
+            leftovers.append(p.block_rv)
+            continue
+        try:
+            sch.compute_inline(p.block_rv)
+        except Exception:  # not inlinable (e.g. read twice with different indices)
+            leftovers.append(p.block_rv)
+
+    spatial = [it for it in roles.main.iters if it.kind == "S"]
+    reduce = [it for it in roles.main.iters if it.kind == "R"]
+    if [it.kind for it in roles.main.iters] != ["S"] * len(spatial) + ["R"] * len(reduce):
+        sch.reorder(*[it.loop_rv for it in spatial + reduce])
+
+    vi = divisor_at_most(_ext(v), 2 * lanes) if v is not None else 1
+    rows_budget = (num_vector_registers(target) - _SPARE_REGISTERS) // max(1, -(-vi // lanes))
+    ui = divisor_at_most(_ext(u), min(_MAX_ROWS, max(1, rows_budget))) if u is not None else 1
+
+    outer: list[s_tir.schedule.LoopRV] = []
+    inner: list[s_tir.schedule.LoopRV] = []
+    for it in spatial:
+        if it is v or it is u:
+            o, i = sch.split(it.loop_rv, factors=[None, vi if it is v else ui])
+            outer.append(o)
+            inner.append(i)
+        else:
+            outer.append(it.loop_rv)
+    # u_i before v_i: the vector axis is innermost.
+    if u is not None and v is not None and spatial.index(u) > spatial.index(v):
+        inner.reverse()
+    sch.reorder(*outer, *[it.loop_rv for it in reduce], *inner)
+
+    # Accumulate into a register tile; the epilogue then reads it once per element.
+    wb = sch.cache_write(main, 0, "local")
+    for c in roles.consumers:
+        try:
+            sch.reverse_compute_inline(c.block_rv)
+        except Exception:  # e.g. a broadcast or transpose consumer: runs as its own loop
+            leftovers.append(c.block_rv)
+    sch.reverse_compute_at(wb, outer[-1], preserve_unit_loops=True)
+    _vectorize_last(sch, wb)
+    if reduce:
+        init = sch.decompose_reduction(main, reduce[0].loop_rv)
+        _vectorize_last(sch, init)
+    if v is not None and vi > 1:
+        sch.vectorize(inner[-1])
+    if u is not None and ui > 1 and len(inner) == 2:
+        sch.unroll(inner[0])
+    parallelize(sch, outer, work)
+
+    from edgec.targets.cpu.elementwise import schedule_injective_block
+
+    for b in leftovers:
+        schedule_injective_block(sch, b, target)
+    return sch
+
+
+def _vectorize_last(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+    loops = sch.get_loops(block)
+    ext = sch.get(loops[-1]).extent
+    if isinstance(ext, tirx.IntImm) and ext.value > 1:
+        sch.vectorize(loops[-1])
+
+
+def _ext(it: IterInfo) -> int:
+    d = it.dom
+    return int(d.value) if isinstance(d, tirx.IntImm) else int(d)
+
+
+def _uses(deps: set[tirx.Var], var: tirx.Var) -> bool:
+    return any(d.same_as(var) for d in deps)
+
+
+def reduction_kernel(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, Roles] | str:
+    """A fresh schedule of ``func`` and its roles, or why it is not a one-reduction kernel."""
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
+
+    from edgec.targets.cpu.common import single_reduction
+
+    sch = s_tir.Schedule(func)
+    infos = normalize_prim_func(sch)
+    if infos is None:
+        return "not in normal form"
+    roles = single_reduction(infos)
+    if roles is None:
+        return "not exactly one reduction block"
+    if any(not isinstance(it.dom, (int, tirx.IntImm)) for it in roles.main.iters):
+        return "dynamic extent"
+    return sch, roles
+
+
+def index_is_plain(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """True if every input index is a bare loop variable or constant (matmul, not conv)."""
+    stmt = sch.get(block)
+    for region in stmt.reads:
+        for rng in region.region:
+            if not isinstance(rng.min, (tirx.Var, tirx.IntImm)):
+                return False
+    return True
