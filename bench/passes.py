@@ -17,12 +17,11 @@ from typing import Any
 import numpy as np
 import tvm
 import tvm_ffi
-from tvm import relax
-
 from edgec import frontend
 from edgec.examples.data import example_inputs
 from edgec.examples.models import PPOCR_DET_SMALL_SHAPE, model_path, real_model
 from edgec.passes.registry import PassContext, resolve
+from tvm import relax
 
 MODELS = ("ppocr-cls", "ppocr-det", "silero-vad", "minilm")
 

@@ -67,9 +67,8 @@ def _is_module(obj: Any) -> bool:
 
 
 def _verify(mod: Any, name: str, before: list[str]) -> None:
-    from tvm import relax
-
     from edgec.frontend import _first_line
+    from tvm import relax
 
     try:
         relax.analysis.well_formed(mod)

@@ -18,11 +18,10 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
-from tvm import relax
-from tvm.relax.dpl import is_op, wildcard
-
 from edgec.passes._rules import Matches, Rule, apply_rules, report, shape_of
 from edgec.passes.registry import register_pass
+from tvm import relax
+from tvm.relax.dpl import is_op, wildcard
 
 _x = wildcard()
 _inner_t = is_op("relax.permute_dims")(_x)

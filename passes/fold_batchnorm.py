@@ -25,11 +25,10 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
-from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
-
 from edgec.passes._rules import Matches, Rule, apply_rules, const, const_value, dtype_of, report
 from edgec.passes.registry import register_pass
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, is_tuple_get_item, wildcard
 
 _CONVS = ("relax.nn.conv1d", "relax.nn.conv2d")
 

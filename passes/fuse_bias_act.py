@@ -30,10 +30,9 @@ from collections import Counter
 from typing import Any
 
 import tvm
+from edgec.passes.registry import register_pass
 from tvm import relax
 from tvm.relax.dpl import DFPattern, is_const, is_op, wildcard
-
-from edgec.passes.registry import register_pass
 
 _BASES = {"conv1d": "relax.nn.conv1d", "conv2d": "relax.nn.conv2d", "matmul": "relax.matmul"}
 
@@ -41,7 +40,11 @@ _BASES = {"conv1d": "relax.nn.conv1d", "conv2d": "relax.nn.conv2d", "matmul": "r
 def _activations(y: DFPattern) -> dict[str, DFPattern]:
     """Each activation applied to ``y``, by name (a pattern per spelling)."""
     c = is_const
-    hsig = is_op("relax.clip")(
+
+    def clip(v: DFPattern) -> DFPattern:  # R.clip(x, min, max): bounds are PrimValue args
+        return is_op("relax.clip")(v, wildcard(), wildcard())
+
+    hsig = clip(
         is_op("relax.add")(is_op("relax.multiply")(y, c()) | is_op("relax.multiply")(c(), y), c())
     )
     sig = is_op("relax.sigmoid")(y)
@@ -50,7 +53,7 @@ def _activations(y: DFPattern) -> dict[str, DFPattern]:
         "silu": is_op("relax.nn.silu")(y) | is_op("relax.multiply")(y, sig),
         "hardsigmoid": hsig,
         "relu": is_op("relax.nn.relu")(y),
-        "clip": is_op("relax.clip")(y),  # relu6 is clip(x, 0, 6)
+        "clip": clip(y),  # relu6 is clip(x, 0, 6)
         "gelu": is_op("relax.nn.gelu")(y) | is_op("relax.nn.gelu_tanh")(y),
         "sigmoid": sig,
     }

@@ -26,9 +26,6 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
-from tvm.relax.dpl import is_const, is_op, wildcard
-
 from edgec.passes._rules import (
     Matches,
     Rule,
@@ -40,6 +37,8 @@ from edgec.passes._rules import (
     shape_of,
 )
 from edgec.passes.registry import register_pass
+from tvm import relax
+from tvm.relax.dpl import is_const, is_op, wildcard
 
 _x, _eps, _two, _gamma, _beta = wildcard(), is_const(), is_const(), is_const(), is_const()
 _mean = is_op("relax.mean")(_x)

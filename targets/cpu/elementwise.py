@@ -31,7 +31,7 @@ def schedule_injective_block(
     total = 1
     for e in extents:
         total *= e  # type: ignore[operator]
-    lanes = vector_lanes(target, sch.get(block).writes[0].buffer.dtype.bits)
+    lanes = vector_lanes(target, sch.get(block).writes[0].source.dtype.bits)
     # A short innermost axis (e.g. NCHW with W=1) gives a useless vector: merge
     # trailing axes until there is a full vector's worth (the index math stays affine).
     k = len(loops) - 1

@@ -38,10 +38,10 @@ _MAX_ROWS = 8
 def read_vars(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[set[tirx.Var]]:
     """For each buffer the block reads (except its own output), the block vars it depends on."""
     stmt = sch.get(block)
-    out = stmt.writes[0].buffer
+    out = stmt.writes[0].source
     result = []
     for region in stmt.reads:
-        if region.buffer.same_as(out):
+        if region.source.same_as(out):
             continue
         deps: set[tirx.Var] = set()
         for rng in region.region:
@@ -75,7 +75,7 @@ def tile_reduction(
 ) -> s_tir.Schedule:
     """Apply the register-tiled schedule above to ``roles.main`` (see module docstring)."""
     main = roles.main.block_rv
-    dtype_bits = sch.get(main).writes[0].buffer.dtype.bits
+    dtype_bits = sch.get(main).writes[0].source.dtype.bits
     lanes = vector_lanes(target, dtype_bits)
     work = 1
     for it in roles.main.iters:
@@ -125,14 +125,15 @@ def tile_reduction(
             leftovers.append(c.block_rv)
     sch.reverse_compute_at(wb, outer[-1], preserve_unit_loops=True)
     _vectorize_last(sch, wb)
-    if reduce:
-        init = sch.decompose_reduction(main, reduce[0].loop_rv)
-        _vectorize_last(sch, init)
     if v is not None and vi > 1:
         sch.vectorize(inner[-1])
     if u is not None and ui > 1 and len(inner) == 2:
         sch.unroll(inner[0])
     parallelize(sch, outer, work)
+    # Last: loop annotations need the update to still be a reduction block.
+    if reduce:
+        init = sch.decompose_reduction(main, reduce[0].loop_rv)
+        _vectorize_last(sch, init)
 
     from edgec.targets.cpu.elementwise import schedule_injective_block
 

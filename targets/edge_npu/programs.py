@@ -13,6 +13,12 @@ load(b+2) waits for compute(b) to release the bank, compute(b+2) waits for store
 WS folds stream the band's pixels through K-rows x N-cols of weights; OS folds keep a
 R-pixel x N-col output tile in the array and stream K.
 
+Streamed weights (``Placement.stream_from``): one 2-D DMA per N-tile (K x nl column
+block of the host's K x N matrix, split every 2047 rows) into a tile-major staging
+area; band 0's first GEMM of tile t pops that tile's token, so tile t+1 streams while
+tile t computes. Later bands reuse the staged weights (each weight crosses the link
+once per inference).
+
 Layouts: activations HWC int8; conv weights as the K x N matrix (row k = (i, j, c));
 depthwise groups' block-diagonal matrices one after another; requant parameter
 blocks (``isa.requant_block``) one per N-tile.

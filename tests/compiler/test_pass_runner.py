@@ -7,11 +7,11 @@ from typing import Any
 
 import pytest
 import tvm
-from tvm import relax
-
 from edgec.errors import EdgecError
 from edgec.pass_runner import run_passes
 from edgec.passes.registry import PassContext, PassInfo
+from tvm import relax
+
 from tests.passes._harness import build_main, tensor
 
 

@@ -9,10 +9,9 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import tvm
-from tvm import relax
-
 from edgec import frontend
 from edgec.passes.registry import PassContext
+from tvm import relax
 
 
 def tensor(shape: Sequence[int], dtype: str = "float32") -> relax.TensorType:

@@ -5,13 +5,12 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import tvm
+from edgec.passes.cancel_transpose import cancel_transpose
+from edgec.passes.registry import PassContext
 from onnx import TensorProto, helper
 from tvm import relax
 from tvm.script import ir as I
 from tvm.script import relax as R
-
-from edgec.passes.cancel_transpose import cancel_transpose
-from edgec.passes.registry import PassContext
 
 from ._harness import apply_and_compare, build_main, tensor
 

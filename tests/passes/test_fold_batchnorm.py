@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import tvm
-from onnx import TensorProto, helper, numpy_helper
-from tvm import relax
-
 from edgec.passes.fold_batchnorm import fold_batchnorm
 from edgec.passes.registry import PassContext
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
 
 from ._harness import apply_and_compare, build_main, c, count_ops, onnx_model, tensor
 

@@ -5,11 +5,10 @@ from __future__ import annotations
 import numpy as np
 import onnx
 import tvm
-from onnx import TensorProto, helper, numpy_helper
-from tvm import relax
-
 from edgec.passes.fuse_layernorm import fuse_layernorm
 from edgec.passes.registry import PassContext
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
 
 from ._harness import apply_and_compare, build_main, c, count_ops, import_onnx, onnx_model, tensor
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 from typing import Any
 
 import tvm
+from edgec.passes import register_pass
 from tvm import relax
 from tvm.relax.dpl import is_op, is_tuple_get_item, wildcard
-
-from edgec.passes import register_pass
 
 _x = wildcard()
 _DROPOUT = is_tuple_get_item(is_op("relax.nn.dropout")(_x), 0)

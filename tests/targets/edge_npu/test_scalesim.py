@@ -8,6 +8,10 @@ Recorded per-layer constant: SCALE-Sim streams a fold's whole T at once; edge-np
 fold fill again (OS: a ragged last pixel tile per band is an extra fold), so
 ours = SCALE-Sim + (our folds - SCALE-Sim's folds) * fill (OS: fill + K), and
 the remaining difference must be within +-2 cycles (SCALE-Sim counts one cycle fewer).
+
+Limited bandwidth: one weight-streaming-bound FC layer against SCALE-Sim's USER
+bandwidth mode, set up so it reads each weight once (see the test and the README for
+what SCALE-Sim 3.0.0 counts when the filter does not fit its SRAM).
 """
 
 from __future__ import annotations

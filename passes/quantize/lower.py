@@ -1,0 +1,302 @@
+"""quantize-int8: lower QDQ (fake-quantized) conv2d/matmul to integer kernels.
+
+TVM imports a QDQ ONNX model as float ops between ``R.dequantize``/``R.quantize``.
+This pass rewrites each quantized layer into int8 arithmetic.
+
+Before (``xq`` int8; W_q, b_q constants)::
+
+    x = R.dequantize(xq, s_x, zp_x)
+    w = R.dequantize(W_q, s_w[C], 0, axis=0)          # axis 1 for a [K, N] matmul
+    c = R.nn.conv2d(x, w, padding=p)                  # or R.matmul(x, w)
+    u = R.add(c, R.reshape(R.dequantize(b_q, s_x*s_w, 0), [1, C, 1, 1]))   # optional
+    v = R.nn.relu(u)                                  # optional; or R.clip(u, lo, hi)
+    yq = R.quantize(v, s_y, zp_y)
+
+After::
+
+    xp  = R.nn.pad(xq, p, pad_value=zp_x)             # real 0 is zp_x, not 0
+    acc = R.nn.conv2d(xp, W_q, padding=0, out_dtype="int32") + B'
+    yq  = requantize(acc, mult[C], shift[C], zp_y) clamped to [lo_q, hi_q]
+
+The math: ``y = s_x s_w sum (xq - zp_x) W_q + s_x s_w b_q``, so with
+``B'[c] = b_q[c] - zp_x * sum W_q[c]`` the int32 accumulator is
+``sum xq W_q + B'`` and ``yq = round(acc * s_x s_w[c] / s_y) + zp_y``. The real
+multiplier ``M = s_x s_w[c] / s_y`` is ``mult * 2**(shift - 31)`` (``intmath.
+quantize_multiplier``), applied as gemmlowp's SaturatingRoundingDoublingHighMul
+then RoundingDivideByPOT (both round half away from zero), exactly as
+``intmath.requantize`` does, so results are bit-exact against that reference.
+ReLU / Clip become the clamp bounds ``[max(-128, q(lo)), min(127, q(hi))]``.
+
+Anything else (other activations, a layer whose intermediate value has a second
+reader, asymmetric weights, uint8) stays float between dequantize/quantize, and
+the report says why.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import tvm
+from tvm import relax
+
+from edgec.passes._rules import const_value
+from edgec.passes.registry import register_pass
+from edgec.targets.edge_npu.intmath import quantize_multiplier
+
+QMIN, QMAX = -128, 127
+I32_MIN, I32_MAX = -(2**31), 2**31 - 1
+
+
+@dataclass(frozen=True)
+class IntLayer:
+    """Everything the integer kernel needs, read off one matched QDQ layer."""
+
+    kind: str  # "conv2d" or "matmul"
+    xq: relax.Expr
+    zp_x: int
+    s_x: float
+    w_q: np.ndarray  # int8, OIHW or [K, N]
+    s_w: np.ndarray  # float32 [C]
+    b_q: np.ndarray | None  # int32 [C]
+    conv_attrs: Any
+    s_y: float
+    zp_y: int
+    lo: int
+    hi: int
+
+
+# ------------------------------------------------------------------------- matching
+
+
+def _call(expr: relax.Expr | None, op: str) -> relax.Call | None:
+    if isinstance(expr, relax.Call) and isinstance(expr.op, tvm.ir.Op) and expr.op.name == op:
+        return expr
+    return None
+
+
+def _scalar(expr: relax.Expr) -> float | None:
+    v = const_value(expr)
+    if v is None or v.size != 1:
+        return None
+    return v.reshape(()).item()
+
+
+class _Matcher:
+    """Walks a quantize call back to its layer; returns an IntLayer or a reason."""
+
+    def __init__(self, values: dict[relax.Var, relax.Expr], uses: Counter[relax.Var]) -> None:
+        self.values = values
+        self.uses = uses
+
+    def producer(self, expr: relax.Expr, single_use: bool = True) -> relax.Expr | None:
+        if isinstance(expr, relax.Var) and expr in self.values:
+            if single_use and self.uses[expr] != 1:
+                return None
+            return self.values[expr]
+        return expr if not isinstance(expr, relax.Var) else None
+
+    def match(self, q: relax.Call) -> IntLayer | str | None:
+        if str(q.attrs.out_dtype) != "int8":
+            return f"output dtype {q.attrs.out_dtype} is not int8"
+        s_y, zp_y = _scalar(q.args[1]), _scalar(q.args[2])
+        if s_y is None or zp_y is None:
+            return None  # per-channel output quantization: not a layer output
+        v = self.producer(q.args[0])
+        lo_r, hi_r = -np.inf, np.inf
+        if (c := _call(v, "relax.nn.relu")) is not None:
+            lo_r, v = 0.0, self.producer(c.args[0])
+        elif (c := _call(v, "relax.clip")) is not None:
+            lo_r, hi_r = float(c.args[1].value), float(c.args[2].value)
+            v = self.producer(c.args[0])
+        b_q = None
+        if (add := _call(v, "relax.add")) is not None:
+            for core, bias in ((add.args[0], add.args[1]), (add.args[1], add.args[0])):
+                b = self.producer(bias, single_use=False)
+                if (r := _call(b, "relax.reshape")) is not None:
+                    b = self.producer(r.args[0], single_use=False)
+                if (dq := _call(b, "relax.dequantize")) is not None:
+                    b_q = const_value(dq.args[0])
+                    if b_q is not None and str(b_q.dtype) == "int32":
+                        v = self.producer(core)
+                        break
+                    b_q = None
+            else:
+                return None  # an add that is not a quantized bias: not ours
+        conv, mm = _call(v, "relax.nn.conv2d"), _call(v, "relax.matmul")
+        layer = conv if conv is not None else mm
+        if layer is None:
+            return None
+        kind = "conv2d" if conv is not None else "matmul"
+        if conv is not None and (str(conv.attrs.data_layout), str(conv.attrs.kernel_layout),
+                                 str(conv.attrs.out_layout)) != ("NCHW", "OIHW", "NCHW"):
+            return f"conv2d layout {conv.attrs.data_layout}/{conv.attrs.kernel_layout}"
+        xdq = _call(self.producer(layer.args[0], single_use=False), "relax.dequantize")
+        wdq = _call(self.producer(layer.args[1], single_use=False), "relax.dequantize")
+        if xdq is None or wdq is None:
+            return f"{kind} input or weight is not dequantized"
+        if str(xdq.args[0].ty.dtype) != "int8":
+            return f"{kind} input is {xdq.args[0].ty.dtype}, not int8"
+        s_x, zp_x = _scalar(xdq.args[1]), _scalar(xdq.args[2])
+        if s_x is None or zp_x is None:
+            return f"{kind} input is not quantized per tensor"
+        w_q = const_value(wdq.args[0])
+        s_w, zp_w = const_value(wdq.args[1]), const_value(wdq.args[2])
+        if w_q is None or s_w is None or zp_w is None or str(w_q.dtype) != "int8":
+            return f"{kind} weight is not a constant int8 tensor"
+        if np.any(zp_w != 0):
+            return f"{kind} weight zero point is not 0 (asymmetric weights)"
+        axis = 0 if kind == "conv2d" else 1
+        if w_q.ndim != (4 if kind == "conv2d" else 2):
+            return f"{kind} weight has rank {w_q.ndim}"
+        n_out = w_q.shape[axis]
+        if s_w.size not in (1, n_out) or (s_w.size > 1 and int(wdq.attrs.axis) % w_q.ndim != axis):
+            return f"{kind} weight is not quantized per output channel"
+        s_w = np.broadcast_to(s_w.reshape(-1), (n_out,)).astype(np.float32)
+        if b_q is not None:
+            if b_q.size != n_out:
+                return f"{kind} bias has {b_q.size} values for {n_out} channels"
+            b_q = b_q.reshape(-1)
+        s_y, zp_y = float(np.float32(s_y)), int(zp_y)
+        lo = QMIN if lo_r == -np.inf else int(np.clip(np.rint(lo_r / s_y) + zp_y, QMIN, QMAX))
+        hi = QMAX if hi_r == np.inf else int(np.clip(np.rint(hi_r / s_y) + zp_y, QMIN, QMAX))
+        return IntLayer(kind, xdq.args[0], int(zp_x), float(np.float32(s_x)), w_q, s_w, b_q,
+                        layer.attrs if conv is not None else None, s_y, zp_y, lo, hi)
+
+
+# ------------------------------------------------------------------------- building
+
+
+def requant_params(layer: IntLayer) -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel ``(mult, shift)`` of ``s_x * s_w[c] / s_y`` (float32 scales)."""
+    real = (np.float32(layer.s_x) * layer.s_w).astype(np.float64) / np.float64(layer.s_y)
+    pairs = [quantize_multiplier(float(r)) for r in real]
+    return (np.array([m for m, _ in pairs], np.int64), np.array([s for _, s in pairs], np.int64))
+
+
+def effective_bias(layer: IntLayer) -> np.ndarray:
+    """``B'[c] = b_q[c] - zp_x * sum W_q[c]`` as int32 (checked to fit)."""
+    axis = 0 if layer.kind == "conv2d" else 1
+    reduce = tuple(i for i in range(layer.w_q.ndim) if i != axis)
+    wsum = layer.w_q.astype(np.int64).sum(axis=reduce)
+    b = np.zeros_like(wsum) if layer.b_q is None else layer.b_q.astype(np.int64)
+    eff = b - layer.zp_x * wsum
+    if eff.min() < I32_MIN or eff.max() > I32_MAX:
+        raise ValueError("effective bias overflows int32")
+    return eff.astype(np.int32)
+
+
+def _c(value: np.ndarray | int, dtype: str) -> relax.Expr:
+    return relax.const(np.asarray(value).astype(dtype), dtype)
+
+
+def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: int,
+                    lo: int, hi: int, shape: tuple[int, ...]) -> relax.Expr:
+    """int32 ``acc`` -> int8, ``intmath.requantize`` in Relax ops (int64 arithmetic).
+
+    ``shape`` broadcasts the per-channel ``mult``/``shift`` against ``acc``.
+    """
+    op = relax.op
+    left = np.maximum(shift, 0).reshape(shape)
+    right = np.maximum(-shift, 0).reshape(shape)
+    x = op.astype(acc, "int64")
+    if np.any(left > 0):  # multiplier > 1: widen first, saturating to int32 as TFLite
+        x = op.clip(op.left_shift(x, _c(left, "int64")), I32_MIN, I32_MAX)
+    # SaturatingRoundingDoublingHighMul(x, mult): (x*mult + nudge) / 2**31, C division
+    ab = op.multiply(x, _c(mult.reshape(shape), "int64"))
+    nonneg = op.greater_equal(ab, _c(0, "int64"))
+    q = op.add(ab, op.where(nonneg, _c(1 << 30, "int64"), _c(1 - (1 << 30), "int64")))
+    pos = op.right_shift(q, _c(31, "int64"))
+    neg = op.negative(op.right_shift(op.negative(q), _c(31, "int64")))
+    h = op.where(op.greater_equal(q, _c(0, "int64")), pos, neg)
+    # RoundingDivideByPOT(h, right): round half away from zero
+    mask = (np.int64(1) << right) - 1
+    rem = op.bitwise_and(h, _c(mask, "int64"))
+    thr = op.add(_c(mask >> 1, "int64"), op.astype(op.less(h, _c(0, "int64")), "int64"))
+    r = op.add(op.right_shift(h, _c(right, "int64")), op.astype(op.greater(rem, thr), "int64"))
+    out = op.clip(op.add(r, _c(zp, "int64")), lo, hi)
+    return op.astype(out, "int8")
+
+
+def int_kernel(layer: IntLayer, xq: relax.Expr) -> relax.Expr:
+    """The integer replacement of ``layer`` reading the int8 tensor ``xq``."""
+    op = relax.op
+    mult, shift = requant_params(layer)
+    bias = effective_bias(layer)
+    if layer.kind == "conv2d":
+        a = layer.conv_attrs
+        top, left, bottom, right = (int(p) for p in a.padding)
+        x = xq
+        if top or left or bottom or right:
+            x = op.nn.pad(xq, [0, 0, 0, 0, top, bottom, left, right], "constant",
+                          float(layer.zp_x))
+        acc = op.nn.conv2d(x, _c(layer.w_q, "int8"), strides=[int(s) for s in a.strides],
+                           padding=[0, 0, 0, 0], dilation=[int(d) for d in a.dilation],
+                           groups=int(a.groups), out_dtype="int32")
+        shape: tuple[int, ...] = (1, -1, 1, 1)
+    else:
+        acc = op.matmul(xq, _c(layer.w_q, "int8"), out_dtype="int32")
+        shape = (-1,)
+    acc = op.add(acc, _c(bias.reshape(shape), "int32"))
+    return requantize_expr(acc, mult, shift, layer.zp_y, layer.lo, layer.hi, shape)
+
+
+# ------------------------------------------------------------------------- the pass
+
+
+@relax.expr_functor.mutator
+class _Lower(relax.PyExprMutator):  # type: ignore[misc]
+    def __init__(self, mod: tvm.IRModule, matcher: _Matcher) -> None:
+        super().__init__(mod)
+        self.matcher = matcher
+        self.fired: Counter[str] = Counter()
+        self.skipped: Counter[str] = Counter()
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        q = _call(binding.value, "relax.quantize")
+        if q is not None and isinstance(binding.var, relax.DataflowVar):
+            m = self.matcher.match(q)
+            if isinstance(m, IntLayer):
+                new = self.builder_.emit(int_kernel(m, self.visit_expr(m.xq)))
+                self.set_var_remap(binding.var, new)
+                self.fired[m.kind] += 1
+                return
+            if isinstance(m, str):
+                self.skipped[m] += 1
+        super().visit_var_binding_(binding)
+
+
+def _index(func: relax.Function) -> tuple[dict[relax.Var, relax.Expr], Counter[relax.Var]]:
+    values: dict[relax.Var, relax.Expr] = {}
+    for block in func.body.blocks:
+        for b in block.bindings:
+            if isinstance(b, relax.VarBinding):
+                values[b.var] = b.value
+    # a var's readers: the bindings (and the return value) whose expression mentions it
+    uses: Counter[relax.Var] = Counter()
+    for e in [*values.values(), func.body.body]:
+        for v in relax.analysis.free_vars(e):
+            uses[v] += 1
+    return values, uses
+
+
+@register_pass("quantize-int8", "quantize", origin="built-in", default=False)
+def quantize_int8(mod: tvm.IRModule, ctx: Any = None) -> tvm.IRModule:
+    """Lower QDQ conv2d/matmul to int8 kernels with int32 accumulation and requantization."""
+    out = mod.clone()
+    fired: Counter[str] = Counter()
+    skipped: Counter[str] = Counter()
+    for gv, func in mod.functions_items():
+        if not isinstance(func, relax.Function):
+            continue
+        lower = _Lower(mod, _Matcher(*_index(func)))
+        new = lower.visit_expr(func)
+        fired += lower.fired
+        skipped += lower.skipped
+        if lower.fired:
+            out[gv] = relax.analysis.remove_all_unused(new)
+    if ctx is not None:
+        ctx.report["quantize-int8"] = {"lowered": dict(fired), "left_float": dict(skipped)}
+    return out
