@@ -28,6 +28,7 @@ install-base: system-deps $(BIN)/python
 
 install: install-base scalesim
 	$(BIN)/pip install --quiet -e ".[dev,real,notebooks]"
+	$(BIN)/pip install --quiet --no-deps -e tests/plugin_sample
 
 scalesim: $(SCALESIM_VENV)/.installed
 $(SCALESIM_VENV)/.installed:

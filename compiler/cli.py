@@ -21,6 +21,7 @@ EPILOG_BUILD = """examples:
   edgec build model.onnx --target host -o model.edgec
   edgec build cls.onnx --target arm-cpu:cortex-a72 --input-shape x=1x3x48x192 -o cls.edgec
   edgec build m.onnx --pass my-pass --disable-pass some-pass --json
+  edgec build m.onnx --dump-ir ir/ --verify --pass-timings
 """
 EPILOG_RUN = """examples:
   edgec run cls.edgec --input x=img.npy --output-dir out/
@@ -68,6 +69,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="also run this registered pass (repeatable)")
     b.add_argument("--disable-pass", action="append", metavar="NAME",
                    help="skip this pass (repeatable)")
+    b.add_argument("--dump-ir", metavar="DIR",
+                   help="write TVMScript after import and each pass (00-import.py, 01-<pass>.py, ...)")
+    b.add_argument("--verify", action="store_true",
+                   help="check Relax well-formedness after every pass; a failure names the pass")
+    b.add_argument("--pass-timings", action="store_true", help="print how long each pass took")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -226,6 +232,8 @@ def cmd_build(args: argparse.Namespace) -> int:
         output=output,
         passes=args.passes,
         disable_passes=args.disable_pass,
+        dump_ir=args.dump_ir,
+        verify=args.verify,
         quiet=args.quiet or args.json,
     )
     if args.json:
@@ -237,6 +245,9 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"{stats['nodes']} ONNX nodes, {stats['macs'] / 1e6:.1f} M MACs, "
             f"built in {pkg.report['time_s']['total']:.1f} s"
         )
+        if args.pass_timings:
+            for name, sec in pkg.report.get("pass_time_s", {}).items():
+                print(f"  pass {name:<24} {sec * 1e3:8.1f} ms")
     return 0
 
 

@@ -30,6 +30,8 @@ def build(
     output: str | os.PathLike[str] | None = None,
     passes: list[str] | None = None,
     disable_passes: list[str] | None = None,
+    dump_ir: str | os.PathLike[str] | None = None,
+    verify: bool = False,
     quiet: bool = True,
 ) -> "Package":
     """Compile an ONNX model for ``target`` and return the package (saved if ``output``)."""
@@ -50,19 +52,11 @@ def build(
         stats = model_stats(simple)
     with ph.phase("import"):
         mod = frontend.to_relax(simple)
+    from edgec.pass_runner import run_passes
+
     ctx = PassContext(target=desc)
-    applied: list[str] = []
     with ph.phase("passes", ", ".join(p.name for p in pass_list) or "none"):
-        for p in pass_list:
-            try:
-                mod = p.apply(mod, ctx)
-            except EdgecError:
-                raise
-            except Exception as exc:
-                raise EdgecError(
-                    f"pass {p.name} after [{', '.join(applied)}]: {frontend._first_line(exc)}"
-                ) from None
-            applied.append(p.name)
+        mod, applied, pass_times = run_passes(mod, pass_list, ctx, dump_ir=dump_ir, verify=verify)
     with ph.phase("compile", desc.name):
         executable = _compile(mod, desc)
     with ph.phase("package"):
@@ -79,7 +73,8 @@ def build(
             "outputs": [s.to_json() for s in outputs],
             "passes": applied,
         }
-    report = {"model": stats, "time_s": dict(ph.timings), "passes": ctx.report}
+    report = {"model": stats, "time_s": dict(ph.timings), "passes": ctx.report,
+              "pass_time_s": pass_times}
     report["time_s"]["total"] = round(sum(ph.timings.values()), 4)
     package = Package.from_parts(manifest, {"model.so": library}, report)
     if output is not None:
@@ -95,11 +90,17 @@ def _check_target_tools(desc: TargetDesc) -> None:
         toolchain.find_cxx()
 
 
-def _compile(mod: Any, desc: TargetDesc) -> Any:
+def _compile(mod: Any, desc: TargetDesc, tuning_db: Path | None = None) -> Any:
     import tvm
 
+    pipeline: Any = "default"
+    if desc.family in ("host", "arm-cpu"):
+        # Tuned kernels from tuning_db, default CPU schedules for the rest.
+        from edgec.targets.cpu import cpu_pipeline
+
+        pipeline = cpu_pipeline(desc, tuning_db)
     try:
-        return tvm.compile(mod, target=desc.tvm_target())
+        return tvm.compile(mod, target=desc.tvm_target(), relax_pipeline=pipeline)
     except Exception as exc:
         raise EdgecError(f"compile for {desc.name} failed: {frontend._first_line(exc)}") from None
 

@@ -1,7 +1,7 @@
 """Compile an in-memory ONNX model for the host and run it in this process.
 
-The same steps as ``edgec.driver.build`` (fix shapes, simplify, check operators,
-import, default passes, ``tvm.compile``) without writing a package or exporting a
+The same steps as ``edgec.driver.build`` (fix shapes, expand function ops TVM lacks,
+simplify, check operators, import, default passes, ``tvm.compile``) without writing a package or exporting a
 shared library. Used by the ONNX backend (``edgec.onnx_backend``), the conformance
 script and the differential fuzzer, which compile thousands of tiny models.
 """
@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 import onnx
 
-from edgec import frontend
+from edgec import converters, frontend
+from edgec.expand_functions import expand_functions
 from edgec.errors import EdgecError, ModelError
 from edgec.frontend import TensorSpec
 
@@ -60,7 +61,7 @@ def compile_proto(
         raise ModelError(f"ONNX checker rejected the model: {frontend._first_line(exc)}") from None
     desc = get_target("host")
     fixed = frontend.fix_input_shapes(proto, input_shapes or {})
-    simple = frontend.simplify(fixed)
+    simple = frontend.simplify(expand_functions(fixed, converters.supported_ops()))
     frontend.check_supported(simple)
     mod = frontend.to_relax(simple)
     ctx = PassContext(target=desc)

@@ -42,7 +42,7 @@ def run_passes(
             new = p.apply(mod, ctx)
         except EdgecError as exc:
             raise EdgecError(f"pass {p.name} after [{', '.join(applied)}]: {exc}") from None
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001  any pass bug becomes one named line
             raise EdgecError(
                 f"pass {p.name} after [{', '.join(applied)}]: {_first_line(exc)}"
             ) from None
@@ -70,10 +70,12 @@ def _verify(mod: Any, name: str, before: list[str]) -> None:
     from edgec.frontend import _first_line
     from tvm import relax
 
+    where = "the imported module" if name == "import" else f"pass {name}"
     try:
+        # TVM 0.27: raises on the first violation (check_well_formed gives a bool).
         relax.analysis.well_formed(mod)
-    except Exception as exc:
-        where = "the imported module" if name == "import" else f"pass {name}"
+        return
+    except Exception as exc:  # noqa: BLE001  TVM raises its own error types here
         raise EdgecError(
             f"--verify: {where} after [{', '.join(before)}] left an ill-formed module: "
             f"{_first_line(exc)}"

@@ -16,9 +16,9 @@ from edgec.passes.registry import (
 
 # Importing a pass module registers it; this order is the tie-break order in a phase:
 # fold BN first so later rules see plain conv + add.
-from edgec.passes import fold_batchnorm  # noqa: E402,F401  isort: skip
-from edgec.passes import fuse_layernorm  # noqa: E402,F401  isort: skip
-from edgec.passes import cancel_transpose  # noqa: E402,F401  isort: skip
-from edgec.passes import fuse_bias_act  # noqa: E402,F401  isort: skip
+from edgec.passes import fold_batchnorm  # noqa: F401  isort: skip
+from edgec.passes import fuse_layernorm  # noqa: F401  isort: skip
+from edgec.passes import cancel_transpose  # noqa: F401  isort: skip
+from edgec.passes import fuse_bias_act  # noqa: F401  isort: skip
 
 __all__ = ["PHASES", "PassContext", "PassInfo", "all_passes", "register_pass", "resolve"]

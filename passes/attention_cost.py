@@ -22,9 +22,8 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
-
 from edgec.passes import linear_attention as la
+from tvm import relax
 
 _CACHE_ENV = "EDGEC_CACHE_DIR"
 

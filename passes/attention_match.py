@@ -31,9 +31,8 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
-
 from edgec.passes._rules import const_value, shape_of
+from tvm import relax
 
 # Elementwise ops through which "does not vary along the query axis" propagates.
 _ELEMENTWISE = {

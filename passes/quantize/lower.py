@@ -192,16 +192,42 @@ def _c(value: np.ndarray | int, dtype: str) -> relax.Expr:
     return relax.const(np.asarray(value).astype(dtype), dtype)
 
 
-def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: int,
-                    lo: int, hi: int, shape: tuple[int, ...]) -> relax.Expr:
-    """int32 ``acc`` -> int8, ``intmath.requantize`` in Relax ops (int64 arithmetic).
+ROUNDINGS = ("single", "gemmlowp")
 
+
+def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: int,
+                    lo: int, hi: int, shape: tuple[int, ...],
+                    rounding: str = "single") -> relax.Expr:
+    """int32 ``acc`` -> int8 in Relax ops (int64 arithmetic), ``clip(R(acc) + zp, lo, hi)``.
+
+    ``rounding="single"`` (TFLite's single-rounding variant, ``requant.requantize_single``):
+    ``R(acc) = (acc * mult + 2**(t-1)) >> t`` with ``t = 31 - shift``: one rounding,
+    half up. ``rounding="gemmlowp"`` (``intmath.requantize``): SaturatingRounding-
+    DoublingHighMul then RoundingDivideByPOT, two roundings, each half away from zero.
     ``shape`` broadcasts the per-channel ``mult``/``shift`` against ``acc``.
     """
     op = relax.op
+    x = op.astype(acc, "int64")
+    if rounding == "single":
+        total = 31 - shift
+        if np.any(total < 1) or np.any(total > 62):
+            raise ValueError(f"requantization shift out of range: {shift.min()}..{shift.max()}")
+        prod = op.multiply(x, _c(mult.reshape(shape), "int64"))
+        r = op.right_shift(op.add(prod, _c((np.int64(1) << (total - 1)).reshape(shape), "int64")),
+                           _c(total.reshape(shape), "int64"))
+    elif rounding == "gemmlowp":
+        r = _gemmlowp_expr(x, mult, shift, shape)
+    else:
+        raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
+    out = op.clip(op.add(r, _c(zp, "int64")), lo, hi)
+    return op.astype(out, "int8")
+
+
+def _gemmlowp_expr(x: relax.Expr, mult: np.ndarray, shift: np.ndarray,
+                   shape: tuple[int, ...]) -> relax.Expr:
+    op = relax.op
     left = np.maximum(shift, 0).reshape(shape)
     right = np.maximum(-shift, 0).reshape(shape)
-    x = op.astype(acc, "int64")
     if np.any(left > 0):  # multiplier > 1: widen first, saturating to int32 as TFLite
         x = op.clip(op.left_shift(x, _c(left, "int64")), I32_MIN, I32_MAX)
     # SaturatingRoundingDoublingHighMul(x, mult): (x*mult + nudge) / 2**31, C division
@@ -215,12 +241,10 @@ def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: in
     mask = (np.int64(1) << right) - 1
     rem = op.bitwise_and(h, _c(mask, "int64"))
     thr = op.add(_c(mask >> 1, "int64"), op.astype(op.less(h, _c(0, "int64")), "int64"))
-    r = op.add(op.right_shift(h, _c(right, "int64")), op.astype(op.greater(rem, thr), "int64"))
-    out = op.clip(op.add(r, _c(zp, "int64")), lo, hi)
-    return op.astype(out, "int8")
+    return op.add(op.right_shift(h, _c(right, "int64")), op.astype(op.greater(rem, thr), "int64"))
 
 
-def int_kernel(layer: IntLayer, xq: relax.Expr) -> relax.Expr:
+def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = "single") -> relax.Expr:
     """The integer replacement of ``layer`` reading the int8 tensor ``xq``."""
     op = relax.op
     mult, shift = requant_params(layer)
@@ -240,7 +264,7 @@ def int_kernel(layer: IntLayer, xq: relax.Expr) -> relax.Expr:
         acc = op.matmul(xq, _c(layer.w_q, "int8"), out_dtype="int32")
         shape = (-1,)
     acc = op.add(acc, _c(bias.reshape(shape), "int32"))
-    return requantize_expr(acc, mult, shift, layer.zp_y, layer.lo, layer.hi, shape)
+    return requantize_expr(acc, mult, shift, layer.zp_y, layer.lo, layer.hi, shape, rounding)
 
 
 # ------------------------------------------------------------------------- the pass
@@ -248,9 +272,10 @@ def int_kernel(layer: IntLayer, xq: relax.Expr) -> relax.Expr:
 
 @relax.expr_functor.mutator
 class _Lower(relax.PyExprMutator):  # type: ignore[misc]
-    def __init__(self, mod: tvm.IRModule, matcher: _Matcher) -> None:
+    def __init__(self, mod: tvm.IRModule, matcher: _Matcher, rounding: str) -> None:
         super().__init__(mod)
         self.matcher = matcher
+        self.rounding = rounding
         self.fired: Counter[str] = Counter()
         self.skipped: Counter[str] = Counter()
 
@@ -259,7 +284,7 @@ class _Lower(relax.PyExprMutator):  # type: ignore[misc]
         if q is not None and isinstance(binding.var, relax.DataflowVar):
             m = self.matcher.match(q)
             if isinstance(m, IntLayer):
-                new = self.builder_.emit(int_kernel(m, self.visit_expr(m.xq)))
+                new = self.builder_.emit(int_kernel(m, self.visit_expr(m.xq), self.rounding))
                 self.set_var_remap(binding.var, new)
                 self.fired[m.kind] += 1
                 return
@@ -285,13 +310,16 @@ def _index(func: relax.Function) -> tuple[dict[relax.Var, relax.Expr], Counter[r
 @register_pass("quantize-int8", "quantize", origin="built-in", default=False)
 def quantize_int8(mod: tvm.IRModule, ctx: Any = None) -> tvm.IRModule:
     """Lower QDQ conv2d/matmul to int8 kernels with int32 accumulation and requantization."""
+    rounding = str((ctx.options if ctx is not None else {}).get("requant_rounding", "single"))
+    if rounding not in ROUNDINGS:
+        raise ValueError(f"requant_rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
     out = mod.clone()
     fired: Counter[str] = Counter()
     skipped: Counter[str] = Counter()
     for gv, func in mod.functions_items():
         if not isinstance(func, relax.Function):
             continue
-        lower = _Lower(mod, _Matcher(*_index(func)))
+        lower = _Lower(mod, _Matcher(*_index(func)), rounding)
         new = lower.visit_expr(func)
         fired += lower.fired
         skipped += lower.skipped

@@ -43,9 +43,24 @@ def schedule_func(
             log.debug("%s failed: %s", type(rule).__name__, str(exc).splitlines()[0:1])
             continue
         if isinstance(result, s_tir.Schedule):
-            return result.mod["main"].with_attr("tirx.is_scheduled", True), type(rule).__name__
+            new = result.mod["main"]
+            # A schedule TVM accepted can still be malformed (a buffer read after the
+            # block writing it was inlined away); such a kernel keeps its plain loops.
+            if not _well_formed(new):
+                log.debug("%s produced a malformed kernel", type(rule).__name__)
+                continue
+            return new.with_attr("tirx.is_scheduled", True), type(rule).__name__
         log.debug("%s declined: %s", type(rule).__name__, result)
     return func, ""
+
+
+def _well_formed(func: tirx.PrimFunc) -> bool:
+    from tvm.s_tir.analysis import verify_well_formed
+
+    try:
+        return bool(verify_well_formed(func, assert_mode=False))
+    except Exception:
+        return False
 
 
 @tvm.transform.module_pass(opt_level=0, name="edgec.ApplyCPUSchedules")

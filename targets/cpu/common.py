@@ -10,7 +10,7 @@ from tvm.target import Target
 
 # Below this many loop iterations a kernel runs on one core: waking the thread
 # pool costs more than it saves.
-PARALLEL_MIN_WORK = 1 << 14
+PARALLEL_MIN_WORK = 1 << 18
 
 
 def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
@@ -81,13 +81,16 @@ def single_reduction(infos: list[SBlockInfo]) -> Roles | None:
     return Roles(infos[:k], infos[k], infos[k + 1 :])
 
 
-def parallelize(sch: s_tir.Schedule, loops: list[s_tir.schedule.LoopRV], work: int) -> None:
+def parallelize(
+    sch: s_tir.Schedule, loops: list[s_tir.schedule.LoopRV], work: int
+) -> s_tir.schedule.LoopRV | None:
     """Fuse ``loops`` (outermost, adjacent) and run them on all cores if ``work`` pays for it."""
     if not loops:
-        return
+        return None
     fused = sch.fuse(*loops) if len(loops) > 1 else loops[0]
     if work >= PARALLEL_MIN_WORK:
         sch.parallel(fused)
+    return fused
 
 
 def vectorize_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lanes: int) -> None:

@@ -18,17 +18,28 @@ from edgec.targets.base import TargetDesc
 from edgec.targets.cpu.apply import ApplyCPUSchedules
 
 
-def schedule_passes(tuning_db: Path | None) -> list[tvm.transform.Pass]:
+def schedule_passes(
+    tuning_db: Path | None, defaults: ApplyCPUSchedules | None = None
+) -> list[tvm.transform.Pass]:
     """Tuned kernels first (they get ``tirx.is_scheduled``), then defaults for the rest."""
     passes: list[tvm.transform.Pass] = []
     if tuning_db is not None and Path(tuning_db).is_dir():
         passes.append(relax.transform.MetaScheduleApplyDatabase(str(tuning_db)))
-    passes.append(ApplyCPUSchedules())
+    passes.append(defaults if defaults is not None else ApplyCPUSchedules())
     return passes
 
 
-def cpu_pipeline(desc: TargetDesc, tuning_db: Path | None = None) -> tvm.transform.Pass:
-    """The whole Relax -> VM pipeline for ``desc``, applying ``tuning_db`` if given."""
+def cpu_pipeline(
+    desc: TargetDesc,
+    tuning_db: Path | None = None,
+    *,
+    defaults: ApplyCPUSchedules | None = None,
+) -> tvm.transform.Pass:
+    """The whole Relax -> VM pipeline for ``desc``, applying ``tuning_db`` if given.
+
+    ``defaults`` is the default-schedule pass to use; pass your own instance to read
+    afterwards which rule scheduled how many kernels (``defaults.fired``).
+    """
     target = desc.tvm_target()
 
     @tvm.transform.module_pass(opt_level=0, name="edgec.cpu_pipeline")
@@ -37,7 +48,7 @@ def cpu_pipeline(desc: TargetDesc, tuning_db: Path | None = None) -> tvm.transfo
             seq = tvm.transform.Sequential(
                 cpu_generic.library_dispatch_passes(target)
                 + cpu_generic.legalize_passes(target)
-                + schedule_passes(tuning_db)
+                + schedule_passes(tuning_db, defaults)
                 + cpu_generic.dataflow_lower_passes(target)
                 + cpu_generic.finalize_passes(target)
             )

@@ -118,22 +118,39 @@ def tile_reduction(
 
     # Accumulate into a register tile; the epilogue then reads it once per element.
     wb = sch.cache_write(main, 0, "local")
-    for c in roles.consumers:
+    # Fold the epilogue chain into its last block (x*relu6(x+3)/6 reads x twice, so
+    # chain blocks are inlined forward), then that block into the write-back.
+    epilogue = []
+    for c in roles.consumers[:-1]:
         try:
-            sch.reverse_compute_inline(c.block_rv)
-        except Exception:  # e.g. a broadcast or transpose consumer: runs as its own loop
-            leftovers.append(c.block_rv)
+            sch.compute_inline(c.block_rv)
+        except Exception:
+            epilogue.append(c.block_rv)
+    epilogue += [c.block_rv for c in roles.consumers[-1:]]
+    tile_local = []
+    for c in epilogue:
+        try:
+            sch.reverse_compute_inline(c)
+        except Exception:  # e.g. reads the output twice: runs per tile after it
+            tile_local.append(c)
     sch.reverse_compute_at(wb, outer[-1], preserve_unit_loops=True)
     _vectorize_last(sch, wb)
     if v is not None and vi > 1:
         sch.vectorize(inner[-1])
     if u is not None and ui > 1 and len(inner) == 2:
         sch.unroll(inner[0])
-    parallelize(sch, outer, work)
+    fused = parallelize(sch, outer, work)
     # Last: loop annotations need the update to still be a reduction block.
     if reduce:
         init = sch.decompose_reduction(main, reduce[0].loop_rv)
         _vectorize_last(sch, init)
+
+    for c in tile_local:
+        try:
+            sch.reverse_compute_at(c, fused, preserve_unit_loops=True)
+            _vectorize_last(sch, c)
+        except Exception:  # not tile-aligned (e.g. a transpose): its own loop nest
+            leftovers.append(c)
 
     from edgec.targets.cpu.elementwise import schedule_injective_block
 

@@ -55,7 +55,12 @@ class ProgramError(EdgecError):
 
 @dataclass(frozen=True)
 class Conv:
-    """A conv layer's shape; ``pad`` is (top, left, bottom, right)."""
+    """A conv layer's shape; ``pad`` is (top, left, bottom, right).
+
+    ``stride`` is the horizontal stride (and the vertical one unless ``stride_h`` is set):
+    a (s, 1) stride, as in PP-OCR's text-line nets, runs one output row per band so the
+    CFG stride only steps along x.
+    """
 
     h: int
     w: int
@@ -66,10 +71,15 @@ class Conv:
     stride: int = 1
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
     depthwise: bool = False
+    stride_h: int = 0  # 0: same as ``stride``
+
+    @property
+    def sh(self) -> int:
+        return self.stride_h or self.stride
 
     @property
     def out_h(self) -> int:
-        return (self.h + self.pad[0] + self.pad[2] - self.kh) // self.stride + 1
+        return (self.h + self.pad[0] + self.pad[2] - self.kh) // self.sh + 1
 
     @property
     def out_w(self) -> int:
@@ -144,8 +154,10 @@ def _band_rows(cfg: NpuConfig, conv: Conv) -> int:
     n_max = max(nl for _, nl in n_tiles(conv, cfg.cols))
     wp = conv.w + conv.pad[1] + conv.pad[3]
     best = 0
-    for rows in range(1, conv.out_h + 1):
-        in_rows = (rows - 1) * conv.stride + conv.kh
+    # unequal strides: one output row per band (the CFG stride steps x only)
+    most = 1 if conv.sh != conv.stride else conv.out_h
+    for rows in range(1, most + 1):
+        in_rows = (rows - 1) * conv.sh + conv.kh
         inp = in_rows * wp * conv.cin
         out = rows * ow * conv.cout
         # 2047: the 11-bit DMA row count of the band's STORE
@@ -186,7 +198,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     df = (choose_dataflow(cfg, conv) if dataflow is None
           else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
     R = cfg.rows
-    oh, ow, s = conv.out_h, conv.out_w, conv.stride
+    oh, ow, s, sh = conv.out_h, conv.out_w, conv.stride, conv.sh
     pt, pl, pr = conv.pad[0], conv.pad[1], conv.pad[3]
     wp = conv.w + pl + pr
     rows_b = _band_rows(cfg, conv)
@@ -235,8 +247,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         oy0 = b * rows_b
         orows = min(rows_b, oh - oy0)
         bank = (b % 2) * cfg.activation_bank
-        y_lo = oy0 * s - pt                      # first padded-input row of the band
-        y_hi = (oy0 + orows - 1) * s + conv.kh - pt   # one past the last
+        y_lo = oy0 * sh - pt                      # first padded-input row of the band
+        y_hi = (oy0 + orows - 1) * sh + conv.kh - pt   # one past the last
         top, bottom = max(0, -y_lo), max(0, y_hi - conv.h)
         in_rows = y_hi - y_lo
         tile = in_rows * wp * conv.cin

@@ -1,0 +1,120 @@
+"""edgec on the host CPU vs ONNX Runtime, for every real model, in one run.
+
+For each model: ONNX Runtime ms, edgec with TVM's plain loops ("before": the
+default schedules switched off) and edgec as built (default schedules, plus a
+tuning database if ``--tuning-db`` is given), and the ratios to ONNX Runtime.
+Medians of ``--repeat`` runs; the machine may be shared, so treat small
+differences as noise. Writes cpu.json and cpu.png to ``--out``.
+
+Usage: python bench/cpu.py [--models ppocr-cls,minilm] [--no-before] [--out bench/out]
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import time
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+from unittest import mock
+
+import numpy as np
+
+from edgec import driver
+from edgec.bench_ort import run_onnxruntime, time_onnxruntime
+from edgec.examples.data import example_inputs
+from edgec.examples.models import REAL_MODELS, model_path, real_model
+from edgec.targets.cpu import pipeline as cpu_pipeline_mod
+
+
+def _build(name: str, path: Path, scheduled: bool) -> Any:
+    # "before" = the same build with the default-schedule phase emptied.
+    off = mock.patch.object(cpu_pipeline_mod, "schedule_passes", lambda db, defaults=None: [])
+    with nullcontext() if scheduled else off:
+        t0 = time.perf_counter()
+        pkg = driver.build(path, "host", input_shapes=real_model(name).input_shapes)
+        return pkg, time.perf_counter() - t0
+
+
+def _max_err(pkg: Any, feeds: dict[str, np.ndarray], ref: dict[str, np.ndarray]) -> float:
+    outs = pkg.run(feeds)
+    outs = list(outs.values()) if isinstance(outs, dict) else list(outs)
+    return max(
+        float(np.max(np.abs(np.asarray(o, np.float64) - np.asarray(r, np.float64))))
+        for o, r in zip(outs, ref.values())
+    )
+
+
+def bench_model(name: str, repeat: int, before: bool) -> dict[str, Any]:
+    path = model_path(name)
+    feeds = example_inputs(name)[0]
+    row: dict[str, Any] = {"model": name}
+    row["ort_ms"] = time_onnxruntime(path, feeds, repeat=repeat)["median_ms"]
+    ref = run_onnxruntime(path, feeds)
+    variants = [("after", True)] + ([("before", False)] if before else [])
+    for label, scheduled in variants:
+        pkg, build_s = _build(name, path, scheduled)
+        # Plain loops take seconds per run on the big models: fewer repeats there.
+        reps = repeat if scheduled else max(2, repeat // 5)
+        row[f"edgec_{label}_ms"] = pkg.benchmark(feeds, repeat=reps, warmup=1)["median_ms"]
+        row[f"edgec_{label}_build_s"] = round(build_s, 1)
+        row[f"edgec_{label}_max_abs_err"] = _max_err(pkg, feeds, ref)
+        row[f"{label}_over_ort"] = row[f"edgec_{label}_ms"] / row["ort_ms"]
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def plot(rows: list[dict[str, Any]], png: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    keys = [("ort_ms", "ONNX Runtime"), ("edgec_before_ms", "edgec plain loops"),
+            ("edgec_after_ms", "edgec default schedules")]
+    keys = [k for k in keys if all(k[0] in r for r in rows)]
+    x = np.arange(len(rows))
+    width = 0.8 / len(keys)
+    fig, ax = plt.subplots(figsize=(2 + 2 * len(rows), 4))
+    for i, (key, label) in enumerate(keys):
+        ax.bar(x + i * width, [r[key] for r in rows], width, label=label)
+    ax.set_xticks(x + width * (len(keys) - 1) / 2, [r["model"] for r in rows])
+    ax.set_yscale("log")
+    ax.set_ylabel("ms per inference (log scale)")
+    ax.set_title("host CPU: edgec vs ONNX Runtime")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=120)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--models", default=",".join(REAL_MODELS))
+    ap.add_argument("--repeat", type=int, default=20)
+    ap.add_argument("--no-before", action="store_true", help="skip the plain-loop builds")
+    ap.add_argument("--tuning-db", type=Path, default=None)
+    ap.add_argument("--out", type=Path, default=Path("bench/out"))
+    args = ap.parse_args()
+    if args.tuning_db is not None:
+        # build() does not take a database yet: hand it to the compile step directly.
+        mock.patch.object(driver, "_compile", functools.partial(
+            driver._compile, tuning_db=args.tuning_db)).start()
+    rows = []
+    for name in args.models.split(","):
+        try:
+            rows.append(bench_model(name, args.repeat, not args.no_before))
+        except Exception as exc:  # one model failing should not lose the others' numbers
+            print(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
+            rows.append({"model": name, "error": str(exc).splitlines()[0]})
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "cpu.json").write_text(json.dumps(rows, indent=2) + "\n")
+    ok = [r for r in rows if "error" not in r]
+    if ok:
+        plot(ok, args.out / "cpu.png")
+    print(f"wrote {args.out / 'cpu.json'} and {args.out / 'cpu.png'}")
+
+
+if __name__ == "__main__":
+    main()

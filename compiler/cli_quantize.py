@@ -1,0 +1,148 @@
+"""``edgec quantize`` and the ``--quantize int8`` build flags.
+
+    edgec quantize model.onnx --calib calib/ -o model.int8.onnx
+    edgec build model.onnx --quantize int8 --calib calib/ --calib-method entropy \\
+        --accuracy-budget cosine=0.995
+
+``quantize`` writes a standard QDQ ONNX model (ONNX Runtime runs it) and prints the
+accuracy report; ``build --quantize int8`` quantizes the same way, then the
+``quantize-int8`` pass lowers the QDQ layers to integer kernels.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from edgec.errors import EdgecError, InputError
+
+EPILOG_QUANTIZE = """examples:
+  edgec quantize model.onnx --calib calib/ -o model.int8.onnx
+  edgec quantize cls.onnx --calib feeds.npz --input-shape x=1x3x48x192 --calib-method entropy
+  edgec quantize m.onnx --calib calib/ --accuracy-budget cosine=0.995 --report q.json
+
+calibration data: a .npz of stacked inputs, a folder of NAME.npy (one per input,
+samples along the first axis), or a folder of .npz files (one sample each).
+Every 5th sample is held out to measure accuracy (--held-out-every).
+"""
+
+METHODS = ("minmax", "percentile", "entropy")
+DEFAULT_METHOD = "minmax"
+
+
+def add_calib_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
+    p.add_argument("--calib", required=required, metavar="PATH",
+                   help="calibration samples: .npz, folder of NAME.npy, or folder of .npz")
+    p.add_argument("--calib-method", choices=METHODS, default=DEFAULT_METHOD,
+                   help=f"how activation ranges are chosen (default {DEFAULT_METHOD})")
+    p.add_argument("--accuracy-budget", metavar="METRIC=VALUE",
+                   help="keep the most sensitive layers in float until every output meets "
+                        "it, e.g. cosine=0.995 or snr=30")
+    p.add_argument("--held-out-every", type=int, default=5, metavar="K",
+                   help="hold every K-th sample out for accuracy (default 5)")
+
+
+def add_build_flags(build: argparse.ArgumentParser) -> None:
+    """The quantization flags of ``edgec build``."""
+    build.add_argument("--quantize", choices=("int8",),
+                       help="post-training quantization (needs --calib)")
+    add_calib_flags(build, required=False)
+
+
+def add_parsers(sub: Any) -> None:
+    """Register ``edgec quantize`` on the CLI's subparsers."""
+    q = sub.add_parser("quantize", help="int8 post-training quantization to a QDQ ONNX model",
+                       epilog=EPILOG_QUANTIZE,
+                       formatter_class=argparse.RawDescriptionHelpFormatter)
+    q.add_argument("model", help="the float .onnx model")
+    q.add_argument("-o", "--output", help="QDQ model path (default: <model>.int8.onnx here)")
+    q.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
+                   help="fix a dynamic input shape (repeatable)")
+    add_calib_flags(q, required=True)
+    q.add_argument("--report", metavar="FILE.json", help="also write the full report as JSON")
+    q.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+HANDLERS = {"quantize": lambda args: cmd_quantize(args)}
+
+
+# ---------------------------------------------------------------------------- shared
+
+
+def quantize_proto(simple: onnx.ModelProto, calib_path: str | os.PathLike[str],
+                   method: str = DEFAULT_METHOD, budget: str | None = None,
+                   held_out_every: int = 5) -> Any:
+    """Quantize a simplified static model with samples from ``calib_path``."""
+    from edgec import calibration, frontend
+    from edgec.passes.quantize.accuracy import parse_budget
+    from edgec.passes.quantize.ptq import quantize_onnx
+
+    data = calibration.load(calib_path, frontend.graph_inputs(simple), held_out_every)
+    result = quantize_onnx(simple, data.calib, data.held_out, method,
+                           parse_budget(budget) if budget else None)
+    result.report["samples"]["source"] = data.source
+    return result
+
+
+def quantize_for_build(simple: onnx.ModelProto, quantize: str | None,
+                       calib: str | os.PathLike[str] | None, method: str = DEFAULT_METHOD,
+                       budget: str | None = None,
+                       held_out_every: int = 5) -> tuple[onnx.ModelProto, dict[str, Any]]:
+    """The driver's hook: the QDQ model to import, and the quantization report."""
+    if quantize != "int8":
+        raise InputError(f"--quantize {quantize!r}: only int8 is supported")
+    if calib is None:
+        raise InputError("--quantize int8 needs --calib DIR (calibration samples)")
+    result = quantize_proto(simple, calib, method, budget, held_out_every)
+    report = {k: v for k, v in result.report.items() if k != "params"}
+    return result.model, report
+
+
+def load_static(model: str, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    from edgec import frontend
+
+    loaded = frontend.load_model(model)
+    fixed = frontend.fix_input_shapes(loaded.proto, shapes)
+    simple = frontend.simplify(fixed)
+    frontend.check_supported(simple)
+    return simple
+
+
+# ---------------------------------------------------------------------------- command
+
+
+def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgec.passes.quantize.accuracy import format_table
+    from edgec.shapes import parse_input_shapes
+
+    output = Path(args.output) if args.output else Path(Path(args.model).stem + ".int8.onnx")
+    if output.exists() and output.is_dir():
+        raise EdgecError(f"output {output} is a directory")
+    simple = load_static(args.model, parse_input_shapes(args.input_shape))
+    result = quantize_proto(simple, args.calib, args.calib_method, args.accuracy_budget,
+                            args.held_out_every)
+    onnx.save(result.model, str(output))
+    report = {"output": str(output), **result.report}
+    if args.report:
+        Path(args.report).write_text(json.dumps(report, indent=2, default=str))
+    if args.json:
+        print(json.dumps(report, indent=2, sort_keys=True, default=str))
+        return 0
+    r = result.report
+    print(f"wrote {output}: {r['layers']['int8']} of {r['layers']['total']} layers in int8 "
+          f"({r['method']}, {r['samples']['calib']} calibration + "
+          f"{r['samples']['held_out']} held-out samples)")
+    rows = [{"output": k, **v} for k, v in r["accuracy"].items()]
+    print(format_table(rows, ["output", "cosine", "snr_db", "max_abs"]))
+    if r["kept_float"]:
+        print(f"kept in float for {r['budget']}: {', '.join(r['kept_float'])}")
+    if r["sensitivity"]:
+        print("most sensitive layers (one layer in int8 at a time):")
+        print(format_table(r["sensitivity"][:10], ["layer", "kind", "cosine", "snr_db",
+                                                   "max_abs"]))
+    return 0

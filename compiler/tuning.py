@@ -1,0 +1,291 @@
+"""``edgec tune``: MetaSchedule search for a model's kernels, into a JSON database.
+
+    model -> same Relax IR as ``build`` -> legalize + fuse -> one task per kernel
+          -> MetaSchedule (evolutionary search, XGBoost cost model), measured here
+             or on a board through an RPC tracker -> db_dir/*.json
+
+The database is MetaSchedule's JSON database: workloads and records are appended
+one line per record after each measured batch, so ``kill -9`` loses at most the
+batch in flight (a torn last line is dropped on the next open) and running
+``tune`` again resumes. ``build`` applies it through ``cpu_pipeline(desc, db_dir)``;
+kernels without a record keep the default schedules. Nothing here is pickled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from edgec.errors import EdgecError
+from edgec.targets import TargetDesc, get_target
+
+WORKLOADS = "database_workload.json"
+RECORDS = "database_tuning_record.json"
+
+NEEDS_BOARD = (
+    "tuning for {target} needs the board: measuring aarch64 kernels under qemu would "
+    "rank them by emulation speed. Start `python -m tvm.exec.rpc_tracker --port 9190` "
+    "somewhere, `python -m tvm.exec.rpc_server --tracker HOST:9190 --key KEY` on the "
+    "board, and pass --rpc HOST:9190:KEY. Builds use the default schedules meanwhile."
+)
+
+
+@dataclass
+class TuneResult:
+    """What a ``tune`` call did; ``message`` is set when it did not tune."""
+
+    db_dir: Path
+    tasks: int = 0
+    trials: int = 0  # measured in this call
+    resumed_trials: int = 0  # already in the database before this call
+    seconds: float = 0.0
+    best_ms: dict[str, float] = field(default_factory=dict)  # task name -> best latency
+    message: str = ""
+
+
+@dataclass(frozen=True)
+class RPC:
+    """A tracker address and device key, parsed from ``host:port:key``."""
+
+    host: str
+    port: int
+    key: str
+
+    @staticmethod
+    def parse(spec: str) -> "RPC":
+        host, _, rest = spec.partition(":")
+        port, _, key = rest.partition(":")
+        if not (host and port.isdigit() and key):
+            raise EdgecError(f"--rpc {spec!r}: expected TRACKER_HOST:PORT:DEVICE_KEY")
+        return RPC(host, int(port), key)
+
+
+def tune(
+    model_path: str | os.PathLike[str],
+    target: str | TargetDesc = "host",
+    *,
+    trials: int | None = None,
+    time_budget: float | None = None,
+    db_dir: str | os.PathLike[str] = "edgec-tuning",
+    rpc: str | RPC | None = None,
+    progress: bool = True,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    batch: int = 32,
+) -> TuneResult:
+    """Tune ``model_path`` for ``target`` until ``trials`` measurements or ``time_budget`` s."""
+    desc = get_target(target) if isinstance(target, str) else target
+    db = Path(db_dir)
+    if trials is None and time_budget is None:
+        raise EdgecError("tune needs --trials or --time-budget (or both)")
+    if desc.family not in ("host", "arm-cpu"):
+        raise EdgecError(f"tuning is for CPU targets; {desc.name} has no tunable kernels")
+    if isinstance(rpc, str):
+        rpc = RPC.parse(rpc)
+    if desc.family == "arm-cpu" and rpc is None:
+        return TuneResult(db_dir=db, message=NEEDS_BOARD.format(target=desc.name))
+
+    mod = relax_kernels(model_path, desc, input_shapes)
+    return tune_module(mod, desc, trials=trials, time_budget=time_budget, db_dir=db,
+                       rpc=rpc, progress=progress, batch=batch)
+
+
+def relax_kernels(
+    model_path: str | os.PathLike[str], desc: TargetDesc, input_shapes: dict | None
+) -> Any:
+    """The model as ``build`` compiles it, legalized and fused into TIR kernels."""
+    import tvm
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    from edgec import frontend
+    from edgec.pass_runner import run_passes
+    from edgec.passes.registry import PassContext, resolve
+
+    # Mirrors build()'s phases up to compile, so the kernels tuned here are the
+    # ones build() looks up in the database (records match by structure).
+    loaded = frontend.load_model(model_path)
+    simple = frontend.simplify(frontend.fix_input_shapes(loaded.proto, input_shapes or {}))
+    frontend.check_supported(simple)
+    mod = frontend.to_relax(simple)
+    mod, _, _ = run_passes(mod, resolve(None, None), PassContext(target=desc))
+    target = desc.tvm_target()
+    with target:
+        seq = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        return tvm.transform.Sequential(seq)(mod)
+
+
+def tune_module(
+    mod: Any,
+    desc: TargetDesc,
+    *,
+    trials: int | None,
+    time_budget: float | None,
+    db_dir: Path,
+    rpc: RPC | None = None,
+    progress: bool = True,
+    batch: int = 32,
+) -> TuneResult:
+    """Tune the TIR kernels of a legalized, fused Relax module (see ``relax_kernels``)."""
+    from tvm.s_tir import meta_schedule as ms
+
+    db_dir.mkdir(parents=True, exist_ok=True)
+    repair_database(db_dir)
+    target = desc.tvm_target()
+    extracted = [
+        t for t in ms.relax_integration.extract_tasks(mod, target)
+        if not t.mod.attrs.get("tirx.is_scheduled", False)
+    ]
+    result = TuneResult(db_dir=db_dir, tasks=len(extracted))
+    if not extracted:
+        result.message = "no kernels to tune"
+        return result
+    database = ms.database.JSONDatabase(work_dir=str(db_dir))
+    done = sum(
+        len(database.get_top_k(database.commit_workload(t.dispatched[0]), 1 << 30))
+        for t in extracted
+    )
+    result.resumed_trials = done
+    budget = (trials - done) if trials is not None else 1 << 30
+    if budget <= 0:
+        result.message = f"already {done} trials in {db_dir}; nothing left of --trials {trials}"
+        return result
+
+    contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
+        extracted, work_dir=str(db_dir / "logs"), num_threads=os.cpu_count() or 1
+    )
+    bar = _Progress([t.task_name for t in extracted], budget, time_budget, progress)
+    start = time.perf_counter()
+    try:
+        ms.tune.tune_tasks(
+            tasks=contexts,
+            task_weights=weights,
+            work_dir=str(db_dir),
+            max_trials_global=budget,
+            max_trials_per_task=budget,
+            num_trials_per_iter=max(1, min(batch, budget)),
+            builder=_builder(desc),
+            runner=_runner(rpc),
+            database=database,
+            cost_model="xgb",
+            # Records reach the database first; the progress bar only reads them.
+            measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
+                               bar.callback()],
+        )
+    finally:
+        bar.close()
+    result.seconds = time.perf_counter() - start
+    result.trials = bar.trials
+    result.best_ms = dict(bar.best_ms)
+    return result
+
+
+def repair_database(db_dir: Path) -> int:
+    """Drop torn lines (a write cut by ``kill -9``) from the database files; count them."""
+    dropped = 0
+    for name in (WORKLOADS, RECORDS):
+        path = db_dir / name
+        if not path.exists():
+            continue
+        raw = path.read_bytes()
+        good = []
+        for line in raw.splitlines():
+            try:
+                json.loads(line)
+                good.append(line)
+            except ValueError:
+                dropped += 1
+        fixed = b"".join(line + b"\n" for line in good)
+        if fixed != raw:
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(fixed)
+            os.replace(tmp, path)
+    return dropped
+
+
+def _builder(desc: TargetDesc) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    if desc.family == "arm-cpu":
+        # Workers import edgec and export with the aarch64 cross compiler.
+        return ms.builder.LocalBuilder(f_export=_export_aarch64, max_workers=1)
+    return ms.builder.LocalBuilder(max_workers=1)
+
+
+def _export_aarch64(mod: Any) -> str:
+    import tempfile
+
+    from tvm.support.cc import cross_compiler
+
+    from edgec.targets.arm_cpu import toolchain
+
+    path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
+    mod.export_library(path, fcompile=cross_compiler(toolchain.find_cxx()))
+    return path
+
+
+def _runner(rpc: RPC | None) -> Any:
+    from tvm.s_tir import meta_schedule as ms
+
+    # number x repeat chosen so one trial costs ~0.1 s on small kernels.
+    evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40)
+    if rpc is None:
+        return ms.runner.LocalRunner(evaluator_config=evaluator)
+    config = ms.runner.RPCConfig(
+        tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
+        session_timeout_sec=120,
+    )
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1)
+
+
+class _Progress:
+    """A tqdm bar over trials, showing tasks touched and the best latency so far."""
+
+    def __init__(
+        self, names: list[str], total: int, time_budget: float | None, enabled: bool
+    ) -> None:
+        from tqdm import tqdm
+
+        self.names = names
+        self.trials = 0
+        self.best_ms: dict[str, float] = {}
+        self.deadline = None if time_budget is None else time.monotonic() + time_budget
+        self.bar = tqdm(total=None if total >= 1 << 30 else total, unit="trial",
+                        desc="tuning", disable=not enabled, dynamic_ncols=True)
+
+    def callback(self) -> Any:
+        from tvm.ir.utils import derived_object
+        from tvm.s_tir.meta_schedule.measure_callback import PyMeasureCallback
+
+        progress = self
+
+        @derived_object
+        class _Callback(PyMeasureCallback):
+            def apply(self, task_scheduler: Any, task_id: int, candidates: Any,
+                      builder_results: Any, runner_results: Any) -> None:
+                progress.update(task_scheduler, task_id, runner_results)
+
+        return _Callback()
+
+    def update(self, scheduler: Any, task_id: int, runner_results: Any) -> None:
+        name = self.names[task_id]
+        for r in runner_results:
+            if r.error_msg is None and r.run_secs:
+                ms = 1e3 * sum(float(s) for s in r.run_secs) / len(r.run_secs)
+                self.best_ms[name] = min(ms, self.best_ms.get(name, float("inf")))
+        self.trials += len(runner_results)
+        self.bar.update(len(runner_results))
+        self.bar.set_postfix_str(
+            f"tasks {len(self.best_ms)}/{len(self.names)}, {name[:28]} best "
+            f"{self.best_ms.get(name, float('nan')):.4f} ms"
+        )
+        if self.deadline is not None and time.monotonic() > self.deadline:
+            # Out of time: every task stops after this batch (its records are saved).
+            for i, rec in enumerate(scheduler.tasks_):
+                if not rec.is_terminated:
+                    scheduler.terminate_task(i)
+
+    def close(self) -> None:
+        self.bar.close()

@@ -1,0 +1,308 @@
+"""Choosing which attention blocks to linearize, and measuring what it costs in error.
+
+``auto`` mode, per block (all numbers measured, none assumed):
+
+1. Tap the block's inputs (q', k, v, key bias) and its softmax output on every
+   calibration input: one run of an instrumented copy of the model.
+2. Evaluate each candidate on those tensors with the numpy twins of the lowerings
+   (``attention_reference``): FAVOR+ m in 16..256, Nystrom l in 8..64 (dividing N).
+   Error = ||o_linear - o_softmax||_F / ||o_softmax||_F, pooled over samples.
+3. Per variant keep the smallest m/l whose error meets the budget.
+4. Keep it only if the measured standalone block is faster on the target than the
+   softmax block at the same shape (``attention_cost``), unless ``force:``.
+5. Across blocks, accept greedily by FLOPs saved per unit error while the sum of
+   block errors stays within the budget (a first-order bound on the output error),
+   then measure the real model-output error and drop the least profitable block
+   until it is within the budget.
+
+elu+1 is never chosen automatically: it is not an approximation of softmax.
+Nothing here is exact for a trained model; the report gives the numbers and the
+reason for every block left as softmax.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import tvm
+from edgec.passes import attention_cost as cost
+from edgec.passes import attention_reference as ref
+from edgec.passes import linear_attention as la
+from edgec.passes.attention_match import AttentionBlock, find_attention_blocks
+from tvm import relax
+
+FAVOR_M = (16, 32, 64, 128, 256)
+NYSTROM_L = (8, 16, 32, 64)
+MAX_CALIB = 4  # each sample is a full model run; the tapped tensors are what matter
+MAX_BACKOFF = 3  # model-output re-measurements before giving up on the plan
+
+Taps = list[dict[str, np.ndarray]]  # per block: q, k, v, kb (or absent), o
+
+
+# ------------------------------------------------------------------------------ entry
+
+
+def run(mod: tvm.IRModule, mode: la.Mode, target: Any = None,
+        calib: Sequence[dict[str, np.ndarray]] | None = None
+        ) -> tuple[tvm.IRModule, dict[str, Any]]:
+    """Apply ``mode`` to ``mod``; returns the new module and the pass report."""
+    blocks = find_attention_blocks(mod)
+    report: dict[str, Any] = {
+        "mode": mode.kind if mode.kind != "force" else f"force:{mode.variant}",
+        "error_budget": mode.error_budget,
+        "blocks": [b.summary() for b in blocks],
+    }
+    if mode.kind == "off" or not blocks:
+        report["changed"] = []
+        return mod, report
+    calib = list(calib or [])[:MAX_CALIB]
+    if mode.kind == "force":
+        plan = _force_plan(blocks, mode, report)
+    else:
+        if not calib:
+            for entry in report["blocks"]:
+                entry["decision"] = "softmax"
+                entry["why"] = ("auto needs calibration inputs to measure the error "
+                                "(ctx.calib); force:<variant> rewrites without them")
+            report["changed"] = []
+            return mod, report
+        plan = _auto_plan(mod, blocks, mode, target, calib, report)
+    new = la.apply_plan(mod, plan)
+    if calib and plan:
+        err = output_error(mod, new, calib, target)
+        if mode.kind == "auto":
+            new, plan, err = _back_off(mod, new, plan, err, mode, calib, target, report)
+        report["model_output_rel_error"] = err
+        report["calib_samples"] = len(calib)
+    report["changed"] = [f"attn{i}: {c.label()}" for i, c in sorted(plan.items())]
+    return new, report
+
+
+# ------------------------------------------------------------------------------ force
+
+
+def default_param(variant: str, n: int) -> int:
+    """FAVOR+ m = 128; Nystrom l = the largest divisor of N not above 32."""
+    if variant == "nystrom":
+        return max(d for d in range(1, min(32, n) + 1) if n % d == 0)
+    return la.DEFAULT_PARAM[variant]
+
+
+def _force_plan(blocks: list[AttentionBlock], mode: la.Mode, report: dict[str, Any]
+                ) -> dict[int, la.Choice]:
+    plan: dict[int, la.Choice] = {}
+    for b, entry in zip(blocks, report["blocks"]):
+        param = mode.param if mode.param is not None else default_param(mode.variant, b.n_key)
+        choice = la.Choice(mode.variant, param, mode.seed)
+        why = la.check(b, choice)
+        if why:
+            entry.update(decision="softmax", why=why)
+            continue
+        plan[b.index] = choice
+        entry.update(decision=choice.label(), why="forced", **choice.to_json())
+    return plan
+
+
+# ------------------------------------------------------------------------------- auto
+
+
+def _auto_plan(mod: tvm.IRModule, blocks: list[AttentionBlock], mode: la.Mode, target: Any,
+               calib: list[dict[str, np.ndarray]], report: dict[str, Any]
+               ) -> dict[int, la.Choice]:
+    budget = mode.error_budget
+    taps = tap_blocks(mod, blocks, calib, target)
+    offers: list[tuple[float, float, int, la.Choice]] = []  # (ratio, err, block, choice)
+    for b, entry, tap in zip(blocks, report["blocks"], taps):
+        entry["decision"] = "softmax"
+        if not b.linearizable:
+            entry["why"] = b.reason
+            continue
+        errors = candidate_errors(b, tap, mode.seed)
+        entry["errors"] = {c.label(): round(e, 5) for c, e in errors}
+        entry["softmax_tap_check"] = float(np.max(np.abs(
+            ref.softmax_attention(tap["q"], tap["k"], tap["v"], tap.get("kb")) - tap["o"])))
+        meeting = _smallest_meeting(errors, budget)
+        shape = cost.block_shape(b)
+        measured = cost.can_measure(target)
+        # time the softmax block and, per variant, the candidate that meets the budget
+        # (or the most accurate one, so the report says how far off it is)
+        shown = meeting or _best_per_variant(errors)
+        lat = {"softmax": _latency(shape, None, target, measured)}
+        for c, _ in shown:
+            lat[c.label()] = _latency(shape, c, target, measured)
+        entry["latency_ms" if measured else "flops_proxy"] = {
+            k: round(v * 1e3, 4) if measured else v for k, v in lat.items()}
+        if not meeting:
+            best = ", ".join(f"{c.label()} {e:.3g}" for c, e in _best_per_variant(errors))
+            entry["why"] = f"no variant meets the error budget {budget}: best {best}"
+            if all(lat[c.label()] >= lat["softmax"] for c, _ in shown):
+                entry["why"] += (f"; none is faster either at N={b.n_key}: softmax "
+                                 f"{_fmt(lat['softmax'], measured)}")
+            continue
+        faster = [(c, e) for c, e in meeting if lat[c.label()] < lat["softmax"]]
+        if not faster:
+            slow = ", ".join(f"{c.label()} {_fmt(lat[c.label()], measured)}" for c, _ in meeting)
+            entry["why"] = (f"not faster on the target at N={b.n_key}: softmax "
+                            f"{_fmt(lat['softmax'], measured)} vs {slow}")
+            continue
+        c, e = max(faster, key=lambda ce: lat["softmax"] - lat[ce[0].label()])
+        saved = cost.flops(shape, None) - cost.flops(shape, c)
+        offers.append((saved / max(e, 1e-9), e, b.index, c))
+    plan: dict[int, la.Choice] = {}
+    spent = 0.0
+    for _, e, idx, c in sorted(offers, key=lambda o: -o[0]):
+        entry = report["blocks"][idx]
+        if spent + e > budget:
+            entry["why"] = (f"error budget used by other blocks ({spent:.3g} + {e:.3g} "
+                            f"> {budget})")
+            continue
+        spent += e
+        plan[idx] = c
+        entry.update(decision=c.label(), why=f"error {e:.3g} <= budget, faster", **c.to_json())
+    return plan
+
+
+def _back_off(mod: tvm.IRModule, new: tvm.IRModule, plan: dict[int, la.Choice], err: float,
+              mode: la.Mode, calib: list[dict[str, np.ndarray]], target: Any,
+              report: dict[str, Any]) -> tuple[tvm.IRModule, dict[int, la.Choice], float]:
+    """Drop the last-accepted blocks until the measured model-output error fits."""
+    order = list(plan)  # insertion order = greedy order, most profitable first
+    rounds = 0
+    while plan and err > mode.error_budget:
+        rounds += 1
+        idx = order.pop()
+        report["blocks"][idx].update(
+            decision="softmax",
+            why=f"dropped: model output error {err:.3g} > budget {mode.error_budget}")
+        plan = {i: plan[i] for i in order}
+        if rounds >= MAX_BACKOFF and plan:
+            for i in order:
+                report["blocks"][i].update(decision="softmax", why="dropped: back-off limit")
+            plan = {}
+        new = la.apply_plan(mod, plan)
+        err = output_error(mod, new, calib, target) if plan else 0.0
+    return new, plan, err
+
+
+def _fmt(v: float, measured: bool) -> str:
+    return f"{v * 1e3:.3g} ms" if measured else f"{v:.3g} FLOP"
+
+
+def _latency(shape: cost.Shape, c: la.Choice | None, target: Any, measured: bool) -> float:
+    return cost.measure(shape, c, target) if measured else cost.flops(shape, c)
+
+
+def candidates(block: AttentionBlock, seed: int = 0) -> list[la.Choice]:
+    out = [la.Choice("favor", m, seed) for m in FAVOR_M]
+    out += [la.Choice("nystrom", l) for l in NYSTROM_L if l < block.n_key]
+    return [c for c in out if not la.check(block, c)]
+
+
+def candidate_errors(block: AttentionBlock, tap: dict[str, np.ndarray], seed: int = 0
+                     ) -> list[tuple[la.Choice, float]]:
+    """Relative error of every candidate on the tapped tensors (pooled over samples)."""
+    exact = tap["o"]
+    out = []
+    for c in candidates(block, seed):
+        approx = la.reference(c, tap["q"], tap["k"], tap["v"], tap.get("kb"))
+        out.append((c, rel_error(approx, exact)))
+    return out
+
+
+def _smallest_meeting(errors: list[tuple[la.Choice, float]], budget: float
+                      ) -> list[tuple[la.Choice, float]]:
+    best: dict[str, tuple[la.Choice, float]] = {}
+    for c, e in errors:  # candidates are listed smallest size first
+        if e <= budget and c.variant not in best:
+            best[c.variant] = (c, e)
+    return list(best.values())
+
+
+def _best_per_variant(errors: list[tuple[la.Choice, float]]) -> list[tuple[la.Choice, float]]:
+    best: dict[str, tuple[la.Choice, float]] = {}
+    for c, e in errors:
+        if c.variant not in best or e < best[c.variant][1]:
+            best[c.variant] = (c, e)
+    return list(best.values())
+
+
+def rel_error(approx: np.ndarray, exact: np.ndarray) -> float:
+    """||approx - exact||_F / ||exact||_F."""
+    den = float(np.linalg.norm(exact.astype(np.float64)))
+    num = float(np.linalg.norm((approx - exact).astype(np.float64)))
+    return num / den if den > 0 else num
+
+
+# ------------------------------------------------------------------------ measurement
+
+
+@relax.expr_functor.mutator
+class _Tapper(relax.PyExprMutator):
+    """Expose each block's inputs and output as function outputs."""
+
+    def __init__(self, mod: tvm.IRModule, blocks: list[AttentionBlock]):
+        super().__init__(mod)
+        self.by_var = {b.out: b for b in blocks}
+        self.taps: list[relax.Var] = []
+
+    def visit_var_binding_(self, binding: relax.VarBinding) -> None:
+        super().visit_var_binding_(binding)
+        block = self.by_var.get(binding.var)
+        if block is None:
+            return
+        emit = self.builder_.emit
+        q, k, v, kb = la.block_inputs(emit, block, self.visit_expr)
+        for x in (q, k, v, kb, self.visit_expr(binding.var)):
+            if x is not None:
+                self.taps.append(self.builder_.emit_output(x))
+
+
+def tap_blocks(mod: tvm.IRModule, blocks: list[AttentionBlock],
+               calib: list[dict[str, np.ndarray]], target: Any = None) -> list[dict[str, np.ndarray]]:
+    """Per block, q/k/v/kb/o stacked over the calibration samples (new axis 0)."""
+    tapper = _Tapper(mod, blocks)
+    func = tapper.visit_expr(mod["main"])
+    body = func.body
+    # a SeqExpr built by hand has no type until normalized
+    seq = relax.BlockBuilder().normalize(relax.SeqExpr(body.blocks, relax.Tuple(tapper.taps)))
+    tapped = relax.Function(func.params, seq, attrs=func.attrs)
+    tmod = mod.clone()
+    tmod["main"] = tapped
+    outs = _run(tmod, calib, target)
+    result: list[dict[str, np.ndarray]] = []
+    pos = 0
+    for b in blocks:
+        names = ["q", "k", "v"] + (["kb"] if b.mask is not None else []) + ["o"]
+        result.append({n: np.stack([o[pos + i] for o in outs])
+                       for i, n in enumerate(names)})
+        pos += len(names)
+    return result
+
+
+def output_error(mod: tvm.IRModule, new: tvm.IRModule, calib: list[dict[str, np.ndarray]],
+                 target: Any = None) -> float:
+    """Relative error of ``new``'s outputs against ``mod``'s, pooled over ``calib``."""
+    a = np.concatenate([np.concatenate([x.ravel() for x in o]) for o in _run(mod, calib, target)])
+    b = np.concatenate([np.concatenate([x.ravel() for x in o]) for o in _run(new, calib, target)])
+    return rel_error(b, a)
+
+
+def _run(mod: tvm.IRModule, calib: list[dict[str, np.ndarray]], target: Any
+         ) -> list[list[np.ndarray]]:
+    tvm_target = target.tvm_target() if target is not None and cost.can_measure(target) \
+        else tvm.target.Target({"kind": "llvm"})
+    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm_target), tvm.cpu())
+    names = [p.name for p in mod["main"].params]
+    outs = []
+    for feeds in calib:
+        res = vm["main"](*[tvm.runtime.tensor(np.ascontiguousarray(feeds[n])) for n in names])
+        outs.append(_flatten(res))
+    return outs
+
+
+def _flatten(x: Any) -> list[np.ndarray]:
+    if hasattr(x, "numpy"):
+        return [x.numpy()]
+    return [a for item in x for a in _flatten(item)]

@@ -1,0 +1,133 @@
+"""Post-training int8 quantization, end to end: prepare -> calibrate -> QDQ -> measure.
+
+    prepared = prepare(float model)         # BN folded, opset 13, Gemm -> MatMul
+    anchors  = find_anchors(prepared)       # conv2d / matmul with constant weights
+    params   = calibrate(prepared, anchors, calib feeds, method)
+    qdq      = to_qdq(prepared, anchors, params, include)   # the QDQ ONNX model
+
+The QDQ model is the single carrier of the quantization: ONNX Runtime runs it, and
+edgec imports it and lowers it with the ``quantize-int8`` pass to integer kernels.
+
+Accuracy is measured on the held-out feeds: per output cosine / SNR / max abs error
+of the QDQ model against the float one; the sensitivity table quantizes one layer
+at a time. With a budget, the most sensitive layers are kept in float, one by one in
+table order, until the budget holds; if it only holds with every layer in float the
+budget is impossible and the error carries the table. (Measured with ONNX Runtime on
+the QDQ model, 10-100x faster than an untuned build; edgec's integer kernels agree
+with it to within one quantization step, see tests/passes/quantize.)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgec.errors import EdgecError
+from edgec.passes.quantize.accuracy import Budget, compare, format_table
+from edgec.passes.quantize.calibrate import calibrate, session
+from edgec.passes.quantize.onnx_graph import Anchor, find_anchors, prepare
+from edgec.passes.quantize.qdq import to_qdq
+from edgec.passes.quantize.scheme import ActParams
+
+Feed = dict[str, np.ndarray]
+DEFAULT_METHOD = "minmax"
+
+
+@dataclass
+class QuantizeResult:
+    """The QDQ model and everything that went into it."""
+
+    model: onnx.ModelProto
+    prepared: onnx.ModelProto
+    anchors: list[Anchor]
+    params: dict[str, ActParams]
+    kept_float: list[str]
+    report: dict[str, Any] = field(default_factory=dict)
+
+    def table(self) -> str:
+        rows = self.report.get("sensitivity", [])
+        return format_table(rows, ["layer", "kind", "cosine", "snr_db", "max_abs"]) if rows else ""
+
+
+def run(model: onnx.ModelProto, feeds: Sequence[Feed]) -> list[Feed]:
+    sess = session(model)
+    names = [o.name for o in sess.get_outputs()]
+    return [dict(zip(names, sess.run(None, f))) for f in feeds]
+
+
+def _worst(metrics: dict[str, dict[str, float]]) -> dict[str, float]:
+    return {
+        "cosine": min(m["cosine"] for m in metrics.values()),
+        "snr_db": min(m["snr_db"] for m in metrics.values()),
+        "max_abs": max(m["max_abs"] for m in metrics.values()),
+    }
+
+
+def sensitivity(prepared: onnx.ModelProto, anchors: Sequence[Anchor],
+                params: dict[str, ActParams], held_out: Sequence[Feed],
+                reference: Sequence[Feed]) -> list[dict[str, Any]]:
+    """One row per layer, that layer alone in int8; most sensitive (lowest cosine) first."""
+    rows = []
+    for a in anchors:
+        got = run(to_qdq(prepared, anchors, params, include={a.name}), held_out)
+        rows.append({"layer": a.name, "kind": a.kind, **_worst(compare(reference, got))})
+    rows.sort(key=lambda r: (r["cosine"], r["snr_db"]))
+    return rows
+
+
+def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Sequence[Feed],
+                  method: str = DEFAULT_METHOD, budget: Budget | None = None,
+                  with_sensitivity: bool = True) -> QuantizeResult:
+    """Quantize a simplified, static-shaped float model to a QDQ model (see module doc)."""
+    if not calib:
+        raise EdgecError("quantize: no calibration samples")
+    if not held_out:
+        raise EdgecError("quantize: no held-out samples to measure accuracy on")
+    prepared = prepare(model)
+    anchors = find_anchors(prepared)
+    if not anchors:
+        raise EdgecError("quantize: the model has no conv2d or matmul with constant weights")
+    params = calibrate(prepared, anchors, calib, method)
+    reference = run(prepared, held_out)
+    rows = sensitivity(prepared, anchors, params, held_out, reference) if (
+        with_sensitivity or budget is not None) else []
+
+    kept: list[str] = []
+    metrics = compare(reference, run(to_qdq(prepared, anchors, params), held_out))
+    tried = [{"kept_float": 0, **_worst(metrics)}]
+    if budget is not None and not budget.met(metrics):
+        for row in rows:
+            kept.append(row["layer"])
+            if len(kept) == len(anchors):
+                break
+            include = {a.name for a in anchors} - set(kept)
+            metrics = compare(reference, run(to_qdq(prepared, anchors, params, include),
+                                              held_out))
+            tried.append({"kept_float": len(kept), **_worst(metrics)})
+            if budget.met(metrics):
+                break
+        if len(kept) == len(anchors):
+            raise EdgecError(
+                f"quantize: accuracy budget {budget} cannot be met with any layer in int8 "
+                f"(best with one layer in float: {tried[-1]['cosine']:.5f} cosine); "
+                "sensitivity per layer (one layer in int8 at a time):\n"
+                + format_table(rows, ["layer", "kind", "cosine", "snr_db", "max_abs"])
+            )
+    include = {a.name for a in anchors} - set(kept)
+    qdq = to_qdq(prepared, anchors, params, include)
+    report = {
+        "method": method,
+        "samples": {"calib": len(calib), "held_out": len(held_out)},
+        "layers": {"int8": len(include), "float": len(kept), "total": len(anchors)},
+        "kept_float": kept,
+        "budget": None if budget is None else str(budget),
+        "accuracy": metrics,
+        "budget_search": tried,
+        "sensitivity": rows,
+        "params": {t: p.to_json() for t, p in params.items()},
+    }
+    return QuantizeResult(qdq, prepared, anchors, params, kept, report)

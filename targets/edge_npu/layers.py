@@ -1,0 +1,545 @@
+"""What an NPU layer is, read from the Relax IR of a QDQ model.
+
+In a QDQ model every int8 layer reads ``dequantize(a)`` and ends in ``quantize``:
+
+    q_out = quantize(op(dequantize(a, s_in, zp_in), dequantize(W_int8, s_w, 0)) + b, s_out, zp_out)
+
+``describe`` turns such an expression (matched by ``patterns.py``) into a ``Layer``: the
+integer parameters the NPU and the integer reference both use, or a *reason* string
+when the expression is outside what the NPU runs. Integer algebra (TFLite conventions):
+
+- conv / gemm: ``acc = sum_k q_x * q_w`` with padding filled with ``zp_in``, so the
+  input zero point folds into the bias: ``bias' = q_b - zp_in * sum_k q_w``; the real
+  multiplier ``s_in * s_w[c] / s_out`` becomes (Q0.31 mult, shift) per channel; ReLU and
+  clip become the clamp bounds ``round(lo / s_out) + zp_out``.
+- a chain of element-wise ops on one int8 tensor is a 256-entry table: the chain is
+  evaluated in float32 on the 256 dequantized inputs and quantized as ONNX does
+  (round half to even, saturate), so the table is exact for the QDQ graph.
+- global average pool: ``sum_p q_x`` (a GEMM with a ones row) then requant with
+  ``s_in / (P * s_out)`` and bias ``-zp_in * P``: one rounding, like the float graph.
+
+Tensors are in the NPU's HWC layout: NCHW ``(1, C, H, W)`` -> ``(H, W, C)``, a 2-D
+``(M, N)`` -> ``(M, 1, N)``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import intmath
+from .programs import Conv
+from .tvm_compat import constant_array, constant_type, dtype_of, shape_of
+
+Lookup = Callable[[Any], Any]  # Var -> bound value (or None at the match boundary)
+
+
+@dataclass(frozen=True)
+class QTensor:
+    """An int8 tensor in HWC with its per-tensor quantization."""
+
+    shape: tuple[int, int, int]
+    scale: float
+    zp: int
+
+    @property
+    def size(self) -> int:
+        return int(np.prod(self.shape))
+
+
+@dataclass
+class Layer:
+    """One NPU layer: kind, int8 inputs/output and integer parameters."""
+
+    kind: str  # conv | lut | add | mul | maxpool | gap | alias
+    inputs: list[QTensor]
+    out: QTensor
+    attrs: dict[str, Any] = field(default_factory=dict)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+    ops: list[str] = field(default_factory=list)  # Relax ops it covers (for the report)
+
+    @property
+    def macs(self) -> int:
+        conv = self.attrs.get("conv")
+        return conv.macs if isinstance(conv, Conv) else 0
+
+
+# -- reading Relax expressions -----------------------------------------------------------
+def _val(e: Any, lookup: Lookup) -> Any:
+    from tvm import relax
+
+    while isinstance(e, relax.Var):
+        v = lookup(e)
+        if v is None:
+            return e
+        e = v
+    return e
+
+
+def _call(e: Any, lookup: Lookup, op: str | None = None) -> Any:
+    from tvm import relax
+
+    e = _val(e, lookup)
+    if isinstance(e, relax.Call) and hasattr(e.op, "name") and (op is None or e.op.name == op):
+        return e
+    return None
+
+
+def _const(e: Any, lookup: Lookup) -> np.ndarray | None:
+    e = _val(e, lookup)
+    return constant_array(e) if isinstance(e, constant_type()) else None
+
+
+def _shape(e: Any) -> tuple[int, ...]:
+    return shape_of(e)
+
+
+def _dq_const(e: Any, lookup: Lookup) -> tuple[np.ndarray, np.ndarray, np.ndarray, int] | None:
+    """``dequantize(constant)`` -> (q, scale, zp, axis)."""
+    d = _call(e, lookup, "relax.dequantize")
+    if d is None:
+        return None
+    q, s, z = (_const(a, lookup) for a in d.args)
+    if q is None or s is None or z is None:
+        return None
+    return q, s.astype(np.float32), z.astype(np.int64), int(d.attrs.axis)
+
+
+def const_value(e: Any, lookup: Lookup) -> np.ndarray | None:
+    """A float constant, or a dequantized constant, as float32."""
+    c = _const(e, lookup)
+    if c is not None:
+        return c.astype(np.float32)
+    dq = _dq_const(e, lookup)
+    if dq is None:
+        return None
+    q, s, z, axis = dq
+    if s.ndim and q.ndim:
+        bshape = [1] * q.ndim
+        bshape[axis] = -1
+        s, z = s.reshape(bshape), z.reshape(bshape)
+    return ((q.astype(np.int64) - z).astype(np.float32) * s).astype(np.float32)
+
+
+def _scalar_qparams(call: Any, lookup: Lookup) -> tuple[float, int] | None:
+    s, z = _const(call.args[1], lookup), _const(call.args[2], lookup)
+    if s is None or z is None or s.size != 1 or z.size != 1:
+        return None
+    return float(s.reshape(-1)[0]), int(z.reshape(-1)[0])
+
+
+def act_input(e: Any, lookup: Lookup) -> tuple[Any, float, int] | str:
+    """``dequantize(a)`` of an int8 activation -> (a, scale, zp), or a reason."""
+    d = _call(e, lookup, "relax.dequantize")
+    if d is None:
+        return "input is not a dequantized int8 tensor"
+    if _const(d.args[0], lookup) is not None:
+        return "input is a constant"
+    if dtype_of(d.args[0]) != "int8":
+        return f"input is {dtype_of(d.args[0])}, the NPU reads int8"
+    qp = _scalar_qparams(d, lookup)
+    if qp is None:
+        return "input is quantized per channel; the NPU needs one scale per activation tensor"
+    return d.args[0], qp[0], qp[1]
+
+
+def hwc(shape: tuple[int, ...]) -> tuple[int, int, int] | str:
+    """NCHW / 2-D shape -> HWC, or a reason."""
+    if len(shape) == 4:
+        if shape[0] != 1:
+            return f"batch {shape[0]}: the NPU program is built for batch 1"
+        return (shape[2], shape[3], shape[1])
+    if len(shape) == 2:
+        return (shape[0], 1, shape[1])
+    return f"rank-{len(shape)} tensor: the NPU takes NCHW or 2-D tensors"
+
+
+def _round_half_even(x: np.ndarray) -> np.ndarray:
+    return np.rint(x)
+
+
+# -- element-wise chains -> LUT -------------------------------------------------------------
+def _erf(x: np.ndarray) -> np.ndarray:
+    return np.vectorize(math.erf)(x.astype(np.float64))
+
+
+# Unary functions of the LUT chain (float32, as ONNX Runtime evaluates the QDQ graph).
+UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
+    "relax.nn.relu": lambda x: np.maximum(x, 0),
+    "relax.sigmoid": lambda x: 1 / (1 + np.exp(-x.astype(np.float64))),
+    "relax.tanh": lambda x: np.tanh(x.astype(np.float64)),
+    "relax.nn.gelu": lambda x: 0.5 * x * (1 + _erf(x / math.sqrt(2))),
+    "relax.nn.gelu_tanh": lambda x: 0.5 * x * (1 + np.tanh(math.sqrt(2 / math.pi)
+                                                           * (x + 0.044715 * x.astype(np.float64) ** 3))),
+    "relax.nn.silu": lambda x: x / (1 + np.exp(-x.astype(np.float64))),
+    "relax.exp": lambda x: np.exp(x.astype(np.float64)),
+    "relax.negative": lambda x: -x,
+    "relax.abs": np.abs,
+    "relax.erf": _erf,
+}
+BINARY_CONST = {
+    "relax.add": lambda x, c: x + c,
+    "relax.subtract": lambda x, c: x - c,
+    "relax.multiply": lambda x, c: x * c,
+    "relax.divide": lambda x, c: x / c,
+}
+BINARY_CONST_REV = {  # constant first
+    "relax.add": lambda c, x: c + x,
+    "relax.subtract": lambda c, x: c - x,
+    "relax.multiply": lambda c, x: c * x,
+    "relax.divide": lambda c, x: c / x,
+}
+
+
+def unary_chain(e: Any, lookup: Lookup) -> tuple[Any, list[Callable], list[str]] | str:
+    """Walk element-wise ops down to ``dequantize(a)``: (dq expr, fns bottom-up, op names)."""
+    fns: list[Callable[[np.ndarray], np.ndarray]] = []
+    names: list[str] = []
+    cur = e
+    for _ in range(16):
+        if _call(cur, lookup, "relax.dequantize") is not None:
+            return cur, fns[::-1], names[::-1]
+        c = _call(cur, lookup)
+        if c is None:
+            return "chain does not start at a dequantized tensor"
+        name = c.op.name
+        if name in UNARY:
+            fns.append(UNARY[name])
+            cur = c.args[0]
+        elif name == "relax.clip":
+            lo, hi = float(c.args[1].value), float(c.args[2].value)
+            fns.append(lambda x, lo=lo, hi=hi: np.clip(x, lo, hi))
+            cur = c.args[0]
+        elif name in BINARY_CONST:
+            k1, k0 = const_value(c.args[1], lookup), const_value(c.args[0], lookup)
+            if k1 is not None and k1.size == 1:
+                fns.append(lambda x, f=BINARY_CONST[name], k=np.float32(k1.reshape(-1)[0]): f(x, k))
+                cur = c.args[0]
+            elif k0 is not None and k0.size == 1:
+                fns.append(lambda x, f=BINARY_CONST_REV[name], k=np.float32(k0.reshape(-1)[0]):
+                           f(k, x))
+                cur = c.args[1]
+            else:
+                return f"{name} of two tensors inside an element-wise chain"
+        else:
+            return f"{name} is not an element-wise op the LUT can hold"
+        names.append(name)
+    return "element-wise chain longer than 16 ops"
+
+
+def build_table(fns: list[Callable], s_in: float, zp_in: int, s_out: float,
+                zp_out: int) -> np.ndarray:
+    """The 256-entry int8 table of ``quantize(chain(dequantize(q)))`` (index q + 128)."""
+    q = np.arange(-128, 128, dtype=np.int64)
+    x = ((q - zp_in).astype(np.float32) * np.float32(s_in)).astype(np.float32)
+    for f in fns:
+        x = np.asarray(f(x)).astype(np.float32)
+    y = _round_half_even(x / np.float32(s_out)) + zp_out
+    return np.clip(y, -128, 127).astype(np.int8)
+
+
+# -- describe --------------------------------------------------------------------------------
+def describe(root: Any, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    """A matched ``quantize(...)`` expression -> (layer, its int8 input exprs) or a reason."""
+    q = _call(root, lookup, "relax.quantize")
+    if q is None:
+        return "does not end in quantize"
+    if str(q.attrs.out_dtype) != "int8":
+        return f"output is {q.attrs.out_dtype}; the NPU writes int8"
+    qp = _scalar_qparams(q, lookup)
+    if qp is None:
+        return "output is quantized per channel; the NPU writes one scale per tensor"
+    out_shape = hwc(_shape(q))
+    if isinstance(out_shape, str):
+        return out_shape
+    out = QTensor(out_shape, *qp)
+    y = q.args[0]
+    core, lo, hi, clamp_ops = _peel_clamp(y, lookup)
+    c = _call(core, lookup)
+    name = c.op.name if c is not None else ""
+    bias = None
+    if name == "relax.add":
+        for i in (0, 1):
+            inner = _call(c.args[i], lookup)
+            if inner is not None and inner.op.name in ("relax.nn.conv2d", "relax.matmul"):
+                bias, c, name = c.args[1 - i], inner, inner.op.name
+                break
+    if name == "relax.nn.conv2d":
+        return _conv(c, bias, lo, hi, out, lookup, clamp_ops)
+    if name == "relax.matmul":
+        return _gemm(c, bias, lo, hi, out, lookup, clamp_ops)
+    c = _call(y, lookup)
+    name = c.op.name if c is not None else ""
+    if name in ("relax.add", "relax.multiply"):
+        a, b = act_input(c.args[0], lookup), act_input(c.args[1], lookup)
+        if not isinstance(a, str) and not isinstance(b, str):
+            return _binary(c, a, b, out)
+    if name == "relax.nn.max_pool2d":
+        return _maxpool(c, out, lookup)
+    if name == "relax.mean":
+        return _gap(c, out, lookup)
+    if name == "relax.reshape":
+        return _reshape(c, out, lookup)
+    return _lut(y, out, lookup)
+
+
+def _peel_clamp(y: Any, lookup: Lookup) -> tuple[Any, float, float, list[str]]:
+    """relu / clip on top of conv or matmul -> (core, lo, hi, ops)."""
+    lo, hi, ops = -math.inf, math.inf, []
+    for _ in range(2):
+        c = _call(y, lookup)
+        if c is None:
+            break
+        if c.op.name == "relax.nn.relu":
+            lo, y = max(lo, 0.0), c.args[0]
+        elif c.op.name == "relax.clip":
+            lo, hi, y = max(lo, float(c.args[1].value)), min(hi, float(c.args[2].value)), c.args[0]
+        else:
+            break
+        ops.append(c.op.name)
+    return y, lo, hi, ops
+
+
+def _clamp_bounds(lo: float, hi: float, out: QTensor) -> tuple[int, int]:
+    qmin = -128 if lo == -math.inf else max(-128, int(_round_half_even(lo / out.scale)) + out.zp)
+    qmax = 127 if hi == math.inf else min(127, int(_round_half_even(hi / out.scale)) + out.zp)
+    return qmin, qmax
+
+
+def _weights(e: Any, lookup: Lookup, axis: int) -> tuple[np.ndarray, np.ndarray] | str:
+    dq = _dq_const(e, lookup)
+    if dq is None:
+        return "weights are not a dequantized constant"
+    q, s, z, ax = dq
+    if q.dtype != np.int8:
+        return f"weights are {q.dtype}; the NPU multiplies int8"
+    if np.any(z != 0):
+        return "weights have a non-zero zero point; the NPU needs symmetric weights"
+    if s.size > 1 and ax != axis:
+        return "weights are quantized along an axis other than the output channels"
+    return q, s.reshape(-1)
+
+
+def _bias(bias: Any, lookup: Lookup, n: int, s_acc: np.ndarray) -> np.ndarray | str:
+    """Integer bias at the accumulator scale ``s_in * s_w``."""
+    if bias is None:
+        return np.zeros(n, dtype=np.int64)
+    r = _call(bias, lookup, "relax.reshape")
+    b = const_value(r.args[0] if r is not None else bias, lookup)
+    if b is None or b.size != n:
+        return "bias is not a per-channel constant"
+    return np.round(b.reshape(-1).astype(np.float64) / s_acc).astype(np.int64)
+
+
+def _requant(s_in: float, s_w: np.ndarray, out: QTensor, n: int) -> tuple[np.ndarray, np.ndarray]:
+    real = np.broadcast_to(np.float64(s_in) * s_w.astype(np.float64) / out.scale, (n,))
+    pairs = [intmath.quantize_multiplier(float(r)) for r in real]
+    return (np.array([p[0] for p in pairs], dtype=np.int64),
+            np.array([p[1] for p in pairs], dtype=np.int64))
+
+
+def _conv(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
+          clamp_ops: list[str]) -> tuple[Layer, list[Any]] | str:
+    a = act_input(c.args[0], lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    at = c.attrs
+    if str(at.data_layout) != "NCHW" or str(at.kernel_layout) != "OIHW":
+        return f"conv2d layout {at.data_layout}/{at.kernel_layout}; the importer gives NCHW/OIHW"
+    if any(int(d) != 1 for d in at.dilation):
+        return "dilated conv2d: the NPU's im2col has no dilation"
+    w = _weights(c.args[1], lookup, axis=0)
+    if isinstance(w, str):
+        return w
+    wq, ws = w
+    in_shape = hwc(_shape(x))
+    if isinstance(in_shape, str):
+        return in_shape
+    h, wd, cin = in_shape
+    cout, _, kh, kw = wq.shape
+    groups = int(at.groups)
+    depthwise = groups > 1
+    if depthwise and not (groups == cin == cout and wq.shape[1] == 1):
+        return f"grouped conv2d (groups={groups}) that is not depthwise"
+    sh, sw = (int(s) for s in at.strides)
+    if kh > 15 or kw > 15:
+        return f"kernel {kh}x{kw} exceeds the 15x15 window of CFG"
+    if sw > 7 or sh > 7 or (sh != sw and sw != 1):
+        return f"stride {sh}x{sw}: the NPU takes equal strides <= 7, or (s, 1)"
+    pad = tuple(int(p) for p in at.padding)
+    if max(pad) > 7:
+        return f"padding {pad} exceeds the 3-bit DMA padding fields"
+    conv = Conv(h, wd, cin, cout, kh, kw, sw, pad, depthwise, stride_h=sh)  # type: ignore[arg-type]
+    if (conv.out_h, conv.out_w, conv.cout) != out.shape:
+        return f"conv2d output {out.shape} does not match its geometry"
+    s_acc = np.float32(s_in) * ws.astype(np.float32)
+    b = _bias(bias, lookup, cout, np.broadcast_to(s_acc, (cout,)).astype(np.float64))
+    if isinstance(b, str):
+        return b
+    w_int = wq.astype(np.int64)
+    wsum = w_int.reshape(cout, -1).sum(axis=1)
+    bias_folded = b - zp_in * wsum
+    if np.abs(bias_folded).max(initial=0) >= 2**31:
+        return "folded bias overflows int32"
+    mult, shift = _requant(s_in, ws, out, cout)
+    qmin, qmax = _clamp_bounds(lo, hi, out)
+    packed = (wq[:, 0] if depthwise else wq.transpose(0, 2, 3, 1)).astype(np.int8)
+    layer = Layer("conv", [QTensor(in_shape, s_in, zp_in)], out,
+                  {"conv": conv, "zp_out": out.zp, "qmin": qmin, "qmax": qmax},
+                  {"weights": packed, "bias": bias_folded, "mult": mult, "shift": shift},
+                  ["relax.nn.conv2d"] + (["relax.add"] if bias is not None else []) + clamp_ops)
+    return layer, [x]
+
+
+def _gemm(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
+          clamp_ops: list[str]) -> tuple[Layer, list[Any]] | str:
+    a = act_input(c.args[0], lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    xs = _shape(x)
+    if len(xs) != 2:
+        return f"matmul of a rank-{len(xs)} tensor; the NPU's GEMM takes M x K"
+    w = _weights(c.args[1], lookup, axis=1)
+    if isinstance(w, str):
+        return w
+    wq, ws = w
+    if wq.ndim != 2:
+        return "matmul weights are not a K x N matrix"
+    m, k = xs
+    n = wq.shape[1]
+    conv = Conv(m, 1, k, n)
+    s_acc = np.broadcast_to(np.float32(s_in) * ws.astype(np.float32), (n,)).astype(np.float64)
+    b = _bias(bias, lookup, n, s_acc)
+    if isinstance(b, str):
+        return b
+    bias_folded = b - zp_in * wq.astype(np.int64).sum(axis=0)
+    mult, shift = _requant(s_in, ws, out, n)
+    qmin, qmax = _clamp_bounds(lo, hi, out)
+    packed = np.ascontiguousarray(wq.T).reshape(n, 1, 1, k).astype(np.int8)
+    layer = Layer("conv", [QTensor((m, 1, k), s_in, zp_in)], out,
+                  {"conv": conv, "zp_out": out.zp, "qmin": qmin, "qmax": qmax},
+                  {"weights": packed, "bias": bias_folded, "mult": mult, "shift": shift},
+                  ["relax.matmul"] + (["relax.add"] if bias is not None else []) + clamp_ops)
+    return layer, [x]
+
+
+def _binary(c: Any, a: tuple[Any, float, int], b: tuple[Any, float, int],
+            out: QTensor) -> tuple[Layer, list[Any]] | str:
+    sa, sb = hwc(_shape(a[0])), hwc(_shape(b[0]))
+    if isinstance(sa, str) or isinstance(sb, str):
+        return sa if isinstance(sa, str) else str(sb)
+    if sa != out.shape:  # put the full-size operand first (both ops commute)
+        a, b, sa, sb = b, a, sb, sa
+    if sa != out.shape:
+        return f"{c.op.name} broadcasts its first operand"
+    bcast = sb != sa
+    if bcast and sb != (1, 1, sa[2]):
+        return f"{c.op.name} broadcast {sb} -> {sa}: only a per-channel vector is supported"
+    ta, tb = QTensor(sa, a[1], a[2]), QTensor(sb, b[1], b[2])  # type: ignore[arg-type]
+    attrs: dict[str, Any] = {"broadcast": bcast, "zp1": ta.zp, "zp2": tb.zp,
+                             "zp_out": out.zp, "qmin": -128, "qmax": 127}
+    if c.op.name == "relax.add":
+        attrs.update(intmath.add_params(ta.scale, tb.scale, out.scale))
+        kind = "add"
+    else:
+        mult, shift = intmath.quantize_multiplier(ta.scale * tb.scale / out.scale)
+        attrs.update(mult=mult, shift=shift)
+        kind = "mul"
+    return Layer(kind, [ta, tb], out, attrs, {}, [c.op.name]), [a[0], b[0]]
+
+
+def _lut(y: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    ch = unary_chain(y, lookup)
+    if isinstance(ch, str):
+        return ch
+    dq, fns, names = ch
+    a = act_input(dq, lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    shape = hwc(_shape(x))
+    if isinstance(shape, str):
+        return shape
+    if shape != out.shape:
+        return "element-wise chain changes the shape"
+    table = build_table(fns, s_in, zp_in, out.scale, out.zp)
+    return Layer("lut", [QTensor(shape, s_in, zp_in)], out, {}, {"table": table}, names), [x]
+
+
+def _maxpool(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    at = c.attrs
+    ch = unary_chain(c.args[0], lookup)
+    if isinstance(ch, str):
+        return ch
+    dq, fns, names = ch
+    a = act_input(dq, lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    shape = hwc(_shape(x))
+    if isinstance(shape, str):
+        return shape
+    k = [int(v) for v in at.pool_size]
+    s = [int(v) for v in at.strides]
+    pad = tuple(int(p) for p in at.padding)
+    if k[0] != k[1] or s[0] != s[1] or any(int(d) != 1 for d in at.dilation) or bool(at.ceil_mode):
+        return "max_pool2d with a non-square window, dilation or ceil mode"
+    if str(at.layout) != "NCHW":
+        return f"max_pool2d layout {at.layout}"
+    table = build_table(fns, s_in, zp_in, out.scale, out.zp)
+    if np.any(np.diff(table.astype(np.int64)) < 0):
+        return "element-wise chain before max_pool2d is not monotone (max does not commute)"
+    identity = bool(np.array_equal(table, np.arange(-128, 128)))
+    attrs = {"k": k[0], "stride": s[0], "pad": pad}
+    arrays = {} if identity else {"table": table}
+    return (Layer("maxpool", [QTensor(shape, s_in, zp_in)], out, attrs, arrays,
+                  names + ["relax.nn.max_pool2d"]), [x])
+
+
+def _gap(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    a = act_input(c.args[0], lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    xs = _shape(x)
+    axes = sorted(int(v) % len(xs) for v in c.attrs.axis)
+    if len(xs) != 4 or axes != [2, 3]:
+        return "mean over axes other than H, W"
+    shape = hwc(xs)
+    if isinstance(shape, str):
+        return shape
+    h, w, ch = shape
+    p = h * w
+    if p > 2047:
+        return f"global pool over {p} pixels: the ones-row DMA holds at most 2047"
+    mult, shift = intmath.quantize_multiplier(s_in / (p * out.scale))
+    conv = Conv(1, 1, p, ch)  # ones(1 x P) @ X(P x C), X read in place as weights
+    attrs = {"conv": conv, "zp_out": out.zp, "qmin": -128, "qmax": 127}
+    arrays = {"bias": np.full(ch, -zp_in * p, dtype=np.int64),
+              "mult": np.full(ch, mult, dtype=np.int64), "shift": np.full(ch, shift, dtype=np.int64)}
+    return Layer("gap", [QTensor(shape, s_in, zp_in)], out, attrs, arrays, ["relax.mean"]), [x]
+
+
+def _reshape(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    a = act_input(c.args[0], lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    shape = hwc(_shape(x))
+    if isinstance(shape, str):
+        return shape
+    if shape[0] * shape[1] != 1 and shape != out.shape:
+        return "reshape moves bytes in HWC"
+    if out.shape[0] * out.shape[1] != 1 and shape != out.shape:
+        return "reshape moves bytes in HWC"
+    table = build_table([], s_in, zp_in, out.scale, out.zp)
+    inp = QTensor(shape, s_in, zp_in)
+    if np.array_equal(table, np.arange(-128, 128)):
+        return Layer("alias", [inp], out, {}, {}, ["relax.reshape"]), [x]
+    return Layer("lut", [inp], out, {}, {"table": table}, ["relax.reshape"]), [x]

@@ -1,0 +1,345 @@
+"""NPU segments (lists of ``Layer``) -> one edge-npu program each, with a memory plan.
+
+Memory plan, as the Edge TPU compiler does it, for all segments of a model at once
+(they share one device):
+
+    PCACHE  [params | cached weights | staging for streamed weights | activation scratch]
+    HOST    [streamed weights | per segment: input and output buffers]
+
+- params (requant blocks, LUTs, ADD/MUL/pool blocks, ones rows) are small and always
+  cached; weights are cached greedily in layer order while they fit what the
+  activation scratch leaves, the rest are streamed from the host on every inference
+  through one staging area sized for the largest streamed layer;
+- intermediate activations live in the scratch region (first fit, freed after their last
+  reader); segment inputs and outputs in host buffers (NCHW <-> HWC at the boundary is
+  the host driver's job).
+
+Each layer becomes a program from ``programs`` / ``vector_layers`` starting with SYNC;
+the segment program is their concatenation plus END.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from . import programs
+from .config import NpuConfig
+from .isa import MUL_KEYS, Instr, IsaError, Space, VecOp, clamp_block, keyed_block, lut_block
+from .layers import Layer, QTensor
+from .models import _FirstFit
+from .programs import Conv, Placement, ProgramError
+from .simulator import simulate
+from .vector_layers import elementwise_layer, maxpool_layer
+
+ALIGN = 64
+Loc = tuple[Space, int]
+
+
+@dataclass
+class SegLayer:
+    """A layer inside a segment: which values it reads and writes."""
+
+    name: str
+    layer: Layer
+    inputs: list[str]
+    output: str
+
+
+@dataclass
+class Segment:
+    """A partitioned NPU function: int8 inputs -> layers -> int8 outputs (value names)."""
+
+    name: str
+    inputs: list[str]
+    outputs: list[str]
+    layers: list[SegLayer]
+    shapes: dict[str, tuple[int, ...]]  # value -> NCHW / 2-D shape as in Relax
+    tensors: dict[str, QTensor]  # value -> HWC tensor
+
+
+@dataclass
+class LoweredSegment:
+    name: str
+    program: list[Instr]
+    inputs: list[dict[str, Any]]  # {"addr", "shape"} host buffers (Relax shapes)
+    outputs: list[dict[str, Any]]
+    layers: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class NpuModel:
+    """Everything the runtime needs: programs, memory images, and the plan's figures."""
+
+    config: str
+    segments: list[LoweredSegment]
+    images: list[tuple[Space, int, bytes]]
+    host_bytes: int
+    param_bytes: int
+    cached_weights: int
+    streamed_weights: int
+    scratch_bytes: int
+
+
+def _align(n: int) -> int:
+    return -(-n // ALIGN) * ALIGN
+
+
+def _i32(words: np.ndarray) -> bytes:
+    return np.asarray(words, dtype=np.int32).tobytes()
+
+
+# -- per-layer parameter images and weights ------------------------------------------------
+def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]:
+    """({param name: bytes}, weight bytes) a layer needs in PCACHE."""
+    a, at = layer.arrays, layer.attrs
+    if layer.kind in ("conv", "gap"):
+        conv: Conv = at["conv"]
+        params = {"requant": _i32(programs.pack_requant(
+            conv, a["bias"], a["mult"], a["shift"], at["zp_out"], at["qmin"], at["qmax"],
+            cfg.cols))}
+        if layer.kind == "gap":
+            params["ones"] = np.ones(conv.cin, dtype=np.int8).tobytes()
+            return params, b""
+        w = programs.pack_weights(conv, a["weights"], cfg.cols)
+        return params, w.tobytes()
+    if layer.kind == "lut":
+        return {"lut": _i32(lut_block(a["table"]))}, b""
+    if layer.kind == "add":
+        return {"add": _i32(programs.add_block(**{k: at[k] for k in (
+            "zp1", "mult1", "shift1", "zp2", "mult2", "shift2", "mult_out", "shift_out",
+            "zp_out", "qmin", "qmax")}))}, b""
+    if layer.kind == "mul":
+        return {"mul": _i32(keyed_block(MUL_KEYS, **{k: at[k] for k in MUL_KEYS}))}, b""
+    if layer.kind == "maxpool":
+        h, w, c = layer.inputs[0].shape
+        _, words = maxpool_layer(cfg, h, w, c, at["k"], at["stride"], at["pad"],
+                                 (Space.HOST, 0), (Space.HOST, 0), 0)
+        params = {"pool": _i32(words)}
+        if "table" in a:
+            params["lut"] = _i32(lut_block(a["table"]))
+        return params, b""
+    if layer.kind == "copy":
+        return {"clamp": _i32(clamp_block(-128, 127))}, b""
+    if layer.kind == "alias":
+        return {}, b""
+    raise ProgramError(f"unknown layer kind {layer.kind!r}")
+
+
+def layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
+                  params: dict[str, int], wgt: int, stream_from: int | None,
+                  dataflow: str | None = None) -> list[Instr]:
+    """Instructions of one layer at the given places (starts with SYNC)."""
+    at = layer.attrs
+    if layer.kind == "conv":
+        place = Placement(inp=inputs[0], out=out, wgt=wgt, params=params["requant"],
+                          zp_in=layer.inputs[0].zp, stream_from=stream_from)
+        return programs.conv2d_layer(cfg, at["conv"], place, dataflow).instrs
+    if layer.kind == "gap":
+        if inputs[0][0] != Space.PCACHE:
+            raise ProgramError("global pool reads its input as weights: it must be in PCACHE")
+        place = Placement(inp=(Space.PCACHE, params["ones"]), out=out, wgt=inputs[0][1],
+                          params=params["requant"])
+        return programs.conv2d_layer(cfg, at["conv"], place, dataflow).instrs
+    h, w, c = layer.out.shape
+    if layer.kind == "lut":
+        return elementwise_layer(cfg, h * w, c, inputs[:1], out, [(VecOp.LUT, params["lut"])])
+    if layer.kind == "copy":
+        return elementwise_layer(cfg, h * w, c, inputs[:1], out,
+                                 [(VecOp.CLAMP, params["clamp"])])
+    if layer.kind in ("add", "mul"):
+        vop = VecOp.ADD if layer.kind == "add" else VecOp.MUL
+        return elementwise_layer(cfg, h * w, c, inputs[:2], out, [(vop, params[layer.kind])],
+                                 broadcast=bool(at["broadcast"]))
+    if layer.kind == "maxpool":
+        ih, iw, ic = layer.inputs[0].shape
+        prog, _ = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"], inputs[0],
+                                out, params["pool"], params.get("lut"))
+        return prog
+    if layer.kind == "alias":
+        return []
+    raise ProgramError(f"unknown layer kind {layer.kind!r}")
+
+
+def fits(cfg: NpuConfig, layer: Layer) -> str | None:
+    """None if the layer's program can be generated for ``cfg``, else the reason."""
+    try:
+        params, wbytes = layer_images(cfg, layer)
+        dummy = {k: 0 for k in params}
+        space = Space.PCACHE
+        layer_program(cfg, layer, [(space, 0)] * len(layer.inputs), (space, 0), dummy, 0, None)
+        if len(wbytes) + sum(len(v) for v in params.values()) > cfg.parameter_cache and \
+                layer.kind != "conv":
+            return f"parameters exceed the {cfg.parameter_cache} B parameter cache"
+    except (ProgramError, IsaError) as exc:
+        return f"does not fit {cfg.name}: {exc}"
+    return None
+
+
+# -- activation planning -----------------------------------------------------------------
+def _expand(seg: Segment) -> list[SegLayer]:
+    """Insert the copies the places need: a global pool reads its input as weights (so a
+    host input is first copied to PCACHE), and an alias that is a segment output copies."""
+    layers: list[SegLayer] = []
+    for sl in seg.layers:
+        if sl.layer.kind == "gap" and sl.inputs[0] in seg.inputs:
+            copy_name = sl.inputs[0] + ".pcache"
+            t = seg.tensors[sl.inputs[0]]
+            layers.append(SegLayer(copy_name, Layer("copy", [t], t), [sl.inputs[0]], copy_name))
+            seg.tensors[copy_name] = t
+            sl = SegLayer(sl.name, sl.layer, [copy_name], sl.output)
+        if sl.layer.kind == "alias" and sl.output in seg.outputs:
+            sl = SegLayer(sl.name, Layer("copy", sl.layer.inputs, sl.layer.out, ops=sl.layer.ops),
+                          sl.inputs, sl.output)
+        layers.append(sl)
+    return layers
+
+
+def _plan_activations(seg: Segment, base: int, end: int,
+                      host: dict[str, int]) -> tuple[dict[str, Loc], int]:
+    """Places every value (host buffers for inputs/outputs, first fit in PCACHE for the
+    rest, freed after the last reader); returns (locations, scratch bytes used)."""
+    alloc = _FirstFit(base, end)
+    loc: dict[str, Loc] = {v: (Space.HOST, a) for v, a in host.items()}
+    buf: dict[str, str] = {}  # value -> buffer key (aliases share their source's buffer)
+    last: dict[str, int] = {}
+    for i, sl in enumerate(seg.layers):
+        for v in sl.inputs:
+            last[v] = i
+    peak = base
+    for i, sl in enumerate(seg.layers):
+        if sl.layer.kind == "alias":
+            loc[sl.output] = loc[sl.inputs[0]]
+            key = buf.get(sl.inputs[0], sl.inputs[0])
+            buf[sl.output] = key
+            last[key] = max(last.get(key, i), last.get(sl.output, i))
+        elif sl.output not in loc:
+            size = seg.tensors[sl.output].size
+            loc[sl.output] = (Space.PCACHE, alloc.alloc(sl.output, _align(size)))
+            buf[sl.output] = sl.output
+            peak = max(peak, max(a + n for a, n in alloc.used.values()))
+        for v in sl.inputs:
+            key = buf.get(v, v)
+            if last.get(key, -1) <= i:
+                alloc.free(key)
+    return loc, peak - base
+
+
+# -- the whole model ---------------------------------------------------------------------
+def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None = None
+          ) -> NpuModel:
+    """Memory plan and programs for all segments."""
+    dataflow = dataflow or {}
+    for seg in segments:
+        seg.layers = _expand(seg)
+    # host IO buffers (addresses after the streamed weights are fixed later)
+    io_sizes = [([seg.tensors[v].size for v in seg.inputs],
+                 [seg.tensors[v].size for v in seg.outputs]) for seg in segments]
+    # scratch needed: dry-run each segment's plan from address 0
+    scratch = 0
+    for seg in segments:
+        io = {v: 0 for v in seg.inputs + seg.outputs}
+        _, peak = _plan_activations(seg, 0, 1 << 40, io)
+        scratch = max(scratch, peak)
+    # params (always cached) and weights (cached greedily, else streamed)
+    items = [(si, li, *layer_images(cfg, sl.layer))
+             for si, seg in enumerate(segments) for li, sl in enumerate(seg.layers)]
+    param_top = 0
+    param_addr: dict[tuple[int, int], dict[str, int]] = {}
+    images: list[tuple[Space, int, bytes]] = []
+    for si, li, params, _ in items:
+        addrs = {}
+        for key, data in params.items():
+            addrs[key] = param_top
+            images.append((Space.PCACHE, param_top, data))
+            param_top += _align(len(data))
+        param_addr[(si, li)] = addrs
+    staging = 0
+    for _ in range(8):  # the staging area shrinks the budget, which may stream more
+        budget = cfg.parameter_cache - param_top - scratch - staging
+        top, cached_set, streamed_max = 0, set(), 0
+        for si, li, _, w in items:
+            if not w:
+                continue
+            if top + _align(len(w)) <= budget:
+                cached_set.add((si, li))
+                top += _align(len(w))
+            else:
+                streamed_max = max(streamed_max, _align(len(w)))
+        if streamed_max <= staging:
+            break
+        staging = streamed_max
+    if budget < 0:
+        raise ProgramError(f"parameters ({param_top} B) and activations ({scratch} B) exceed "
+                           f"the {cfg.parameter_cache} B parameter cache of {cfg.name}")
+    wgt_addr: dict[tuple[int, int], tuple[int, int | None]] = {}
+    pc, host = param_top, 0
+    cached = streamed = 0
+    for si, li, _, w in items:
+        if not w:
+            continue
+        if (si, li) in cached_set:
+            images.append((Space.PCACHE, pc, w))
+            wgt_addr[(si, li)] = (pc, None)
+            pc += _align(len(w))
+            cached += len(w)
+        else:
+            images.append((Space.HOST, host, w))
+            wgt_addr[(si, li)] = (-1, host)
+            host += _align(len(w))
+            streamed += len(w)
+    stage_addr = pc
+    scratch_base = pc + staging
+    lowered = []
+    for si, seg in enumerate(segments):
+        ins, outs = [], []
+        for v, n in zip(seg.inputs, io_sizes[si][0]):
+            ins.append({"name": v, "addr": host, "shape": list(seg.shapes[v])})
+            host += _align(n)
+        host_out = {}
+        for v, n in zip(seg.outputs, io_sizes[si][1]):
+            outs.append({"name": v, "addr": host, "shape": list(seg.shapes[v])})
+            host_out[v] = host
+            host += _align(n)
+        host_io = {**{d["name"]: d["addr"] for d in ins}, **host_out}
+        loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io)
+        prog: list[Instr] = []
+        infos = []
+        for li, sl in enumerate(seg.layers):
+            wa, sf = wgt_addr.get((si, li), (0, None))
+            if wa == -1:
+                wa = stage_addr
+            instrs = layer_program(cfg, sl.layer, [loc[v] for v in sl.inputs], loc[sl.output],
+                                   param_addr[(si, li)], wa, sf, dataflow.get(sl.name))
+            prog += instrs
+            infos.append(_layer_info(cfg, sl, instrs, sf is not None))
+        lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
+    return NpuModel(cfg.name, lowered, images, _align(host), param_top, cached, streamed,
+                    cfg.parameter_cache - scratch_base)
+
+
+def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
+                streamed: bool) -> dict[str, Any]:
+    """Per-layer figures for the report (timing-only simulation of the layer alone)."""
+    ly = sl.layer
+    cycles = simulate(cfg, instrs + programs.end()).cycles if instrs else 0
+    macs = ly.macs if ly.kind == "conv" else 0
+    conv = ly.attrs.get("conv")
+    info: dict[str, Any] = {
+        "name": sl.name, "kind": ly.kind, "ops": list(ly.ops), "macs": macs,
+        "cycles": cycles, "utilization": macs / (cycles * cfg.peak_macs_per_cycle)
+        if cycles else 0.0, "weights": int(ly.arrays["weights"].size)
+        if "weights" in ly.arrays else 0, "streamed": streamed,
+        "instructions": len(instrs)}
+    if isinstance(conv, Conv) and ly.kind == "conv":
+        info["shape"] = {"h": conv.h, "w": conv.w, "cin": conv.cin, "cout": conv.cout,
+                         "k": [conv.kh, conv.kw], "stride": [conv.sh, conv.stride],
+                         "depthwise": conv.depthwise}
+        info["dataflow"] = programs.choose_dataflow(cfg, conv).name.lower()
+    return info
+
+
+__all__ = ["LoweredSegment", "NpuModel", "SegLayer", "Segment", "fits", "layer_images",
+           "layer_program", "lower"]

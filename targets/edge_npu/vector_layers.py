@@ -1,0 +1,135 @@
+"""Program generators for the vector unit's layers: element-wise (LUT, ADD, MUL, copy)
+and max pool, on HWC int8 tensors.
+
+Element-wise layers stream chunks of whole pixels through the two activation banks
+with VTA's double buffering (the token protocol of ``programs.add_layer``): load(i+2)
+waits for compute(i) to release the bank, compute(i+2) waits for store(i). A second
+operand that is a per-channel vector (squeeze-excite's scale) is broadcast by the DMA:
+a LOAD with row stride 0 repeats its C bytes for every pixel.
+
+Max pool runs per band of output rows; padding is made by the DMA with -128 (never the
+maximum). A LUT after the pool applies a monotone element-wise chain that came before it
+in the graph (max commutes with a non-decreasing function).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .config import NpuConfig
+from .isa import Instr, Kind, Op, Space, VecOp, make
+from .programs import ProgramError, pool_block
+
+Loc = tuple[Space, int]
+
+
+def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[Loc],
+                      out: Loc, vops: list[tuple[VecOp, int]], broadcast: bool = False,
+                      sync: bool = True) -> list[Instr]:
+    """``out = vops(inputs)`` over ``pixels`` x ``channels`` int8 values.
+
+    ``vops``: (op, PCACHE parameter address); the first reads the inputs (two for ADD /
+    MUL), later ones work in place; a copy is a CLAMP to [-128, 127]. ``broadcast``: the
+    second input is one pixel of ``channels`` values, repeated.
+    """
+    if not vops:
+        raise ProgramError("element-wise layer without a vector op")
+    if channels > 2047:
+        raise ProgramError(f"{channels} channels exceed the 11-bit DMA depth")
+    n_in = len(inputs)
+    per = cfg.activation_bank // (n_in + 1)
+    chunk = min(per // channels, 2047)
+    if chunk == 0:
+        raise ProgramError(f"one pixel of {channels} channels x {n_in + 1} buffers does not "
+                           f"fit an activation bank ({cfg.activation_bank} B)")
+    nchunks = math.ceil(pixels / chunk)
+    cbytes = chunk * channels
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    for i in range(nchunks):
+        p0 = i * chunk
+        pix = min(chunk, pixels - p0)
+        bank = (i % 2) * cfg.activation_bank
+        more = i + 2 < nchunks
+        for j, (space, addr) in enumerate(inputs):
+            bc = broadcast and j == 1
+            deps = (("pop_next",) if i >= 2 and j == 0 else ()) + \
+                (("push_next",) if j == n_in - 1 else ())
+            prog.append(make(Op.LOAD, deps, kind=Kind.ACT, space=space,
+                             dram=addr + (0 if bc else p0 * channels), sram=bank + j * cbytes,
+                             rows=pix, cols=1, depth=channels, stride=0 if bc else channels))
+        n = pix * channels
+        dst = bank + n_in * cbytes
+        for v, (vop, param) in enumerate(vops):
+            first, last = v == 0, v == len(vops) - 1
+            deps = ((("pop_prev",) + (("pop_next",) if i >= 2 else ())) if first else ()) + \
+                (((("push_prev",) if more else ()) + ("push_next",)) if last else ())
+            two = vop in (VecOp.ADD, VecOp.MUL)
+            prog.append(make(Op.VEC, deps, vop=vop, src=bank if first else dst,
+                             src2=bank + cbytes if two else 0, dst=dst, count=n, param=param))
+        prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
+                         space=out[0], dram=out[1] + p0 * channels, sram=dst, rows=pix, cols=1,
+                         depth=channels, stride=channels))
+    return prog
+
+
+def maxpool_layer(cfg: NpuConfig, h: int, w: int, c: int, k: int, stride: int,
+                  pad: tuple[int, int, int, int], inp: Loc, out: Loc, param: int,
+                  lut: int | None = None, sync: bool = True) -> tuple[list[Instr], np.ndarray]:
+    """Max pool (square window) by bands of output rows; returns (program, param words).
+
+    The parameter words are one ``pool_block`` per distinct band height, to be placed at
+    ``param``; ``lut``: PCACHE address of a LUT applied to the pooled values.
+    """
+    pt, pl, pb, pr = pad
+    wp = w + pl + pr
+    oh = (h + pt + pb - k) // stride + 1
+    ow = (wp - k) // stride + 1
+    rows_b = 0
+    for rows in range(1, oh + 1):
+        in_rows = (rows - 1) * stride + k
+        if in_rows * wp * c + rows * ow * c > cfg.activation_bank or rows * ow > 2047:
+            break
+        rows_b = rows
+    if rows_b == 0:
+        raise ProgramError(f"max pool: one output row of {ow}x{c} does not fit a bank")
+    nb = math.ceil(oh / rows_b)
+    rows_b = math.ceil(oh / nb)
+    heights = sorted({min(rows_b, oh - b * rows_b) for b in range(nb)})
+    blocks = {r: pool_block((r - 1) * stride + k, wp, c, k, stride) for r in heights}
+    offsets, words, off = {}, [], 0
+    for r in heights:
+        blk = blocks[r]
+        offsets[r] = off
+        words.append(blk)
+        off += 4 * blk.size
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    for b in range(nb):
+        oy0 = b * rows_b
+        orows = min(rows_b, oh - oy0)
+        bank = (b % 2) * cfg.activation_bank
+        more = b + 2 < nb
+        y_lo = oy0 * stride - pt
+        y_hi = (oy0 + orows - 1) * stride + k - pt
+        top, bottom = max(0, -y_lo), max(0, y_hi - h)
+        in_rows = y_hi - y_lo
+        tile = in_rows * wp * c
+        prog.append(make(Op.LOAD, (("pop_next",) if b >= 2 else ()) + ("push_next",),
+                         kind=Kind.ACT, space=inp[0], dram=inp[1] + max(0, y_lo) * w * c,
+                         sram=bank, rows=in_rows - top - bottom, cols=w, depth=c,
+                         stride=w * c, pad_top=top, pad_bottom=bottom, pad_left=pl,
+                         pad_right=pr, pad_value=-128))
+        n = orows * ow * c
+        tail = (("push_prev",) if more else ()) + ("push_next",)
+        head = ("pop_prev",) + (("pop_next",) if b >= 2 else ())
+        prog.append(make(Op.VEC, head + (() if lut is not None else tail), vop=VecOp.MAXPOOL,
+                         src=bank, dst=bank + tile, count=n * k * k,
+                         param=param + offsets[orows]))
+        if lut is not None:
+            prog.append(make(Op.VEC, tail, vop=VecOp.LUT, src=bank + tile, dst=bank + tile,
+                             count=n, param=lut))
+        prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
+                         space=out[0], dram=out[1] + oy0 * ow * c, sram=bank + tile,
+                         rows=orows * ow, cols=1, depth=c, stride=c))
+    return prog, np.concatenate(words).astype(np.int32)

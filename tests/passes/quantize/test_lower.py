@@ -1,0 +1,119 @@
+"""quantize-int8 lowering: integer kernels bit-exact against a numpy integer reference.
+
+Inputs are drawn on the int8 grid of the input's parameters, so quantizing them is
+exact and any difference would come from the integer kernel itself.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import tvm
+from tvm import relax
+
+from edgec import frontend
+from edgec.passes.quantize import requant
+from edgec.passes.quantize import scheme as sc
+from edgec.passes.quantize.lower import quantize_int8
+from edgec.passes.registry import PassContext
+from edgec.targets.edge_npu.intmath import quantize_multiplier
+
+from tests.passes.quantize._models import conv_model, matmul_model, quantized
+
+HOST = tvm.target.Target({"kind": "llvm"})
+
+
+def _lower(q, rounding: str):  # noqa: ANN001, ANN202
+    ctx = PassContext(target=None, options={"requant_rounding": rounding})
+    mod = quantize_int8(frontend.to_relax(q), ctx)
+    return mod, ctx.report["quantize-int8"]
+
+
+def _run(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
+    vm = relax.VirtualMachine(tvm.compile(mod, target=HOST), tvm.cpu())
+    return vm["main"](tvm.runtime.tensor(x)).numpy()
+
+
+def _reference(acc: np.ndarray, s_x: float, s_w: np.ndarray, p_y: sc.ActParams, lo: int,
+               hi: int, axis: int, rounding: str) -> np.ndarray:
+    real = (np.float32(s_x) * s_w).astype(np.float64) / np.float64(np.float32(p_y.scale))
+    mult, shift = (np.array(v, np.int64) for v in zip(*[quantize_multiplier(r) for r in real]))
+    moved = np.moveaxis(acc, axis, -1)  # per-channel parameters run along the last axis
+    out = requant.requantize(moved, mult, shift, p_y.zero_point, lo, hi, rounding)
+    return np.moveaxis(out, -1, axis)
+
+
+def _grid_input(p: sc.ActParams, shape: tuple[int, ...], seed: int = 0) -> tuple[np.ndarray,
+                                                                                np.ndarray]:
+    xq = np.random.default_rng(seed).integers(-128, 128, shape).astype(np.int8)
+    return xq, sc.dequantize(xq, p.scale, p.zero_point)
+
+
+@pytest.mark.parametrize("rounding", ["single", "gemmlowp"])
+@pytest.mark.parametrize("groups,stride,act", [(1, 1, "relu"), (8, 2, "relu"), (1, 2, None),
+                                               (1, 1, "clip")])
+def test_conv_bit_exact(groups: int, stride: int, act: str | None, rounding: str) -> None:
+    prepared, anchors, params, q = quantized(conv_model(groups, stride, act))
+    mod, report = _lower(q, rounding)
+    a = anchors[0]
+    if act == "clip":
+        # TVM imports ONNX Clip as call_tir(maximum/minimum), not R.clip: the layer
+        # stays float between dequantize/quantize, and the report says so
+        assert report["lowered"] == {}
+        return
+    assert report["lowered"] == {"conv2d": 1}
+    p_x, p_y = params[a.x], params[a.y]
+    xq, x = _grid_input(p_x, (1, 8, 10, 12))
+    got = sc.quantize(_run(mod, x), p_y.scale, p_y.zero_point)
+    w = frontend_const(prepared, a.weight)
+    w_q, s_w = sc.quantize_weight(w, 0)
+    b_q = sc.quantize_bias(frontend_const(prepared, a.bias), p_x.scale, s_w)
+    acc = requant.conv2d_int(xq, p_x.zero_point, w_q, b_q, (stride, stride), (1, 1, 1, 1),
+                             groups)
+    lo = max(-128, p_y.zero_point) if act == "relu" else -128
+    want = _reference(acc, p_x.scale, s_w, p_y, lo, 127, 1, rounding)
+    np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.parametrize("rounding", ["single", "gemmlowp"])
+def test_matmul_bit_exact(rounding: str) -> None:
+    prepared, anchors, params, q = quantized(matmul_model())
+    mod, report = _lower(q, rounding)
+    assert report["lowered"] == {"matmul": 1}
+    text = mod["main"].script(show_meta=False)
+    assert 'out_dtype="int32"' in text and "R.dequantize(lv" not in text.split("R.matmul")[0]
+    a = anchors[0]
+    p_x, p_y = params[a.x], params[a.y]
+    xq, x = _grid_input(p_x, (2, 5, 24))
+    got = sc.quantize(_run(mod, x), p_y.scale, p_y.zero_point)
+    w_q, s_w = sc.quantize_weight(frontend_const(prepared, a.weight), 1)
+    b_q = sc.quantize_bias(frontend_const(prepared, a.bias), p_x.scale, s_w)
+    acc = requant.matmul_int(xq, p_x.zero_point, w_q, b_q)
+    want = _reference(acc, p_x.scale, s_w, p_y, max(-128, p_y.zero_point), 127, -1, rounding)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_requant_single_matches_exact_rounding() -> None:
+    """``single`` is acc * M rounded once (half up), with M = mult * 2**(shift - 31)."""
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-(2**20), 2**20, 10_000)
+    acc[:4] = [0, 1, -1, 2**19]
+    for real in (0.0003, 0.017, 0.6, 0.99):
+        mult, shift = quantize_multiplier(real)
+        got = requant.requantize_single(acc, mult, shift, 0, -128, 127)
+        exact = np.floor(acc * (mult * 2.0 ** (shift - 31)) + 0.5)
+        np.testing.assert_array_equal(got.astype(np.int64), np.clip(exact, -128, 127))
+
+
+def test_float_readers_keep_layer_float() -> None:
+    """A layer whose float output is also a graph output is not lowered."""
+    _, _, _, q = quantized(conv_model())
+    q.graph.output[0].name = "y"
+    _, report = _lower(q, "single")
+    assert report["lowered"] == {}
+
+
+def frontend_const(model, name):  # noqa: ANN001, ANN201
+    from edgec.passes.quantize.onnx_graph import Graph
+
+    return Graph(model).const(name)
