@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-
 from edgec.errors import InputError
 from edgec.frontend import TensorSpec
 from edgec.shapes import format_shape
@@ -109,7 +108,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except ValueError as exc:
         raise InputError(f"{path}: holds object arrays (pickles are refused): {exc}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (zipfile, OSError, EOFError: all "unreadable")
         raise InputError(f"{path}: not a readable .npz ({exc})") from None
 
 
@@ -118,7 +117,7 @@ def _read_npy(path: Path) -> np.ndarray:
         return np.load(path, allow_pickle=False)
     except ValueError as exc:
         raise InputError(f"{path}: holds an object array (pickles are refused): {exc}") from None
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  (OSError, EOFError, bad header: all "unreadable")
         raise InputError(f"{path}: not a readable .npy ({exc})") from None
 
 

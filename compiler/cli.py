@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
     ins.add_argument("model", help="an .onnx model or an .edgec package")
     ins.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                      help="fix a dynamic input shape (repeatable)")
+    ins.add_argument("--attention", action="store_true",
+                     help="list attention blocks (imports the model into Relax)")
     ins.add_argument("--json", action="store_true", help="print JSON")
 
     b = sub.add_parser("build", help="compile a model into a .edgec package",
@@ -74,6 +76,13 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--verify", action="store_true",
                    help="check Relax well-formedness after every pass; a failure names the pass")
     b.add_argument("--pass-timings", action="store_true", help="print how long each pass took")
+    b.add_argument("--linear-attention", metavar="MODE",
+                   help="auto | off | force:favor[:m=N] | force:nystrom[:l=N] | force:elu; auto "
+                        "rewrites a block only if it meets --attention-error on the --calib "
+                        "inputs and is measured faster")
+    b.add_argument("--attention-error", type=float, default=0.02, metavar="X",
+                   help="linear-attention error budget: relative error at the model output "
+                        "(default 0.02)")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -86,6 +95,14 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--random-inputs", action="store_true", help="run on seeded random inputs")
     r.add_argument("--output-dir", help="write each output as <name>.npy here")
     r.add_argument("--json", action="store_true", help="print output summaries as JSON")
+
+    from edgec import cli_quantize, cli_tune
+
+    cli_quantize.add_build_flags(b)
+    cli_quantize.add_parsers(sub)
+    b.add_argument("--tuning-db", metavar="DIR",
+                   help="use tuned kernels from this database (made by `edgec tune`)")
+    cli_tune.add_tune_parser(sub)
 
     be = sub.add_parser("bench", help="time a package, optionally against ONNX Runtime",
                         epilog=EPILOG_BENCH, formatter_class=fmt)
@@ -119,6 +136,8 @@ def main(argv: list[str] | None = None) -> int:
             "bench": cmd_bench,
             "passes": cmd_passes,
             "targets": cmd_targets,
+            "quantize": _cmd_quantize,
+            "tune": _cmd_tune,
         }[args.command]
         return handler(args)
     except EdgecError as exc:
@@ -178,6 +197,13 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         proto = frontend.simplify(frontend.fix_input_shapes(proto, shapes))
     stats = model_stats(proto)
     missing = frontend.unsupported_ops(proto)
+    blocks = None
+    if args.attention:
+        if not static:
+            raise EdgecError("--attention needs static input shapes: pass --input-shape")
+        from edgec.passes.attention_match import find_attention_blocks
+
+        blocks = [b.summary() for b in find_attention_blocks(frontend.to_relax(proto))]
     data = {
         "model": str(path),
         "sha256": loaded.sha256,
@@ -189,6 +215,8 @@ def cmd_inspect(args: argparse.Namespace) -> int:
         "stats": stats,
         "unsupported_ops": missing,
     }
+    if blocks is not None:
+        data["attention_blocks"] = blocks
     if args.json:
         _print_json(data)
         return 0
@@ -200,6 +228,10 @@ def cmd_inspect(args: argparse.Namespace) -> int:
     for s in frontend.graph_outputs(proto):
         print(f"  output {s.name}: {format_shape(s.shape)} {s.dtype}")
     _print_stats(stats, macs_known=static)
+    for blk in blocks or []:
+        print(f"  attention {blk['block']}: N={blk['N']} heads={blk['heads']} "
+              f"head_dim={blk['head_dim']} mask={blk['mask']} scale={blk['scale']}"
+              + ("" if blk["linearizable"] else f"  (left as softmax: {blk['reason']})"))
     if missing:
         print("  unsupported: " + "; ".join(f"{op} x{len(n)}" for op, n in missing.items()))
     else:
@@ -223,6 +255,13 @@ def cmd_build(args: argparse.Namespace) -> int:
 
     shapes = parse_input_shapes(args.input_shape)
     output = Path(args.output) if args.output else Path(Path(args.model).stem + ".edgec")
+    passes = list(args.passes or [])
+    options: dict[str, Any] = {}
+    if args.linear_attention and args.linear_attention != "off":
+        options["linear_attention"] = args.linear_attention
+        options["attention_error"] = args.attention_error
+        if "linear-attention" not in passes:
+            passes.append("linear-attention")
     if output.exists() and output.is_dir():
         raise EdgecError(f"output {output} is a directory")
     pkg = build(
@@ -230,10 +269,16 @@ def cmd_build(args: argparse.Namespace) -> int:
         args.target,
         input_shapes=shapes,
         output=output,
-        passes=args.passes,
+        passes=passes,
         disable_passes=args.disable_pass,
+        options=options,
         dump_ir=args.dump_ir,
         verify=args.verify,
+        quantize=args.quantize,
+        calib=args.calib,
+        calib_method=args.calib_method,
+        accuracy_budget=args.accuracy_budget,
+        tuning_db=args.tuning_db,
         quiet=args.quiet or args.json,
     )
     if args.json:
@@ -362,6 +407,18 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_quantize(args: argparse.Namespace) -> int:
+    from edgec.cli_quantize import cmd_quantize
+
+    return cmd_quantize(args)
+
+
+def _cmd_tune(args: argparse.Namespace) -> int:
+    from edgec.cli_tune import cmd_tune
+
+    return cmd_tune(args)
+
+
 def cmd_passes(args: argparse.Namespace) -> int:
     from edgec.passes.registry import all_passes
 
@@ -375,7 +432,7 @@ def cmd_passes(args: argparse.Namespace) -> int:
     else:
         for r in rows:
             on = "on " if r["default"] else "off"
-            print(f"{r['name']:<24} {r['phase']:<10} {on} {r['origin']:<16} {r['doc']}")
+            print(f"{r['name']:<20} {r['phase']:<10} {on} {r['origin']:<28} {r['doc']}")
     return 0
 
 

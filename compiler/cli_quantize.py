@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-
 from edgec.errors import EdgecError, InputError
 
 EPILOG_QUANTIZE = """examples:
@@ -32,7 +31,7 @@ Every 5th sample is held out to measure accuracy (--held-out-every).
 """
 
 METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_METHOD = "minmax"
+DEFAULT_METHOD = "percentile"
 
 
 def add_calib_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -82,9 +81,9 @@ def quantize_proto(simple: onnx.ModelProto, calib_path: str | os.PathLike[str],
     from edgec.passes.quantize.accuracy import parse_budget
     from edgec.passes.quantize.ptq import quantize_onnx
 
+    parsed = parse_budget(budget) if budget else None  # a typo fails before any work
     data = calibration.load(calib_path, frontend.graph_inputs(simple), held_out_every)
-    result = quantize_onnx(simple, data.calib, data.held_out, method,
-                           parse_budget(budget) if budget else None)
+    result = quantize_onnx(simple, data.calib, data.held_out, method, parsed)
     result.report["samples"]["source"] = data.source
     return result
 

@@ -72,10 +72,9 @@ def _plain(value: Any) -> bool:
 
 def run_case(case: Any, op: str = "") -> CaseResult:
     """Compile and run one case on the host; never raises."""
-    from onnx.backend.test.runner import Runner
-
     from edgec import onnx_backend
     from edgec.errors import EdgecError
+    from onnx.backend.test.runner import Runner
 
     start = time.perf_counter()
 

@@ -9,8 +9,9 @@ from __future__ import annotations
 import datetime as _dt
 import os
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import edgec
 from edgec import frontend
@@ -19,7 +20,80 @@ from edgec.model_stats import model_stats
 from edgec.progress import Phases
 from edgec.targets import TargetDesc, get_target
 
+if TYPE_CHECKING:
+    from edgec.runtime import Package
+
 _PHASES = ("load", "simplify", "import", "passes", "compile", "package")
+
+
+@dataclass
+class Imported:
+    """The model after the front half of the pipeline: ONNX forms, Relax, reports."""
+
+    loaded: frontend.LoadedModel
+    fixed: Any  # onnx.ModelProto with static input shapes
+    simple: Any  # after simplification (and quantization, if asked)
+    stats: dict[str, Any]
+    mod: Any  # Relax IRModule after the passes
+    applied: list[str]
+    pass_times: dict[str, float]
+    pass_report: dict[str, Any]
+    quant_report: dict[str, Any] | None
+
+
+def import_model(
+    model: str | os.PathLike[str],
+    desc: TargetDesc,
+    *,
+    input_shapes: dict[str, tuple[int, ...]] | None = None,
+    passes: list[str] | None = None,
+    disable_passes: list[str] | None = None,
+    dump_ir: str | os.PathLike[str] | None = None,
+    verify: bool = False,
+    quantize: str | None = None,
+    calib: str | os.PathLike[str] | None = None,
+    calib_method: str = "percentile",
+    accuracy_budget: str | None = None,
+    options: dict[str, Any] | None = None,
+    phases: Phases | None = None,
+) -> Imported:
+    """Load, fix shapes, simplify, (quantize,) import and run the passes.
+
+    ``build`` compiles what this returns; the tuner tunes it, so both see the same
+    kernels.
+    """
+    from edgec.pass_runner import run_passes
+    from edgec.passes.registry import PassContext, resolve
+
+    ph = phases or Phases(len(_PHASES), quiet=True)
+    enabled = [*(passes or []), *(["quantize-int8"] if quantize else [])]
+    pass_list = resolve(enabled, disable_passes)
+    with ph.phase("load", str(model)):
+        loaded = frontend.load_model(model)
+        fixed = frontend.fix_input_shapes(loaded.proto, input_shapes or {})
+    with ph.phase("simplify"):
+        simple = frontend.simplify(fixed)
+        frontend.check_supported(simple)
+        stats = model_stats(simple)
+        quant_report = None
+        if quantize:
+            from edgec.cli_quantize import quantize_for_build
+
+            simple, quant_report = quantize_for_build(
+                simple, quantize, calib, calib_method, accuracy_budget
+            )
+    with ph.phase("import"):
+        mod = frontend.to_relax(simple)
+    samples = None
+    if calib is not None:
+        from edgec.calibration import load_samples
+
+        samples = load_samples(calib, frontend.graph_inputs(fixed))
+    ctx = PassContext(target=desc, calib=samples, options=dict(options or {}))
+    with ph.phase("passes", ", ".join(p.name for p in pass_list) or "none"):
+        mod, applied, pass_times = run_passes(mod, pass_list, ctx, dump_ir=dump_ir, verify=verify)
+    return Imported(loaded, fixed, simple, stats, mod, applied, pass_times, ctx.report,
+                    quant_report)
 
 
 def build(
@@ -32,49 +106,57 @@ def build(
     disable_passes: list[str] | None = None,
     dump_ir: str | os.PathLike[str] | None = None,
     verify: bool = False,
+    quantize: str | None = None,
+    calib: str | os.PathLike[str] | None = None,
+    calib_method: str = "percentile",
+    accuracy_budget: str | None = None,
+    tuning_db: str | os.PathLike[str] | None = None,
+    options: dict[str, Any] | None = None,
     quiet: bool = True,
-) -> "Package":
-    """Compile an ONNX model for ``target`` and return the package (saved if ``output``)."""
-    from edgec.passes.registry import PassContext, resolve
+) -> Package:
+    """Compile an ONNX model for ``target`` and return the package (saved if ``output``).
+
+    ``options`` are pass options (e.g. ``{"linear_attention": "auto", "attention_error":
+    0.02}``); ``calib`` is a calibration .npz or folder, read by quantization and by
+    passes that measure their error.
+    """
     from edgec.runtime import Package
 
     desc = get_target(target) if isinstance(target, str) else target
     _check_target_tools(desc)
-    pass_list = resolve(passes, disable_passes)
+    db = Path(tuning_db) if tuning_db is not None else None
+    if db is not None and not db.is_dir():
+        raise EdgecError(f"--tuning-db {db}: no such folder (create it with `edgec tune`)")
     ph = Phases(len(_PHASES), quiet=quiet)
-
-    with ph.phase("load", str(model)):
-        loaded = frontend.load_model(model)
-        fixed = frontend.fix_input_shapes(loaded.proto, input_shapes or {})
-    with ph.phase("simplify"):
-        simple = frontend.simplify(fixed)
-        frontend.check_supported(simple)
-        stats = model_stats(simple)
-    with ph.phase("import"):
-        mod = frontend.to_relax(simple)
-    from edgec.pass_runner import run_passes
-
-    ctx = PassContext(target=desc)
-    with ph.phase("passes", ", ".join(p.name for p in pass_list) or "none"):
-        mod, applied, pass_times = run_passes(mod, pass_list, ctx, dump_ir=dump_ir, verify=verify)
+    imp = import_model(
+        model, desc, input_shapes=input_shapes, passes=passes, disable_passes=disable_passes,
+        dump_ir=dump_ir, verify=verify, quantize=quantize, calib=calib,
+        calib_method=calib_method, accuracy_budget=accuracy_budget, options=options, phases=ph,
+    )
     with ph.phase("compile", desc.name):
-        executable = _compile(mod, desc)
+        executable = _compile(imp.mod, desc, db)
     with ph.phase("package"):
         library = _export(executable, desc)
-        inputs = frontend.graph_inputs(fixed)
-        outputs = frontend.graph_outputs(simple)
         manifest: dict[str, Any] = {
             "edgec_version": edgec.__version__,
             "tvm_version": _tvm_version(),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "target": desc.to_json(),
-            "model": {"file": Path(model).name, "sha256": loaded.sha256},
-            "inputs": [s.to_json() for s in inputs],
-            "outputs": [s.to_json() for s in outputs],
-            "passes": applied,
+            "model": {"file": Path(model).name, "sha256": imp.loaded.sha256},
+            "inputs": [s.to_json() for s in frontend.graph_inputs(imp.fixed)],
+            "outputs": [s.to_json() for s in frontend.graph_outputs(imp.simple)],
+            "passes": imp.applied,
+            "tuned": db is not None,
         }
-    report = {"model": stats, "time_s": dict(ph.timings), "passes": ctx.report,
-              "pass_time_s": pass_times}
+    report: dict[str, Any] = {
+        "model": imp.stats, "time_s": dict(ph.timings), "passes": imp.pass_report,
+        "pass_time_s": imp.pass_times,
+    }
+    if imp.quant_report is not None:
+        report["quantization"] = imp.quant_report
+        manifest["quantization"] = {
+            "scheme": "int8", "method": calib_method, "kept_float": imp.quant_report["kept_float"]
+        }
     report["time_s"]["total"] = round(sum(ph.timings.values()), 4)
     package = Package.from_parts(manifest, {"model.so": library}, report)
     if output is not None:

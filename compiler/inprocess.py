@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import onnx
-
 from edgec import converters, frontend
-from edgec.expand_functions import expand_functions
 from edgec.errors import EdgecError, ModelError
+from edgec.expand_functions import expand_functions
 from edgec.frontend import TensorSpec
 
 
@@ -34,7 +33,6 @@ class Compiled:
     def run(self, arrays: Sequence[np.ndarray]) -> list[np.ndarray]:
         """Run ``main`` on arrays in the model's input order; outputs in graph order."""
         import tvm
-
         from edgec.targets.host.runtime import flatten_outputs
 
         args = [tvm.runtime.tensor(np.ascontiguousarray(a), self._dev) for a in arrays]
@@ -49,11 +47,10 @@ def compile_proto(
 ) -> Compiled:
     """ONNX ModelProto -> host executable, raising ``EdgecError`` on any user-caused failure."""
     import tvm
-    from tvm import relax
-
     from edgec.driver import _compile
     from edgec.passes.registry import PassContext, resolve
     from edgec.targets import get_target
+    from tvm import relax
 
     try:
         onnx.checker.check_model(proto)

@@ -22,17 +22,13 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import numpy_helper
-from onnx.backend.base import Backend, BackendRep, Device, DeviceType
-
 from edgec.errors import InputError, ModelError
 from edgec.frontend import _first_line as first_line
 from edgec.inprocess import Compiled, compile_proto
+from onnx import numpy_helper
+from onnx.backend.base import Backend, BackendRep, Device, DeviceType
 
-_REDUCE = (
-    "ReduceSum ReduceMean ReduceMax ReduceMin ReduceProd ReduceL1 ReduceL2 "
-    "ReduceLogSum ReduceLogSumExp ReduceSumSquare"
-).split()
+_REDUCE = ["ReduceSum", "ReduceMean", "ReduceMax", "ReduceMin", "ReduceProd", "ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "ReduceSumSquare"]
 
 # op_type -> input positions whose values decide shapes or static parameters.
 STATIC_SLOTS: dict[str, tuple[int, ...]] = {

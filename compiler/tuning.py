@@ -24,13 +24,16 @@ from edgec.errors import EdgecError
 from edgec.targets import TargetDesc, get_target
 
 WORKLOADS = "database_workload.json"
+# MetaSchedule's 30 s default is shorter than a fresh build worker's start (it
+# imports TVM) on a loaded 2-core machine: every trial then "fails to build".
+_BUILD_TIMEOUT_S = 180.0
 RECORDS = "database_tuning_record.json"
 
 NEEDS_BOARD = (
     "tuning for {target} needs the board: measuring aarch64 kernels under qemu would "
     "rank them by emulation speed. Start `python -m tvm.exec.rpc_tracker --port 9190` "
     "somewhere, `python -m tvm.exec.rpc_server --tracker HOST:9190 --key KEY` on the "
-    "board, and pass --rpc HOST:9190:KEY. Builds use the default schedules meanwhile."
+    "board, and pass --rpc-tracker HOST:9190 --rpc-key KEY. Builds use the default schedules meanwhile."
 )
 
 
@@ -56,11 +59,11 @@ class RPC:
     key: str
 
     @staticmethod
-    def parse(spec: str) -> "RPC":
+    def parse(spec: str) -> RPC:
         host, _, rest = spec.partition(":")
         port, _, key = rest.partition(":")
         if not (host and port.isdigit() and key):
-            raise EdgecError(f"--rpc {spec!r}: expected TRACKER_HOST:PORT:DEVICE_KEY")
+            raise EdgecError(f"--rpc-tracker/--rpc-key {spec!r}: expected HOST:PORT and a device key")
         return RPC(host, int(port), key)
 
 
@@ -98,19 +101,12 @@ def relax_kernels(
 ) -> Any:
     """The model as ``build`` compiles it, legalized and fused into TIR kernels."""
     import tvm
+    from edgec.driver import import_model
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
-    from edgec import frontend
-    from edgec.pass_runner import run_passes
-    from edgec.passes.registry import PassContext, resolve
-
-    # Mirrors build()'s phases up to compile, so the kernels tuned here are the
-    # ones build() looks up in the database (records match by structure).
-    loaded = frontend.load_model(model_path)
-    simple = frontend.simplify(frontend.fix_input_shapes(loaded.proto, input_shapes or {}))
-    frontend.check_supported(simple)
-    mod = frontend.to_relax(simple)
-    mod, _, _ = run_passes(mod, resolve(None, None), PassContext(target=desc))
+    # The same front half as build(), so the kernels tuned here are the ones build()
+    # looks up in the database (records match by structure).
+    mod = import_model(model_path, desc, input_shapes=input_shapes).mod
     target = desc.tvm_target()
     with target:
         seq = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
@@ -210,16 +206,16 @@ def _builder(desc: TargetDesc) -> Any:
 
     if desc.family == "arm-cpu":
         # Workers import edgec and export with the aarch64 cross compiler.
-        return ms.builder.LocalBuilder(f_export=_export_aarch64, max_workers=1)
-    return ms.builder.LocalBuilder(max_workers=1)
+        return ms.builder.LocalBuilder(f_export=_export_aarch64, max_workers=1,
+                                       timeout_sec=_BUILD_TIMEOUT_S)
+    return ms.builder.LocalBuilder(max_workers=1, timeout_sec=_BUILD_TIMEOUT_S)
 
 
 def _export_aarch64(mod: Any) -> str:
     import tempfile
 
-    from tvm.support.cc import cross_compiler
-
     from edgec.targets.arm_cpu import toolchain
+    from tvm.support.cc import cross_compiler
 
     path = os.path.join(tempfile.mkdtemp(), "tvm_tmp_mod.so")
     mod.export_library(path, fcompile=cross_compiler(toolchain.find_cxx()))

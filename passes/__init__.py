@@ -20,5 +20,7 @@ from edgec.passes import fold_batchnorm  # noqa: F401  isort: skip
 from edgec.passes import fuse_layernorm  # noqa: F401  isort: skip
 from edgec.passes import cancel_transpose  # noqa: F401  isort: skip
 from edgec.passes import fuse_bias_act  # noqa: F401  isort: skip
+from edgec.passes import linear_attention  # noqa: F401  isort: skip
+from edgec.passes import quantize  # noqa: F401  isort: skip  (registers quantize-int8)
 
 __all__ = ["PHASES", "PassContext", "PassInfo", "all_passes", "register_pass", "resolve"]

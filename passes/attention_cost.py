@@ -26,6 +26,8 @@ from edgec.passes import linear_attention as la
 from tvm import relax
 
 _CACHE_ENV = "EDGEC_CACHE_DIR"
+# Bump when lowerings or default schedules change: cached timings would be stale.
+_COST_VERSION = 1
 
 
 @dataclass(frozen=True)
@@ -142,7 +144,7 @@ def measure(shape: Shape, choice: la.Choice | None, target: Any = None,
             repeat: int = 5, use_cache: bool = True) -> float:
     """Median latency (s) of the standalone block on ``target`` (host when None)."""
     label = "softmax" if choice is None else choice.label()
-    key = f"{_target_key(target)}|{shape.key()}|{label}"
+    key = f"v{_COST_VERSION}|{_target_key(target)}|{shape.key()}|{label}"
     cache = _load_cache() if use_cache else {}
     if key in cache:
         return float(cache[key])

@@ -16,7 +16,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-
 from edgec.errors import InputError
 
 BUDGET_METRICS = {"cosine": "cosine", "snr": "snr_db"}

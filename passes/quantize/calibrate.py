@@ -15,11 +15,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
-
 from edgec.passes.quantize.observers import Observer, make_observer
 from edgec.passes.quantize.onnx_graph import Anchor
 from edgec.passes.quantize.scheme import ActParams
+from onnx import TensorProto, helper
 
 
 def session(model: onnx.ModelProto) -> Any:

@@ -40,11 +40,10 @@ from typing import Any
 
 import numpy as np
 import tvm
-from tvm import relax
-
 from edgec.passes._rules import const_value
 from edgec.passes.registry import register_pass
 from edgec.targets.edge_npu.intmath import quantize_multiplier
+from tvm import relax
 
 QMIN, QMAX = -128, 127
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
@@ -192,21 +191,30 @@ def _c(value: np.ndarray | int, dtype: str) -> relax.Expr:
     return relax.const(np.asarray(value).astype(dtype), dtype)
 
 
-ROUNDINGS = ("single", "gemmlowp")
+ROUNDINGS = ("single", "gemmlowp", "float")
 
 
 def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: int,
                     lo: int, hi: int, shape: tuple[int, ...],
-                    rounding: str = "single") -> relax.Expr:
+                    rounding: str = "single", real: np.ndarray | None = None) -> relax.Expr:
     """int32 ``acc`` -> int8 in Relax ops (int64 arithmetic), ``clip(R(acc) + zp, lo, hi)``.
 
     ``rounding="single"`` (TFLite's single-rounding variant, ``requant.requantize_single``):
     ``R(acc) = (acc * mult + 2**(t-1)) >> t`` with ``t = 31 - shift``: one rounding,
     half up. ``rounding="gemmlowp"`` (``intmath.requantize``): SaturatingRounding-
     DoublingHighMul then RoundingDivideByPOT, two roundings, each half away from zero.
+    ``rounding="float"`` is ONNX Runtime's (MLAS) requantization, kept to check edgec
+    against it element for element: ``round_half_even(float32(acc) * float32(M))``
+    with ``M = float32(s_x * s_w) / s_y`` (``real``); not a fixed-point kernel.
     ``shape`` broadcasts the per-channel ``mult``/``shift`` against ``acc``.
     """
     op = relax.op
+    if rounding == "float":
+        assert real is not None
+        r = op.astype(op.round(op.multiply(op.astype(acc, "float32"),
+                                           _c(real.reshape(shape), "float32"))), "int64")
+        out = op.clip(op.add(r, _c(zp, "int64")), lo, hi)
+        return op.astype(out, "int8")
     x = op.astype(acc, "int64")
     if rounding == "single":
         total = 31 - shift
@@ -264,7 +272,9 @@ def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = "single") -> rel
         acc = op.matmul(xq, _c(layer.w_q, "int8"), out_dtype="int32")
         shape = (-1,)
     acc = op.add(acc, _c(bias.reshape(shape), "int32"))
-    return requantize_expr(acc, mult, shift, layer.zp_y, layer.lo, layer.hi, shape, rounding)
+    real = ((np.float32(layer.s_x) * layer.s_w).astype(np.float32) / np.float32(layer.s_y))
+    return requantize_expr(acc, mult, shift, layer.zp_y, layer.lo, layer.hi, shape, rounding,
+                           real.astype(np.float32))
 
 
 # ------------------------------------------------------------------------- the pass

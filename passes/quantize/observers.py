@@ -24,7 +24,6 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 
 import numpy as np
-
 from edgec.passes.quantize.scheme import ActParams, act_params
 
 METHODS = ("minmax", "percentile", "entropy")
@@ -50,7 +49,7 @@ class Observer(ABC):
         self.count += x.size
         self._observe(x)
 
-    def _observe(self, x: np.ndarray) -> None:  # noqa: B027  (optional hook)
+    def _observe(self, x: np.ndarray) -> None:
         pass
 
     @abstractmethod

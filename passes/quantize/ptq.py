@@ -25,7 +25,6 @@ from typing import Any
 
 import numpy as np
 import onnx
-
 from edgec.errors import EdgecError
 from edgec.passes.quantize.accuracy import Budget, compare, format_table
 from edgec.passes.quantize.calibrate import calibrate, session
@@ -34,7 +33,7 @@ from edgec.passes.quantize.qdq import to_qdq
 from edgec.passes.quantize.scheme import ActParams
 
 Feed = dict[str, np.ndarray]
-DEFAULT_METHOD = "minmax"
+DEFAULT_METHOD = "percentile"
 
 
 @dataclass

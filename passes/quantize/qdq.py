@@ -15,8 +15,6 @@ from collections.abc import Container, Mapping, Sequence
 
 import numpy as np
 import onnx
-from onnx import helper, numpy_helper
-
 from edgec.passes.quantize.onnx_graph import Anchor, Graph
 from edgec.passes.quantize.scheme import (
     ActParams,
@@ -24,6 +22,7 @@ from edgec.passes.quantize.scheme import (
     quantize_bias,
     quantize_weight,
 )
+from onnx import helper, numpy_helper
 
 
 def selected(anchors: Sequence[Anchor], include: Container[str] | None) -> list[Anchor]:

@@ -14,10 +14,9 @@ Two requantization roundings (NPU.md "int8 conventions"):
 from __future__ import annotations
 
 import numpy as np
-
 from edgec.targets.edge_npu.intmath import requantize as requantize_gemmlowp
 
-__all__ = ["requantize", "requantize_gemmlowp", "requantize_single", "conv2d_int", "matmul_int"]
+__all__ = ["conv2d_int", "matmul_int", "requantize", "requantize_gemmlowp", "requantize_single"]
 
 
 def requantize_single(acc: np.ndarray, mult: np.ndarray | int, shift: np.ndarray | int,
@@ -42,12 +41,12 @@ def conv2d_int(xq: np.ndarray, zp_x: int, w_q: np.ndarray, b_q: np.ndarray | Non
     x = xq.astype(np.int64) - zp_x
     top, left, bottom, right = pads
     x = np.pad(x, ((0, 0), (0, 0), (top, bottom), (left, right)))
-    n, c, h, w = x.shape
+    _, _, h, w = x.shape
     o, cg, kh, kw = w_q.shape
     sh, sw = strides
     oh, ow = (h - kh) // sh + 1, (w - kw) // sw + 1
     og = o // groups
-    out = np.zeros((n, o, oh, ow), np.int64)
+    out = np.zeros((x.shape[0], o, oh, ow), np.int64)
     for g in range(groups):
         xs = x[:, g * cg:(g + 1) * cg]
         ws = w_q[g * og:(g + 1) * og].astype(np.int64)

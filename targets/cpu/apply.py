@@ -11,9 +11,6 @@ import logging
 from collections import Counter
 
 import tvm
-from tvm import s_tir, tirx
-from tvm.target import Target
-
 from edgec.targets.cpu.conv import Conv
 from edgec.targets.cpu.elementwise import Elementwise
 from edgec.targets.cpu.matmul import Matmul
@@ -21,6 +18,8 @@ from edgec.targets.cpu.norm import Norm
 from edgec.targets.cpu.pool import Pool
 from edgec.targets.cpu.reduction import Reduction
 from edgec.targets.cpu.rule import CPURule
+from tvm import s_tir, tirx
+from tvm.target import Target
 
 log = logging.getLogger(__name__)
 
@@ -39,7 +38,7 @@ def schedule_func(
     for rule in rules:
         try:
             result = rule.schedule(func, target)
-        except Exception as exc:  # a schedule primitive refused this kernel
+        except Exception as exc:  # noqa: BLE001 - TVM raises plain errors; a schedule primitive refused this kernel
             log.debug("%s failed: %s", type(rule).__name__, str(exc).splitlines()[0:1])
             continue
         if isinstance(result, s_tir.Schedule):
@@ -59,7 +58,7 @@ def _well_formed(func: tirx.PrimFunc) -> bool:
 
     try:
         return bool(verify_well_formed(func, assert_mode=False))
-    except Exception:
+    except Exception:  # noqa: BLE001 - TVM raises plain errors
         return False
 
 

@@ -19,7 +19,7 @@ def vector_lanes(target: Target, dtype_bits: int = 32) -> int:
 
     try:
         bits = int(llvm_get_vector_width(target))
-    except Exception:  # non-LLVM or unknown CPU: assume 128-bit SIMD
+    except Exception:  # noqa: BLE001 - TVM raises plain errors; non-LLVM or unknown CPU: assume 128-bit SIMD
         bits = 128
     return max(bits // dtype_bits, 2) if bits > 0 else 4
 

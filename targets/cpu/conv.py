@@ -9,9 +9,6 @@ depends on ``f`` too) and tile rows ``y`` instead. Padding stays its own pass.
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
-from tvm.target import Target
-
 from edgec.targets.cpu.rule import CPURule
 from edgec.targets.cpu.tiling import (
     index_is_plain,
@@ -21,6 +18,8 @@ from edgec.targets.cpu.tiling import (
     tile_reduction,
     vector_axis,
 )
+from tvm import s_tir, tirx
+from tvm.target import Target
 
 
 class Conv(CPURule):

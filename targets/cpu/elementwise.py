@@ -6,11 +6,6 @@ its innermost axis vectorized and the rest fused into one parallel loop.
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import normalize_prim_func
-from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
-from tvm.target import Target
-
 from edgec.targets.cpu.common import (
     const_extent,
     divisor_at_most,
@@ -18,6 +13,10 @@ from edgec.targets.cpu.common import (
     vector_lanes,
 )
 from edgec.targets.cpu.rule import CPURule
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import normalize_prim_func
+from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
+from tvm.target import Target
 
 
 def schedule_injective_block(

@@ -6,9 +6,6 @@ B vector, so the register tile is ``i_i x j_i`` (see ``tiling``).
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
-from tvm.target import Target
-
 from edgec.targets.cpu.rule import CPURule
 from edgec.targets.cpu.tiling import (
     index_is_plain,
@@ -18,6 +15,8 @@ from edgec.targets.cpu.tiling import (
     tile_reduction,
     vector_axis,
 )
+from tvm import s_tir, tirx
+from tvm.target import Target
 
 
 class Matmul(CPURule):

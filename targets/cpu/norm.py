@@ -7,11 +7,10 @@ this rule runs it and reports why it declined.
 
 from __future__ import annotations
 
+from edgec.targets.cpu.rule import CPURule
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.cpu import Reduction as _DlightReduction
 from tvm.target import Target
-
-from edgec.targets.cpu.rule import CPURule
 
 
 class Norm(CPURule):

@@ -11,11 +11,10 @@ from __future__ import annotations
 from pathlib import Path
 
 import tvm
-from tvm import relax
-from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
-
 from edgec.targets.base import TargetDesc
 from edgec.targets.cpu.apply import ApplyCPUSchedules
+from tvm import relax
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 
 def schedule_passes(

@@ -6,9 +6,6 @@ rows of ``y`` per tile, windows reduced in registers; padding stays its own pass
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
-from tvm.target import Target
-
 from edgec.targets.cpu.rule import CPURule
 from edgec.targets.cpu.tiling import (
     index_is_plain,
@@ -17,6 +14,8 @@ from edgec.targets.cpu.tiling import (
     tile_reduction,
     vector_axis,
 )
+from tvm import s_tir, tirx
+from tvm.target import Target
 
 
 class Pool(CPURule):

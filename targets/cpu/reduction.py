@@ -7,14 +7,13 @@ blocks are also vectorized. Not fast, but never worse than the plain loops.
 
 from __future__ import annotations
 
+from edgec.targets.cpu.common import const_extent, parallelize
+from edgec.targets.cpu.elementwise import schedule_injective_block
+from edgec.targets.cpu.rule import CPURule
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import normalize_prim_func
 from tvm.s_tir.dlight.base import try_inline_contiguous_spatial
 from tvm.target import Target
-
-from edgec.targets.cpu.common import const_extent, parallelize
-from edgec.targets.cpu.elementwise import schedule_injective_block
-from edgec.targets.cpu.rule import CPURule
 
 
 class Reduction(CPURule):

@@ -16,19 +16,18 @@ Tile sizes divide the extents, so no bounds checks reach the inner loops.
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import IterInfo
-from tvm.target import Target
-
 from edgec.targets.cpu.common import (
     Roles,
     divisor_at_most,
     has_condition,
     num_vector_registers,
     parallelize,
-    vector_lanes,
     vars_in,
+    vector_lanes,
 )
+from tvm import s_tir, tirx
+from tvm.s_tir.dlight.analysis import IterInfo
+from tvm.target import Target
 
 # Registers kept free of accumulators: the operands being broadcast and loaded.
 _SPARE_REGISTERS = 4
@@ -90,7 +89,7 @@ def tile_reduction(
             continue
         try:
             sch.compute_inline(p.block_rv)
-        except Exception:  # not inlinable (e.g. read twice with different indices)
+        except Exception:  # noqa: BLE001 - TVM raises plain errors; not inlinable (e.g. read twice with different indices)
             leftovers.append(p.block_rv)
 
     spatial = [it for it in roles.main.iters if it.kind == "S"]
@@ -124,14 +123,14 @@ def tile_reduction(
     for c in roles.consumers[:-1]:
         try:
             sch.compute_inline(c.block_rv)
-        except Exception:
+        except Exception:  # noqa: BLE001 - TVM raises plain errors
             epilogue.append(c.block_rv)
     epilogue += [c.block_rv for c in roles.consumers[-1:]]
     tile_local = []
     for c in epilogue:
         try:
             sch.reverse_compute_inline(c)
-        except Exception:  # e.g. reads the output twice: runs per tile after it
+        except Exception:  # noqa: BLE001 - TVM raises plain errors; e.g. reads the output twice: runs per tile after it
             tile_local.append(c)
     sch.reverse_compute_at(wb, outer[-1], preserve_unit_loops=True)
     _vectorize_last(sch, wb)
@@ -149,7 +148,7 @@ def tile_reduction(
         try:
             sch.reverse_compute_at(c, fused, preserve_unit_loops=True)
             _vectorize_last(sch, c)
-        except Exception:  # not tile-aligned (e.g. a transpose): its own loop nest
+        except Exception:  # noqa: BLE001 - TVM raises plain errors; not tile-aligned (e.g. a transpose): its own loop nest
             leftovers.append(c)
 
     from edgec.targets.cpu.elementwise import schedule_injective_block
@@ -177,9 +176,8 @@ def _uses(deps: set[tirx.Var], var: tirx.Var) -> bool:
 
 def reduction_kernel(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, Roles] | str:
     """A fresh schedule of ``func`` and its roles, or why it is not a one-reduction kernel."""
-    from tvm.s_tir.dlight.analysis import normalize_prim_func
-
     from edgec.targets.cpu.common import single_reduction
+    from tvm.s_tir.dlight.analysis import normalize_prim_func
 
     sch = s_tir.Schedule(func)
     infos = normalize_prim_func(sch)

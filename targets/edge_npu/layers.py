@@ -195,6 +195,23 @@ BINARY_CONST_REV = {  # constant first
 }
 
 
+def _clip(lo: float, hi: float) -> Callable[[np.ndarray], np.ndarray]:
+    def apply(x: np.ndarray) -> np.ndarray:
+        return np.clip(x, lo, hi)
+
+    return apply
+
+
+def _with_const(f: Callable, k: np.ndarray, const_first: bool) -> Callable:
+    """``x -> f(x, k)`` (or ``f(k, x)``) with a float32 scalar constant."""
+    c = np.float32(k.reshape(-1)[0])
+
+    def apply(x: np.ndarray) -> np.ndarray:
+        return f(c, x) if const_first else f(x, c)
+
+    return apply
+
+
 def unary_chain(e: Any, lookup: Lookup) -> tuple[Any, list[Callable], list[str]] | str:
     """Walk element-wise ops down to ``dequantize(a)``: (dq expr, fns bottom-up, op names)."""
     fns: list[Callable[[np.ndarray], np.ndarray]] = []
@@ -212,16 +229,15 @@ def unary_chain(e: Any, lookup: Lookup) -> tuple[Any, list[Callable], list[str]]
             cur = c.args[0]
         elif name == "relax.clip":
             lo, hi = float(c.args[1].value), float(c.args[2].value)
-            fns.append(lambda x, lo=lo, hi=hi: np.clip(x, lo, hi))
+            fns.append(_clip(lo, hi))
             cur = c.args[0]
         elif name in BINARY_CONST:
             k1, k0 = const_value(c.args[1], lookup), const_value(c.args[0], lookup)
             if k1 is not None and k1.size == 1:
-                fns.append(lambda x, f=BINARY_CONST[name], k=np.float32(k1.reshape(-1)[0]): f(x, k))
+                fns.append(_with_const(BINARY_CONST[name], k1, const_first=False))
                 cur = c.args[0]
             elif k0 is not None and k0.size == 1:
-                fns.append(lambda x, f=BINARY_CONST_REV[name], k=np.float32(k0.reshape(-1)[0]):
-                           f(k, x))
+                fns.append(_with_const(BINARY_CONST_REV[name], k0, const_first=True))
                 cur = c.args[1]
             else:
                 return f"{name} of two tensors inside an element-wise chain"
@@ -305,8 +321,8 @@ def _peel_clamp(y: Any, lookup: Lookup) -> tuple[Any, float, float, list[str]]:
 
 
 def _clamp_bounds(lo: float, hi: float, out: QTensor) -> tuple[int, int]:
-    qmin = -128 if lo == -math.inf else max(-128, int(_round_half_even(lo / out.scale)) + out.zp)
-    qmax = 127 if hi == math.inf else min(127, int(_round_half_even(hi / out.scale)) + out.zp)
+    qmin = -128 if lo == -math.inf else max(-128, int(np.rint(lo / out.scale)) + out.zp)
+    qmax = 127 if hi == math.inf else min(127, int(np.rint(hi / out.scale)) + out.zp)
     return qmin, qmax
 
 

@@ -114,8 +114,8 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
     if layer.kind == "mul":
         return {"mul": _i32(keyed_block(MUL_KEYS, **{k: at[k] for k in MUL_KEYS}))}, b""
     if layer.kind == "maxpool":
-        h, w, c = layer.inputs[0].shape
-        _, words = maxpool_layer(cfg, h, w, c, at["k"], at["stride"], at["pad"],
+        ih, iw, ic = layer.inputs[0].shape
+        _, words = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"],
                                  (Space.HOST, 0), (Space.HOST, 0), 0)
         params = {"pool": _i32(words)}
         if "table" in a:
@@ -294,16 +294,18 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     scratch_base = pc + staging
     lowered = []
     for si, seg in enumerate(segments):
-        ins, outs = [], []
+        ins: list[dict[str, Any]] = []
+        outs: list[dict[str, Any]] = []
         for v, n in zip(seg.inputs, io_sizes[si][0]):
             ins.append({"name": v, "addr": host, "shape": list(seg.shapes[v])})
             host += _align(n)
-        host_out = {}
+        host_out: dict[str, int] = {}
         for v, n in zip(seg.outputs, io_sizes[si][1]):
             outs.append({"name": v, "addr": host, "shape": list(seg.shapes[v])})
             host_out[v] = host
             host += _align(n)
-        host_io = {**{d["name"]: d["addr"] for d in ins}, **host_out}
+        host_io: dict[str, int] = {str(d["name"]): int(d["addr"]) for d in ins}
+        host_io.update(host_out)
         loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io)
         prog: list[Instr] = []
         infos = []

@@ -17,11 +17,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgec.errors import EdgecError
+
 from .config import NpuConfig
 from .layers import describe, hwc
-from .lower import Segment, SegLayer
-from .tvm_compat import constant_type, shape_of, var_name
+from .lower import SegLayer, Segment
 from .patterns import PREFIX, TABLE, Rejections, fusion_patterns
+from .tvm_compat import constant_type, shape_of, var_name
 
 
 @dataclass
@@ -29,6 +31,7 @@ class Partition:
     mod: Any  # IRModule with Codegen="edge_npu" functions called from main
     segments: list[Segment]
     cpu_ops: list[dict[str, str]] = field(default_factory=list)  # {"var", "op", "reason"}
+    functions: list[str] = field(default_factory=list)  # segment i's function in ``mod``
 
 
 def prepare(mod: Any) -> Any:
@@ -83,11 +86,14 @@ def partition(mod: Any, cfg: NpuConfig) -> Partition:
     mod = relax.transform.FuseOpsByPattern(fusion_patterns(cfg, rejections),
                                            bind_constants=True)(mod)
     mod = relax.transform.MergeCompositeFunctions()(mod)
-    segments = [_segment(var_name(gv), func) for gv, func in mod.functions.items()
-                if isinstance(func, relax.Function) and
-                (func.attrs or {}).get("Codegen") == PREFIX]
-    segments.sort(key=lambda s: _call_order(mod).get(s.name, 0))
-    return Partition(mod, segments, cpu_ops(mod, rejections))
+    order = _call_order(mod)
+    funcs = sorted(((var_name(gv), func) for gv, func in mod.functions.items()
+                    if isinstance(func, relax.Function) and
+                    (func.attrs or {}).get("Codegen") == PREFIX),
+                   key=lambda item: order.get(item[0], 0))
+    # short names for reports; ``functions`` keeps the IRModule's (long, fused) names
+    segments = [_segment(f"npu{i}", func) for i, (_, func) in enumerate(funcs)]
+    return Partition(mod, segments, cpu_ops(mod, rejections), [n for n, _ in funcs])
 
 
 def _call_order(mod: Any) -> dict[str, int]:
@@ -133,12 +139,12 @@ def _segment(name: str, func: Any) -> Segment:
             tuple_out[b.var] = list(v.fields)
             continue
         if not (isinstance(v, relax.Call) and v.op in local):
-            raise ValueError(f"segment {name}: unexpected binding {var_name(b.var)}")
+            raise EdgecError(f"segment {name}: unexpected binding {var_name(b.var)}")
         comp = local[v.op]
         inner = {cb.var: cb.value for cb in _bindings(comp)}
-        got = describe(comp.body.body, lambda x: inner.get(x))
+        got = describe(comp.body.body, inner.get)
         if isinstance(got, str):
-            raise ValueError(f"segment {name}: layer {var_name(b.var)}: {got}")
+            raise EdgecError(f"segment {name}: layer {var_name(b.var)}: {got}")
         layer, ins = got
         arg_of = {p: a for p, a in zip(comp.params, v.args)}
         in_names = [vname(arg_of[x]) for x in ins]
@@ -147,7 +153,8 @@ def _segment(name: str, func: Any) -> Segment:
         out = vname(b.var)
         shapes[out] = shape_of(b.var)
         tensors[out] = layer.out
-        layers.append(SegLayer(var_name(b.var), layer, in_names, out))
+        # FuseOpsByPattern renames the vars; name layers by segment, position and kind
+        layers.append(SegLayer(f"{name}/{len(layers):03d}.{layer.kind}", layer, in_names, out))
     body = func.body.body
     outs = tuple_out.get(body, [body]) if isinstance(body, relax.Var) else list(body.fields)
     return Segment(name, inputs, [vname(o) for o in outs], layers, shapes, tensors)

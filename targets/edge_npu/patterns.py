@@ -124,7 +124,7 @@ def make_check(cfg: NpuConfig, rejections: Rejections) -> Callable[[Any], bool]:
 
     def check(ctx: Any) -> bool:
         bindings = ctx.matched_bindings
-        names = [var_name(v) for v in bindings.keys()]
+        names = [var_name(v) for v in bindings.keys()]  # noqa: SIM118 (a TVM Map)
         # every value inside the match must be used only inside it (the NPU keeps no
         # float intermediates to hand back)
         inside = set(bindings.keys())

@@ -252,13 +252,10 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         top, bottom = max(0, -y_lo), max(0, y_hi - conv.h)
         in_rows = y_hi - y_lo
         tile = in_rows * wp * conv.cin
-        load_q.append(make(Op.LOAD, (("pop_next",) if b >= 2 else ()) + ("push_next",),
-                           kind=Kind.ACT, space=in_space,
-                           dram=in_addr + max(0, y_lo) * conv.w * conv.cin,
-                           sram=bank, rows=in_rows - top - bottom, cols=conv.w,
-                           depth=conv.cin, stride=conv.w * conv.cin, pad_top=top,
-                           pad_bottom=bottom, pad_left=pl, pad_right=pr,
-                           pad_value=place.zp_in))
+        load_q += act_loads((("pop_next",) if b >= 2 else ()), ("push_next",), in_space,
+                            in_addr + max(0, y_lo) * conv.w * conv.cin, bank,
+                            in_rows - top - bottom, conv.w, conv.cin, conv.w * conv.cin,
+                            (top, bottom, pl, pr), place.zp_in)
         if b == 0:
             load_q += wloads
         m = orows * ow
@@ -312,6 +309,30 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     prog += _interleave(load_q, comp_q, store_q)
     return LayerProgram(prog, conv.macs, nbands, folds_total, df, wbytes,
                         {"band_rows": rows_b, "param_bytes": off_p})
+
+
+def act_loads(first: tuple[str, ...], last: tuple[str, ...], space: Space, dram: int,
+              sram: int, rows: int, cols: int, depth: int, stride: int,
+              pad: tuple[int, int, int, int], pad_value: int) -> list[Instr]:
+    """One padded 2-D activation LOAD (pad = top, bottom, left, right), split into one
+    descriptor per row when the row stride overflows its 14-bit field (wide, deep
+    tensors such as 96 x 200 channels); ``first`` / ``last``: the tokens of the whole."""
+    top, bottom, pl, pr = pad
+    fields = {"kind": Kind.ACT, "space": space, "cols": cols, "depth": depth, "pad_left": pl,
+              "pad_right": pr, "pad_value": pad_value}
+    if stride < 1 << 14 or rows <= 1:
+        return [make(Op.LOAD, first + last, dram=dram, sram=sram, rows=rows,
+                     stride=stride if rows > 1 else 0, pad_top=top, pad_bottom=bottom,
+                     **fields)]
+    row_bytes = (cols + pl + pr) * depth
+    loads = []
+    for r in range(rows):
+        deps = (first if r == 0 else ()) + (last if r == rows - 1 else ())
+        loads.append(make(Op.LOAD, deps, dram=dram + r * stride,
+                          sram=sram + ((top + r) * row_bytes if r else 0), rows=1, stride=0,
+                          pad_top=top if r == 0 else 0,
+                          pad_bottom=bottom if r == rows - 1 else 0, **fields))
+    return loads
 
 
 def _interleave(*queues: list[Instr]) -> list[Instr]:

@@ -20,7 +20,7 @@ import numpy as np
 
 from .config import NpuConfig
 from .isa import Instr, Kind, Op, Space, VecOp, make
-from .programs import ProgramError, pool_block
+from .programs import ProgramError, act_loads, pool_block
 
 Loc = tuple[Space, int]
 
@@ -115,11 +115,9 @@ def maxpool_layer(cfg: NpuConfig, h: int, w: int, c: int, k: int, stride: int,
         top, bottom = max(0, -y_lo), max(0, y_hi - h)
         in_rows = y_hi - y_lo
         tile = in_rows * wp * c
-        prog.append(make(Op.LOAD, (("pop_next",) if b >= 2 else ()) + ("push_next",),
-                         kind=Kind.ACT, space=inp[0], dram=inp[1] + max(0, y_lo) * w * c,
-                         sram=bank, rows=in_rows - top - bottom, cols=w, depth=c,
-                         stride=w * c, pad_top=top, pad_bottom=bottom, pad_left=pl,
-                         pad_right=pr, pad_value=-128))
+        prog += act_loads((("pop_next",) if b >= 2 else ()), ("push_next",), inp[0],
+                          inp[1] + max(0, y_lo) * w * c, bank, in_rows - top - bottom, w, c,
+                          w * c, (top, bottom, pl, pr), -128)
         n = orows * ow * c
         tail = (("push_prev",) if more else ()) + ("push_next",)
         head = ("pop_prev",) + (("pop_next",) if b >= 2 else ())

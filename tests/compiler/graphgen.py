@@ -211,7 +211,6 @@ def differential(seed: int, rtol: float = 1e-3, atol: float = 1e-4) -> str | Non
     exception from edgec other than a clean refusal is reported, not raised.
     """
     import onnxruntime as ort
-
     from edgec.inprocess import compile_proto
 
     model, feeds, ops = random_model(seed)

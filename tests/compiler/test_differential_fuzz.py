@@ -11,10 +11,10 @@ from __future__ import annotations
 import pytest
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from tests.compiler.graphgen import differential, random_model  # noqa: E402
+from tests.compiler.graphgen import differential, random_model
 
 
 def test_generator_is_deterministic() -> None:

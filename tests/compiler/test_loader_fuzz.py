@@ -20,13 +20,13 @@ import pytest
 from onnx import TensorProto
 
 hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
+from edgec import frontend, runtime
+from edgec.errors import EdgecError
+from edgec.package import read_package, write_package
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
-from edgec import frontend, runtime  # noqa: E402
-from edgec.errors import EdgecError  # noqa: E402
-from edgec.package import read_package, write_package  # noqa: E402
-from tests.conftest import make_mlp  # noqa: E402
+from tests.conftest import make_mlp
 
 _SETTINGS = settings(
     max_examples=60,

@@ -14,10 +14,9 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from onnx import TensorProto, helper
-
 from edgec import onnx_backend
 from edgec.conformance import collect, op_names, run_case
+from onnx import TensorProto, helper
 
 PASSING = Path(__file__).parent / "data" / "onnx_node_passing.txt"
 SAMPLE = 150

@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper, numpy_helper
-
 from edgec.passes.quantize import calibrate, onnx_graph, qdq
+from onnx import TensorProto, helper, numpy_helper
 
 
 def conv_model(groups: int = 1, stride: int = 1, act: str | None = "relu",
@@ -60,7 +59,7 @@ def feeds(model: onnx.ModelProto, n: int, seed: int = 1) -> list[dict[str, np.nd
     return [{i.name: (rng.standard_normal(shape) + 0.3).astype(np.float32)} for _ in range(n)]
 
 
-def quantized(model: onnx.ModelProto, n: int = 8, method: str = "minmax"):  # noqa: ANN201
+def quantized(model: onnx.ModelProto, n: int = 8, method: str = "minmax"):
     """(prepared, anchors, params, qdq model whose output is the int8 layer's DQ)."""
     prepared = onnx_graph.prepare(model)
     anchors = onnx_graph.find_anchors(prepared)

@@ -9,21 +9,20 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import tvm
-from tvm import relax
-
 from edgec import frontend
 from edgec.passes.quantize import requant
 from edgec.passes.quantize import scheme as sc
 from edgec.passes.quantize.lower import quantize_int8
 from edgec.passes.registry import PassContext
 from edgec.targets.edge_npu.intmath import quantize_multiplier
+from tvm import relax
 
 from tests.passes.quantize._models import conv_model, matmul_model, quantized
 
 HOST = tvm.target.Target({"kind": "llvm"})
 
 
-def _lower(q, rounding: str):  # noqa: ANN001, ANN202
+def _lower(q, rounding: str):
     ctx = PassContext(target=None, options={"requant_rounding": rounding})
     mod = quantize_int8(frontend.to_relax(q), ctx)
     return mod, ctx.report["quantize-int8"]
@@ -113,7 +112,7 @@ def test_float_readers_keep_layer_float() -> None:
     assert report["lowered"] == {}
 
 
-def frontend_const(model, name):  # noqa: ANN001, ANN201
+def frontend_const(model, name):
     from edgec.passes.quantize.onnx_graph import Graph
 
     return Graph(model).const(name)

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-
 from edgec.passes.quantize import observers as ob
 from edgec.passes.quantize import scheme as sc
 

@@ -13,12 +13,11 @@ from collections.abc import Callable
 import numpy as np
 import pytest
 import tvm
-from tvm import relax
-from tvm.relax import op as R
-
 from edgec.targets import get_target
 from edgec.targets.cpu import cpu_pipeline
 from edgec.targets.cpu.apply import ApplyCPUSchedules
+from tvm import relax
+from tvm.relax import op as R
 
 HOST = get_target("host")
 RNG = np.random.default_rng(0)

@@ -1,0 +1,123 @@
+"""The placement report, in the manner of the Edge TPU compiler's log.
+
+What runs where (each CPU op with its reason), the share of MACs on the NPU, the
+parameter cache (params, cached and streamed weight bytes), per-layer cycles and MAC
+utilization, and per inference: device cycles, latency at the clock (with one host
+invoke per segment call), host-link bytes and energy. The figures come from running
+each segment once on the simulator (data does not change timing, traffic or energy).
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from .config import NpuConfig
+from .lower import NpuModel
+from .partition import Partition, _bindings
+from .tvm_compat import shape_of
+
+
+def _cpu_macs(part: Partition) -> dict[str, int]:
+    """MACs of conv2d / matmul ops left on the CPU, by var name."""
+    from tvm import relax
+
+    out = {}
+    for b in _bindings(part.mod["main"]):
+        v = b.value
+        if not isinstance(v, relax.Call):
+            continue
+        op = getattr(v.op, "name", "")
+        if op == "relax.nn.conv2d":
+            o = shape_of(b.var)
+            w = shape_of(v.args[1])
+            out[str(b.var.name)] = int(np.prod(o)) * int(np.prod(w[1:]))
+        elif op == "relax.matmul":
+            o = shape_of(b.var)
+            k = shape_of(v.args[0])[-1]
+            out[str(b.var.name)] = int(np.prod(o)) * k
+    return out
+
+
+def placement(cfg: NpuConfig, part: Partition, model: NpuModel) -> dict[str, Any]:
+    """The report as a JSON-able dict."""
+    from .runtime import NpuDevice
+
+    device = NpuDevice(model, cfg)
+    seg_reports = []
+    for i, seg in enumerate(model.segments):
+        zeros = [np.zeros(s["shape"], dtype=np.int8) for s in seg.inputs]
+        device.run_segment(i, zeros)
+        r = device.reports[-1]
+        seg_reports.append({
+            "name": seg.name, "layers": len(seg.layers), "cycles": r.cycles,
+            "invoke_cycles": r.invoke_cycles, "ms": r.ms,
+            "macs": sum(ly["macs"] for ly in seg.layers),
+            # the array's MACs count depthwise blocks whole (the simulator's figure)
+            "array_macs": r.macs, "array_utilization": r.utilization, "host_in_bytes": r.host_in,
+            "host_out_bytes": r.host_out, "streamed_weight_bytes": r.streamed_weights,
+            "energy_mj": r.energy.total_j * 1e3 if r.energy else 0.0,
+            "instructions": r.instructions})
+    npu_macs = sum(s["macs"] for s in seg_reports)
+    cpu_macs = _cpu_macs(part)
+    total = npu_macs + sum(cpu_macs.values())
+    layers = [dict(ly, segment=seg.name) for seg in model.segments for ly in seg.layers]
+    npu_ops = Counter(op for ly in layers for op in ly["ops"])
+    cpu_ops = [dict(c, macs=cpu_macs.get(c["var"], 0)) for c in part.cpu_ops]
+    compute = [ly for ly in layers if ly["macs"] and ly["macs"] >= 1e6]
+    return {
+        "config": cfg.name, "link": cfg.link.name, "clock_mhz": cfg.clock_mhz,
+        "array": [cfg.rows, cfg.cols], "peak_tops": cfg.peak_tops,
+        "segments": seg_reports,
+        "ops": {"npu_layers": len(layers), "npu_ops": dict(npu_ops), "cpu": cpu_ops},
+        "macs": {"total": total, "npu": npu_macs, "cpu": sum(cpu_macs.values()),
+                 "npu_fraction": npu_macs / total if total else 0.0},
+        "memory": {"parameter_cache_bytes": cfg.parameter_cache,
+                   "params_bytes": model.param_bytes,
+                   "cached_weight_bytes": model.cached_weights,
+                   "streamed_weight_bytes": model.streamed_weights,
+                   "activation_scratch_bytes": model.scratch_bytes},
+        "per_inference": {
+            "cycles": sum(s["cycles"] for s in seg_reports),
+            "ms": sum(s["ms"] for s in seg_reports),
+            "energy_mj": sum(s["energy_mj"] for s in seg_reports),
+            "utilization": npu_macs / (sum(s["cycles"] for s in seg_reports)
+                                       * cfg.peak_macs_per_cycle) if seg_reports else 0.0,
+            "compute_layer_utilization": (sum(ly["macs"] for ly in compute) /
+                                          (sum(ly["cycles"] for ly in compute)
+                                           * cfg.peak_macs_per_cycle)) if compute else 0.0,
+        },
+        "layers": layers,
+    }
+
+
+def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
+    """Human-readable form (the Edge TPU compiler's log, plus timing)."""
+    m, mem, inf = rep["macs"], rep["memory"], rep["per_inference"]
+    lines = [
+        (f"edge-npu placement ({rep['config']}, {rep['array'][0]}x{rep['array'][1]} @ "
+         f"{rep['clock_mhz']:.0f} MHz, {rep['link']} link)"),
+        (f"  NPU segments: {len(rep['segments'])}, NPU layers: {rep['ops']['npu_layers']}, "
+         f"ops on CPU: {len(rep['ops']['cpu'])}"),
+        f"  MACs on NPU: {m['npu']:,} of {m['total']:,} ({m['npu_fraction']:.1%})",
+        (f"  on-chip memory for parameters: "
+         f"{mem['params_bytes'] + mem['cached_weight_bytes']:,} B (weights "
+         f"{mem['cached_weight_bytes']:,} B, params {mem['params_bytes']:,} B); "
+         f"streamed weights: {mem['streamed_weight_bytes']:,} B per inference"),
+        (f"  per inference: {inf['cycles']:,} cycles, {inf['ms']:.3f} ms (with host invokes), "
+         f"{inf['energy_mj']:.3f} mJ, MAC utilization {inf['utilization']:.1%} "
+         f"(compute layers >= 1 MMAC: {inf['compute_layer_utilization']:.1%})"),
+        "  ops on the CPU:"]
+    for c in rep["ops"]["cpu"]:
+        lines.append(f"    {c['var']:<10} {c['op']:<22} {c['reason']}")
+    lines.append("  NPU op counts: " + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in
+                                                  sorted(rep["ops"]["npu_ops"].items())))
+    top = sorted(rep["layers"], key=lambda ly: -ly["cycles"])[:max_layers]
+    lines.append(f"  slowest {len(top)} layers: name kind cycles MACs util dataflow")
+    for ly in top:
+        lines.append(f"    {ly['name']:<10} {ly['kind']:<8} {ly['cycles']:>9,} "
+                     f"{ly['macs']:>12,} {ly['utilization']:>6.1%} {ly.get('dataflow', '-')}"
+                     f"{' streamed' if ly['streamed'] else ''}")
+    return "\n".join(lines)

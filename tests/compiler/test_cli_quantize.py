@@ -1,0 +1,65 @@
+"""``edgec quantize``: a QDQ model ONNX Runtime runs, a report, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from edgec import cli_quantize
+from edgec.errors import EdgecError
+from edgec.passes.quantize.calibrate import session
+
+from tests.passes.quantize._models import conv_model, feeds
+
+
+def _main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="edgec")
+    sub = p.add_subparsers(dest="command")
+    cli_quantize.add_parsers(sub)
+    args = p.parse_args(argv)
+    return cli_quantize.HANDLERS[args.command](args)
+
+
+def test_quantize_writes_qdq_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    model = conv_model()
+    onnx.save(model, tmp_path / "m.onnx")
+    fs = feeds(model, 10)
+    np.savez(tmp_path / "calib.npz", x=np.concatenate([f["x"] for f in fs]))
+    out = tmp_path / "m.int8.onnx"
+    rc = _main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+                "-o", str(out), "--accuracy-budget", "cosine=0.99",
+                "--report", str(tmp_path / "r.json")])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "1 of 1 layers in int8" in text and "cosine" in text
+    q = onnx.load(out)
+    ops = [n.op_type for n in q.graph.node]
+    assert ops.count("QuantizeLinear") == 2 and "DequantizeLinear" in ops
+    y = session(q).run(None, fs[0])[0]
+    ref = session(model).run(None, fs[0])[0]
+    assert np.corrcoef(y.ravel(), ref.ravel())[0, 1] > 0.99
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["samples"] == {"calib": 8, "held_out": 2, "source": str(tmp_path / "calib.npz")}
+    assert report["accuracy"]["y"]["cosine"] > 0.99
+
+
+def test_impossible_budget_fails_with_table(tmp_path: Path) -> None:
+    model = conv_model()
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.concatenate([f["x"] for f in feeds(model, 5)]))
+    with pytest.raises(EdgecError, match="cannot be met(.|\n)*layer +kind +cosine"):
+        _main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+               "-o", str(tmp_path / "o.onnx"), "--accuracy-budget", "cosine=1.0"])
+
+
+def test_bad_budget_and_missing_calib(tmp_path: Path) -> None:
+    onnx.save(conv_model(), tmp_path / "m.onnx")
+    with pytest.raises(EdgecError, match="METRIC=VALUE"):
+        _main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path),
+               "--accuracy-budget", "psnr=3"])
+    with pytest.raises(EdgecError, match="needs --calib"):
+        cli_quantize.quantize_for_build(conv_model(), "int8", None)

@@ -1,0 +1,79 @@
+"""Tuning: a few trials on a small matmul land in the JSON database, survive a torn
+write, resume, and are applied at build (numerics still exact)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tvm
+from edgec.targets import get_target
+from edgec.targets.cpu import cpu_pipeline
+from edgec.targets.cpu.apply import ApplyCPUSchedules
+from edgec.tuning import RECORDS, repair_database, tune, tune_module
+from tvm import relax
+from tvm.relax import op as R
+from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+HOST = get_target("host")
+W = np.random.default_rng(0).standard_normal((64, 48)).astype("float32")
+
+
+def _matmul() -> tvm.IRModule:
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((32, 64), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            out = bb.emit_output(R.matmul(x, relax.const(W)))
+        bb.emit_func_output(out)
+    return bb.get()
+
+
+def _legalized(mod: tvm.IRModule) -> tvm.IRModule:
+    target = HOST.tvm_target()
+    with target:
+        seq = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        return tvm.transform.Sequential(seq)(mod)
+
+
+@pytest.mark.slow
+def test_tune_resume_and_apply(tmp_path: Path) -> None:
+    db = tmp_path / "db"
+    first = tune_module(_legalized(_matmul()), HOST, trials=2, time_budget=None, db_dir=db,
+                        progress=False, batch=2)
+    assert first.tasks == 1 and first.trials == 2
+    records = (db / RECORDS).read_text().splitlines()
+    assert len(records) == 2
+    # A kill -9 mid-write leaves a torn line: the next run drops it and resumes.
+    with (db / RECORDS).open("a") as f:
+        f.write(records[0][: len(records[0]) // 2])
+    again = tune_module(_legalized(_matmul()), HOST, trials=3, time_budget=None, db_dir=db,
+                        progress=False, batch=2)
+    assert again.resumed_trials >= 1 and again.trials >= 1
+
+    defaults = ApplyCPUSchedules()
+    ex = tvm.compile(_matmul(), HOST.tvm_target(),
+                     relax_pipeline=cpu_pipeline(HOST, db, defaults=defaults))
+    assert defaults.fired.get("Matmul", 0) == 0  # the tuned record was used instead
+    x = np.random.default_rng(1).standard_normal((32, 64)).astype("float32")
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
+    np.testing.assert_allclose(got, x @ W, rtol=1e-4, atol=1e-4)
+
+
+def test_repair_drops_torn_lines(tmp_path: Path) -> None:
+    (tmp_path / RECORDS).write_text('[0, {"a": 1}]\n[1, {"b"')
+    assert repair_database(tmp_path) == 1
+    assert (tmp_path / RECORDS).read_text() == '[0, {"a": 1}]\n'
+
+
+def test_arm_without_board_falls_back(tmp_path: Path) -> None:
+    result = tune("unused.onnx", "arm-cpu:cortex-a72", trials=4, db_dir=tmp_path)
+    assert result.trials == 0 and "needs the board" in result.message
+
+
+def test_needs_a_budget(tmp_path: Path) -> None:
+    from edgec.errors import EdgecError
+
+    with pytest.raises(EdgecError, match="--trials"):
+        tune("unused.onnx", "host", db_dir=tmp_path)
