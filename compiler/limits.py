@@ -12,6 +12,7 @@ Sizes accept a plain byte count or a suffix: ``512M``, ``2G``, ``1.5GiB``.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import signal
@@ -55,7 +56,7 @@ def compile_timeout(override: float | str | None = None) -> float:
         value = float(text)
     except ValueError:
         value = -1.0
-    if value < 0 or value != value:
+    if value < 0 or math.isnan(value):
         raise EdgecError(f"{what}={text!r} is not a number of seconds (0 = no limit)")
     return value
 
