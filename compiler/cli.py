@@ -44,7 +44,7 @@ def _parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="edgec",
-        description="Compile trained ONNX models for edge hardware (host, arm-cpu).",
+        description="Compile trained ONNX models for edge hardware (host, arm-cpu, edge-npu).",
     )
     p.add_argument("--version", action="version", version=f"edgec {__version__}")
     sub = p.add_subparsers(dest="command", metavar="COMMAND")
@@ -63,7 +63,8 @@ def _parser() -> argparse.ArgumentParser:
                        epilog=EPILOG_BUILD, formatter_class=fmt)
     b.add_argument("model", help="the .onnx model")
     b.add_argument("--target", default="host",
-                   help="host, arm-cpu or arm-cpu:<preset> (see `edgec targets`); default host")
+                   help="host, arm-cpu[:<preset>] or edge-npu[:<config>] (see `edgec targets`); "
+                        "default host")
     b.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="fix an input shape, e.g. x=1x3x224x224 (repeatable)")
     b.add_argument("-o", "--output", help="package path (default: <model>.edgec here)")
@@ -290,6 +291,10 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"{stats['nodes']} ONNX nodes, {stats['macs'] / 1e6:.1f} M MACs, "
             f"built in {pkg.report['time_s']['total']:.1f} s"
         )
+        if "npu" in pkg.report:
+            from edgec.targets.edge_npu.report import to_text
+
+            print(to_text(pkg.report["npu"]))
         if args.pass_timings:
             for name, sec in pkg.report.get("pass_time_s", {}).items():
                 print(f"  pass {name:<24} {sec * 1e3:8.1f} ms")

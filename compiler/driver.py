@@ -23,7 +23,7 @@ from edgec.targets import TargetDesc, get_target
 if TYPE_CHECKING:
     from edgec.runtime import Package
 
-_PHASES = ("load", "simplify", "import", "passes", "compile", "package")
+_PHASES = ("load", "simplify", "import", "passes", "partition", "compile", "package")
 
 
 @dataclass
@@ -66,7 +66,9 @@ def import_model(
     from edgec.passes.registry import PassContext, resolve
 
     ph = phases or Phases(len(_PHASES), quiet=True)
-    enabled = [*(passes or []), *(["quantize-int8"] if quantize else [])]
+    # A target that offloads QDQ ops itself (edge-npu) keeps the QDQ form.
+    cpu_int8 = quantize and "offload-qdq" not in desc.features
+    enabled = [*(passes or []), *(["quantize-int8"] if cpu_int8 else [])]
     pass_list = resolve(enabled, disable_passes)
     with ph.phase("load", str(model)):
         loaded = frontend.load_model(model)
@@ -133,8 +135,16 @@ def build(
         dump_ir=dump_ir, verify=verify, quantize=quantize, calib=calib,
         calib_method=calib_method, accuracy_budget=accuracy_budget, options=options, phases=ph,
     )
+    mod, extra_files, npu_report = imp.mod, {}, None
+    with ph.phase("partition", desc.name):
+        if desc.family == "edge-npu":
+            from edgec.targets.edge_npu.offload import offload
+            from edgec.targets.edge_npu.target import config_of
+
+            off = offload(mod, config_of(desc))
+            mod, extra_files, npu_report = off.mod, off.files, off.report
     with ph.phase("compile", desc.name):
-        executable = _compile(imp.mod, desc, db)
+        executable = _compile(mod, desc, db)
     with ph.phase("package"):
         library = _export(executable, desc)
         manifest: dict[str, Any] = {
@@ -157,8 +167,10 @@ def build(
         manifest["quantization"] = {
             "scheme": "int8", "method": calib_method, "kept_float": imp.quant_report["kept_float"]
         }
+    if npu_report is not None:
+        report["npu"] = npu_report
     report["time_s"]["total"] = round(sum(ph.timings.values()), 4)
-    package = Package.from_parts(manifest, {"model.so": library}, report)
+    package = Package.from_parts(manifest, {"model.so": library, **extra_files}, report)
     if output is not None:
         package.save(output)
     return package
@@ -176,7 +188,7 @@ def _compile(mod: Any, desc: TargetDesc, tuning_db: Path | None = None) -> Any:
     import tvm
 
     pipeline: Any = "default"
-    if desc.family in ("host", "arm-cpu"):
+    if desc.family in ("host", "arm-cpu", "edge-npu"):  # edge-npu: the CPU parts
         # Tuned kernels from tuning_db, default CPU schedules for the rest.
         from edgec.targets.cpu import cpu_pipeline
 

@@ -118,7 +118,7 @@ class Package:
 
     def executor(self) -> Any:
         if self._executor is None:
-            self._executor = _make_executor(self.family, self.manifest, self.files[LIBRARY])
+            self._executor = _make_executor(self.family, self.manifest, self.files)
         return self._executor
 
 
@@ -128,7 +128,8 @@ def load(path: str | os.PathLike[str]) -> Package:
     return Package(contents.manifest, contents.files, contents.report, Path(path))
 
 
-def _make_executor(family: str, manifest: dict[str, Any], library: bytes) -> Any:
+def _make_executor(family: str, manifest: dict[str, Any], files: dict[str, bytes]) -> Any:
+    library = files[LIBRARY]
     if family == "host":
         from edgec.targets.host.runtime import HostExecutor
 
@@ -137,4 +138,8 @@ def _make_executor(family: str, manifest: dict[str, Any], library: bytes) -> Any
         from edgec.targets.arm_cpu.runtime import QemuExecutor
 
         return QemuExecutor(library)
+    if family == "edge-npu":
+        from edgec.targets.edge_npu.runtime import NpuExecutor
+
+        return NpuExecutor(library, files, manifest["target"])
     raise PackageError(f"package target family {family!r} is not known to this edgec")

@@ -180,13 +180,18 @@ def parse_config(data: dict[str, Any], source: str) -> NpuConfig:
     return cfg
 
 
+def config_names() -> list[str]:
+    """The bundled configs, by name."""
+    return sorted(p.stem for p in CONFIG_DIR.glob("*.json"))
+
+
 def load_config(name_or_path: str | Path = "edge-npu") -> NpuConfig:
     """Load a bundled config by name (``edge-npu``, ``edge-npu-s``...) or a JSON path."""
     path = Path(name_or_path)
     if path.suffix != ".json":
         path = CONFIG_DIR / f"{name_or_path}.json"
     if not path.is_file():
-        known = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.json")))
+        known = ", ".join(config_names())
         raise TargetError(f"edge-npu config {str(name_or_path)!r} not found; bundled: {known}")
     try:
         data = json.loads(path.read_text())

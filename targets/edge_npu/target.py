@@ -25,7 +25,9 @@ def npu_target(config_name: str = "edge-npu") -> TargetDesc:
         description=(f"{cfg.name}: {cfg.rows}x{cfg.cols} int8 @ {cfg.clock_mhz:.0f} MHz "
                      f"({cfg.peak_tops:.1f} TOPS), {cfg.link.name} link; CPU parts on "
                      f"{host.description}"),
-        features=(f"npu-config={cfg.name}",),
+        # offload-qdq: the target lowers QDQ conv/matmul itself, so the driver keeps the
+        # quantized model in QDQ form instead of running the CPU int8 kernels pass.
+        features=(f"npu-config={cfg.name}", "offload-qdq"),
     )
 
 

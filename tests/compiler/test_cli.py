@@ -174,5 +174,6 @@ def test_targets_and_passes_listed() -> None:
     proc = run_cli("targets", "--json")
     names = [t["name"] for t in json.loads(proc.stdout)]
     assert names == ["host", "arm-cpu:cortex-a53", "arm-cpu:cortex-a55", "arm-cpu:cortex-a72",
-                     "arm-cpu:cortex-a76"]
+                     "arm-cpu:cortex-a76", "edge-npu", "edge-npu:edge-npu-s",
+                     "edge-npu:edge-npu-soc"]
     assert run_cli("passes").returncode == 0
