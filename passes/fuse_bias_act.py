@@ -64,7 +64,9 @@ def patterns() -> list[tuple[str, DFPattern]]:
     out: list[tuple[str, DFPattern]] = []
     for base, op in _BASES.items():
         core = is_op(op)(wildcard(), wildcard())
-        biased = is_op("relax.add")(core, is_const())
+        # TVM's ONNX importer writes a conv bias as reshape(const, [1, C, 1, 1]).
+        bias = is_const() | is_op("relax.reshape")(is_const(), wildcard())
+        biased = is_op("relax.add")(core, bias)
         for act, pat in _activations(biased).items():
             out.append((f"edgec.{base}_bias_{act}", pat))
         for act, pat in _activations(core).items():
