@@ -84,6 +84,12 @@ def _parser() -> argparse.ArgumentParser:
     b.add_argument("--attention-error", type=float, default=0.02, metavar="X",
                    help="linear-attention error budget: relative error at the model output "
                         "(default 0.02)")
+    b.add_argument("--max-model-bytes", metavar="SIZE",
+                   help="refuse larger models, e.g. 512M, 2G (default $EDGEC_MAX_MODEL_BYTES "
+                        "or 2G)")
+    b.add_argument("--compile-timeout", metavar="SECONDS",
+                   help="give up compiling after this long (default $EDGEC_COMPILE_TIMEOUT "
+                        "or no limit)")
     b.add_argument("--json", action="store_true", help="print the build report as JSON")
     b.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
 
@@ -280,6 +286,9 @@ def cmd_build(args: argparse.Namespace) -> int:
         calib_method=args.calib_method,
         accuracy_budget=args.accuracy_budget,
         tuning_db=args.tuning_db,
+        max_model_bytes=args.max_model_bytes,
+        compile_timeout=args.compile_timeout,
+        hard_deadline=True,
         quiet=args.quiet or args.json,
     )
     if args.json:

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import edgec
-from edgec import frontend
+from edgec import frontend, limits
 from edgec.errors import EdgecError
 from edgec.model_stats import model_stats
 from edgec.progress import Phases
@@ -55,6 +55,7 @@ def import_model(
     calib_method: str = "percentile",
     accuracy_budget: str | None = None,
     options: dict[str, Any] | None = None,
+    max_model_bytes: int | str | None = None,
     phases: Phases | None = None,
 ) -> Imported:
     """Load, fix shapes, simplify, (quantize,) import and run the passes.
@@ -71,11 +72,10 @@ def import_model(
     enabled = [*(passes or []), *(["quantize-int8"] if cpu_int8 else [])]
     pass_list = resolve(enabled, disable_passes)
     with ph.phase("load", str(model)):
+        limits.check_model_size(model, limits.max_model_bytes(max_model_bytes))
         loaded = frontend.load_model(model)
-        fixed = frontend.fix_input_shapes(loaded.proto, input_shapes or {})
     with ph.phase("simplify"):
-        simple = frontend.simplify(fixed)
-        frontend.check_supported(simple)
+        fixed, simple = frontend.prepare(loaded.proto, input_shapes)
         stats = model_stats(simple)
         quant_report = None
         if quantize:
@@ -114,6 +114,9 @@ def build(
     accuracy_budget: str | None = None,
     tuning_db: str | os.PathLike[str] | None = None,
     options: dict[str, Any] | None = None,
+    max_model_bytes: int | str | None = None,
+    compile_timeout: float | str | None = None,
+    hard_deadline: bool = False,
     quiet: bool = True,
 ) -> Package:
     """Compile an ONNX model for ``target`` and return the package (saved if ``output``).
@@ -126,6 +129,7 @@ def build(
 
     desc = get_target(target) if isinstance(target, str) else target
     _check_target_tools(desc)
+    timeout = limits.compile_timeout(compile_timeout)  # a bad value fails before any work
     db = Path(tuning_db) if tuning_db is not None else None
     if db is not None and not db.is_dir():
         raise EdgecError(f"--tuning-db {db}: no such folder (create it with `edgec tune`)")
@@ -133,7 +137,8 @@ def build(
     imp = import_model(
         model, desc, input_shapes=input_shapes, passes=passes, disable_passes=disable_passes,
         dump_ir=dump_ir, verify=verify, quantize=quantize, calib=calib,
-        calib_method=calib_method, accuracy_budget=accuracy_budget, options=options, phases=ph,
+        calib_method=calib_method, accuracy_budget=accuracy_budget, options=options,
+        max_model_bytes=max_model_bytes, phases=ph,
     )
     mod, extra_files, npu_report = imp.mod, {}, None
     with ph.phase("partition", desc.name):
@@ -143,7 +148,8 @@ def build(
 
             off = offload(mod, config_of(desc))
             mod, extra_files, npu_report = off.mod, off.files, off.report
-    with ph.phase("compile", desc.name):
+    deadline = limits.compile_deadline(timeout, "compile", hard=hard_deadline)
+    with ph.phase("compile", desc.name), deadline:
         executable = _compile(mod, desc, db)
     with ph.phase("package"):
         library = _export(executable, desc)

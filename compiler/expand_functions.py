@@ -16,11 +16,23 @@ themselves, so this repeats a few rounds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import onnx
 from onnx import FunctionProto, helper
 
-# TVM converters registered under a standard op name that implement something else.
-WRONG_IN_TVM = {"Attention"}
+
+def _outputs_used(node: onnx.NodeProto) -> int:
+    return sum(1 for o in node.output if o)
+
+
+# TVM converters that exist but are wrong for some nodes: op -> "expand this node?".
+WRONG_IN_TVM: dict[str, Callable[[onnx.NodeProto], bool]] = {
+    # TVM maps the name to com.microsoft's Attention, not ONNX's (opset 23).
+    "Attention": lambda node: True,
+    # TVM returns only Y, not the optional Mean and InvStdDev outputs.
+    "LayerNormalization": lambda node: _outputs_used(node) > 1,
+}
 _DOMAIN = "edgec.expand"
 _ROUNDS = 4
 
@@ -73,6 +85,10 @@ def _body(node: onnx.NodeProto, opset: int, types: dict[str, onnx.TypeProto]) ->
     return fn if fn.node else None
 
 
+def _never(node: onnx.NodeProto) -> bool:
+    return False
+
+
 def expand_functions(model: onnx.ModelProto, supported: set[str]) -> onnx.ModelProto:
     """Return ``model`` with every op outside ``supported`` (or wrong in TVM) expanded."""
     opset = _opset(model)
@@ -81,7 +97,7 @@ def expand_functions(model: onnx.ModelProto, supported: set[str]) -> onnx.ModelP
         targets = [
             i for i, n in enumerate(out.graph.node)
             if n.domain in ("", "ai.onnx")
-            and (n.op_type not in supported or n.op_type in WRONG_IN_TVM)
+            and (n.op_type not in supported or WRONG_IN_TVM.get(n.op_type, _never)(n))
         ]
         if not targets:
             break

@@ -307,6 +307,21 @@ def _fold_constant_of_shape(node: Any) -> bool | None:
     return None  # the optimizer's own decision
 
 
+def prepare(
+    proto: onnx.ModelProto, shapes: dict[str, tuple[int, ...]] | None = None
+) -> tuple[onnx.ModelProto, onnx.ModelProto]:
+    """Fix input shapes, expand function ops TVM lacks, simplify, check operators.
+
+    Returns ``(fixed, simple)``: the model with static inputs, and the one to import.
+    """
+    from edgec.expand_functions import expand_functions
+
+    fixed = fix_input_shapes(proto, shapes or {})
+    simple = simplify(expand_functions(fixed, converters.supported_ops()))
+    check_supported(simple)
+    return fixed, simple
+
+
 # ---------------------------------------------------------------------------- import
 
 

@@ -1,8 +1,7 @@
 """Compile an in-memory ONNX model for the host and run it in this process.
 
-The same steps as ``edgec.driver.build`` (fix shapes, expand function ops TVM lacks,
-simplify, check operators, import, default passes, ``tvm.compile``) without writing a package or exporting a
-shared library. Used by the ONNX backend (``edgec.onnx_backend``), the conformance
+The same steps as ``edgec.driver.build`` (``frontend.prepare``, import, default passes,
+``tvm.compile``) without writing a package or exporting a shared library. Used by the ONNX backend (``edgec.onnx_backend``), the conformance
 script and the differential fuzzer, which compile thousands of tiny models.
 """
 
@@ -35,7 +34,8 @@ class Compiled:
         import tvm
         from edgec.targets.host.runtime import flatten_outputs
 
-        args = [tvm.runtime.tensor(np.ascontiguousarray(a), self._dev) for a in arrays]
+        # np.ascontiguousarray would turn a 0-d array into 1-d; asarray keeps the rank.
+        args = [tvm.runtime.tensor(np.asarray(a, order="C"), self._dev) for a in arrays]
         return flatten_outputs(self._vm["main"](*args))
 
 
@@ -48,6 +48,7 @@ def compile_proto(
     """ONNX ModelProto -> host executable, raising ``EdgecError`` on any user-caused failure."""
     import tvm
     from edgec.driver import _compile
+    from edgec.pass_runner import run_passes
     from edgec.passes.registry import PassContext, resolve
     from edgec.targets import get_target
     from tvm import relax
@@ -57,18 +58,9 @@ def compile_proto(
     except Exception as exc:
         raise ModelError(f"ONNX checker rejected the model: {frontend._first_line(exc)}") from None
     desc = get_target("host")
-    fixed = frontend.fix_input_shapes(proto, input_shapes or {})
-    simple = frontend.simplify(expand_functions(fixed, converters.supported_ops()))
-    frontend.check_supported(simple)
+    fixed, simple = frontend.prepare(proto, input_shapes)
     mod = frontend.to_relax(simple)
-    ctx = PassContext(target=desc)
-    for p in resolve(passes, None):
-        try:
-            mod = p.apply(mod, ctx)
-        except EdgecError:
-            raise
-        except Exception as exc:
-            raise EdgecError(f"pass {p.name}: {frontend._first_line(exc)}") from None
+    mod, _, _ = run_passes(mod, resolve(passes, None), PassContext(target=desc))
     executable = _compile(mod, desc)
     dev = tvm.cpu()
     return Compiled(

@@ -83,7 +83,8 @@ class Package:
                     f"input {spec.name!r} has shape {format_shape(arr.shape)}, the package "
                     f"expects {format_shape(spec.shape)}"
                 )
-            arrays.append(np.ascontiguousarray(arr))
+            # ascontiguousarray would turn a 0-d array into 1-d; asarray keeps the rank.
+            arrays.append(np.asarray(arr, order="C"))
         return arrays
 
     def run(self, inputs: Mapping[str, Any] | Sequence[Any]) -> dict[str, np.ndarray]:

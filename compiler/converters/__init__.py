@@ -21,11 +21,13 @@ from collections.abc import Iterator
 
 from edgec.converters.gru import GRU
 from edgec.converters.lstm import LSTM
+from edgec.converters.pow import Pow
 from tvm.relax.frontend.onnx import onnx_frontend
 
 CONVERTERS: dict[str, type] = {
     "LSTM": LSTM,
     "GRU": GRU,
+    "Pow": Pow,
 }
 
 # Ops the importer handles itself, outside the converter map.

@@ -51,7 +51,13 @@ class HostExecutor:
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         args = [self._tensor(a, self._dev) for a in arrays]
-        return flatten_outputs(self._vm["main"](*args))
+        try:
+            return flatten_outputs(self._vm["main"](*args))
+        except Exception as exc:
+            # The manifest vouched for these inputs; the library disagrees with it.
+            raise PackageError(
+                f"the package's library rejected its manifest's inputs: {_last_line(exc)}"
+            ) from None
 
     def benchmark(self, arrays: list[np.ndarray], repeat: int, warmup: int) -> dict[str, float]:
         args = [self._tensor(a, self._dev) for a in arrays]
@@ -64,6 +70,11 @@ class HostExecutor:
             main(*args)
             times.append((time.perf_counter() - start) * 1e3)
         return summarize_ms(times)
+
+
+def _last_line(exc: BaseException) -> str:
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else type(exc).__name__
 
 
 def summarize_ms(times: list[float]) -> dict[str, float]:

@@ -34,7 +34,7 @@ def test_reshape_shape_input_is_folded() -> None:
         "g",
         [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 6]),
          helper.make_tensor_value_info("shape", TensorProto.INT64, [2])],
-        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["a", "b"])],
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     rep = onnx_backend.prepare(model)

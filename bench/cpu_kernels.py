@@ -1,0 +1,126 @@
+"""Per-kernel time of one real model on the host CPU, with the rule that scheduled it.
+
+Builds the model with the CPU pipeline (default schedules, plus ``--tuning-db``),
+runs it under the Relax VM profiler and prints the kernels that take the most time,
+summed over calls, next to ONNX Runtime's whole-model time in the same run.
+
+Usage: python bench/cpu_kernels.py [--model ppocr-det] [--top 15] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def kernel_rules(mod: Any) -> dict[str, str]:
+    """PrimFunc name -> the default rule that scheduled it ("tuned" / "none")."""
+    import tvm
+    from edgec.targets.cpu.apply import RULES, schedule_func
+
+    rules = {}
+    for gv, func in mod.functions_items():
+        if not isinstance(func, tvm.tirx.PrimFunc):
+            continue
+        if func.attrs is not None and func.attrs.get("tirx.is_scheduled", False):
+            rules[gv.name_hint] = "tuned"
+            continue
+        _, rule = schedule_func(func, tvm.target.Target.current(allow_none=False), RULES)
+        rules[gv.name_hint] = rule or "none"
+    return rules
+
+
+def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
+    """Per-kernel mean ms over ``runs`` profiled calls, and whole-model ms."""
+    import time
+
+    import tvm
+    from edgec.bench_ort import time_onnxruntime
+    from edgec.driver import import_model
+    from edgec.examples.data import example_inputs
+    from edgec.examples.models import model_path, real_model
+    from edgec.targets import get_target
+    from edgec.targets.cpu import cpu_pipeline
+    from tvm import relax
+    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+    desc = get_target("host")
+    path = model_path(name)
+    feeds = example_inputs(name)[0]
+    mod = import_model(path, desc, input_shapes=real_model(name).input_shapes).mod
+    target = desc.tvm_target()
+    with target:
+        legal = tvm.transform.Sequential(
+            cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+        )(mod)
+        rules = kernel_rules(legal)
+    ex = tvm.compile(mod, target, relax_pipeline=cpu_pipeline(desc, tuning_db))
+    args = [tvm.runtime.tensor(np.ascontiguousarray(v)) for v in feeds.values()]
+
+    vm = relax.VirtualMachine(ex, tvm.cpu())
+    vm["main"](*args)  # warm up
+    t = []
+    for _ in range(max(3, runs)):
+        t0 = time.perf_counter()
+        vm["main"](*args)
+        t.append(1e3 * (time.perf_counter() - t0))
+    whole_ms = float(np.median(t))
+
+    pvm = relax.VirtualMachine(ex, tvm.cpu(), profile=True)
+    per: dict[str, list[float]] = defaultdict(list)
+    calls: dict[str, int] = defaultdict(int)
+    for _ in range(runs):
+        report = json.loads(pvm.profile("main", *args).json())
+        sums: dict[str, float] = defaultdict(float)
+        for call in report["calls"]:
+            fn = call["Name"]["string"]
+            sums[fn] += call["Duration (us)"]["microseconds"] / 1e3
+            calls[fn] += 1
+        for fn, ms in sums.items():
+            per[fn].append(ms)
+    kernels = [
+        {"kernel": fn, "rule": rules.get(fn, "-"), "calls": calls[fn] // runs,
+         "ms": float(np.median(v))}
+        for fn, v in per.items()
+    ]
+    kernels.sort(key=lambda k: -k["ms"])
+    ort_ms = time_onnxruntime(path, feeds, repeat=max(5, runs))["median_ms"]
+    return {"model": name, "edgec_ms": whole_ms, "ort_ms": ort_ms, "kernels": kernels}
+
+
+def by_rule(kernels: list[dict[str, Any]]) -> dict[str, float]:
+    """Total kernel ms per scheduling rule."""
+    out: dict[str, float] = defaultdict(float)
+    for k in kernels:
+        out[k["rule"]] += k["ms"]
+    return dict(sorted(out.items(), key=lambda kv: -kv[1]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="ppocr-det")
+    ap.add_argument("--top", type=int, default=15)
+    ap.add_argument("--runs", type=int, default=3)
+    ap.add_argument("--tuning-db", type=Path, default=None)
+    ap.add_argument("--json", type=Path, default=None)
+    args = ap.parse_args()
+    res = profile(args.model, args.tuning_db, args.runs)
+    total = sum(k["ms"] for k in res["kernels"])
+    print(f"{res['model']}: edgec {res['edgec_ms']:.1f} ms, ONNX Runtime {res['ort_ms']:.1f} ms "
+          f"({res['edgec_ms'] / res['ort_ms']:.2f}x); kernels sum {total:.1f} ms")
+    print("| kernel | rule | calls | ms | share |\n| --- | --- | ---: | ---: | ---: |")
+    for k in res["kernels"][: args.top]:
+        print(f"| {k['kernel']} | {k['rule']} | {k['calls']} | {k['ms']:.2f} | "
+              f"{100 * k['ms'] / total:.1f}% |")
+    print("by rule:", {r: round(ms, 1) for r, ms in by_rule(res["kernels"]).items()})
+    if args.json:
+        args.json.write_text(json.dumps(res, indent=2) + "\n")
+
+
+if __name__ == "__main__":
+    main()
