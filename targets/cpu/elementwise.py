@@ -71,6 +71,11 @@ class Elementwise(CPURule):
             return "not in normal form"
         if not all(b.is_injective() for b in infos):
             return "has a reduction"
+        # A reduction over a window of size 1 (e.g. a 1x1 MaxPool) looks injective once
+        # its unit axes are dropped, but keeps its init: inlining a consumer into it
+        # would apply the consumer to the init value as well (found by the fuzzer).
+        if any(sch.get(b.block_rv).init is not None for b in infos):
+            return "has a reduction with a unit window"
         remaining = try_inline_contiguous_spatial(sch, infos)
         for b in remaining:
             schedule_injective_block(sch, b.block_rv, target)

@@ -10,8 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-hypothesis = pytest.importorskip("hypothesis")
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from tests.compiler.graphgen import differential, random_model
@@ -32,6 +31,10 @@ def test_generator_is_deterministic() -> None:
     database=None,
 )
 @given(seed=st.integers(0, 2**32 - 1))
+# Seeds that once failed stay in the run:
+@example(seed=3784)  # scalar input flattened to 1-d at run time
+@example(seed=100555)  # 1x1 MaxPool -> Div: consumer inlined into the pool's init
+@example(seed=100654)  # same bug, another graph
 def test_edgec_matches_onnxruntime(seed: int) -> None:
     problem = differential(seed)
     assert problem is None, problem
