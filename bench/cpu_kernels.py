@@ -71,18 +71,12 @@ def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
         t.append(1e3 * (time.perf_counter() - t0))
     whole_ms = float(np.median(t))
 
-    pvm = relax.VirtualMachine(ex, tvm.cpu(), profile=True)
     per: dict[str, list[float]] = defaultdict(list)
     calls: dict[str, int] = defaultdict(int)
     for _ in range(runs):
-        report = json.loads(pvm.profile("main", *args).json())
-        sums: dict[str, float] = defaultdict(float)
-        for call in report["calls"]:
-            fn = call["Name"]["string"]
-            sums[fn] += call["Duration (us)"]["microseconds"] / 1e3
-            calls[fn] += 1
-        for fn, ms in sums.items():
+        for fn, (ms, n) in timed_calls(vm, args).items():
             per[fn].append(ms)
+            calls[fn] += n
     kernels = [
         {"kernel": fn, "rule": rules.get(fn, "-"), "calls": calls[fn] // runs,
          "ms": float(np.median(v))}
@@ -91,6 +85,35 @@ def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
     kernels.sort(key=lambda k: -k["ms"])
     ort_ms = time_onnxruntime(path, feeds, repeat=max(5, runs))["median_ms"]
     return {"model": name, "edgec_ms": whole_ms, "ort_ms": ort_ms, "kernels": kernels}
+
+
+def timed_calls(vm: Any, args: list[Any]) -> dict[str, tuple[float, int]]:
+    """One run of ``main`` with every VM call timed: symbol -> (total ms, calls)."""
+    import time
+
+    import tvm
+    from tvm.relax import VMInstrumentReturnKind
+
+    out: dict[str, list[float]] = defaultdict(lambda: [0.0, 0])
+    start: list[float] = []
+
+    # TVM 0.27's VM has no profiler; its instrument hook runs before and after each
+    # call instruction, and kernels run one at a time, so wall time between is theirs.
+    def instrument(func: Any, symbol: str, before: bool, ret: Any, *fargs: Any) -> int:
+        if before:
+            start.append(time.perf_counter())
+        else:
+            rec = out[symbol]
+            rec[0] += 1e3 * (time.perf_counter() - start.pop())
+            rec[1] += 1
+        return int(VMInstrumentReturnKind.NO_OP)
+
+    vm.set_instrument(tvm.runtime.convert(instrument))
+    try:
+        vm["main"](*args)
+    finally:
+        vm.set_instrument(None)
+    return {k: (v[0], int(v[1])) for k, v in out.items() if not k.startswith("vm.builtin")}
 
 
 def by_rule(kernels: list[dict[str, Any]]) -> dict[str, float]:
