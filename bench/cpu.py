@@ -1,12 +1,15 @@
 """edgec on the host CPU vs ONNX Runtime, for every real model, in one run.
 
 For each model: ONNX Runtime ms, edgec with TVM's plain loops ("before": the
-default schedules switched off) and edgec as built (default schedules, plus a
-tuning database if ``--tuning-db`` is given), and the ratios to ONNX Runtime.
-Medians of ``--repeat`` runs; the machine may be shared, so treat small
-differences as noise. Writes cpu.json and cpu.png to ``--out``.
+default schedules switched off), edgec with the default schedules ("after"),
+and with ``--tuning-db`` also edgec built with that database ("tuned", with the
+trials and tuning seconds ``edgec tune`` recorded there), and the ratios to ONNX
+Runtime. Medians of ``--repeat`` runs; the machine may be shared, so treat small
+differences as noise. Writes cpu.json, cpu.md (the table the README shows) and
+cpu.png to ``--out``.
 
-Usage: python bench/cpu.py [--models ppocr-cls,minilm] [--no-before] [--out bench/out]
+Usage: python bench/cpu.py [--models ppocr-cls,minilm] [--no-before] [--tuning-db DIR]
+       [--out bench/out]
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from edgec.bench_ort import run_onnxruntime, time_onnxruntime
 from edgec.examples.data import example_inputs
 from edgec.examples.models import REAL_MODELS, model_path, real_model
 from edgec.targets.cpu import pipeline as cpu_pipeline_mod
+from edgec.tuning import read_summary
 
 
 def _build(name: str, path: Path, scheduled: bool, tuning_db: Path | None = None) -> Any:
@@ -33,7 +37,7 @@ def _build(name: str, path: Path, scheduled: bool, tuning_db: Path | None = None
     with nullcontext() if scheduled else off:
         t0 = time.perf_counter()
         pkg = driver.build(path, "host", input_shapes=real_model(name).input_shapes,
-                           tuning_db=tuning_db if scheduled else None)
+                           tuning_db=tuning_db)
         return pkg, time.perf_counter() - t0
 
 
@@ -52,17 +56,44 @@ def bench_model(name: str, repeat: int, before: bool, tuning_db: Path | None = N
     row: dict[str, Any] = {"model": name}
     row["ort_ms"] = time_onnxruntime(path, feeds, repeat=repeat)["median_ms"]
     ref = run_onnxruntime(path, feeds)
-    variants = [("after", True)] + ([("before", False)] if before else [])
-    for label, scheduled in variants:
-        pkg, build_s = _build(name, path, scheduled, tuning_db)
+    variants = [("after", True, None)] + ([("tuned", True, tuning_db)] if tuning_db else [])
+    variants += [("before", False, None)] if before else []
+    for label, scheduled, db in variants:
+        pkg, build_s = _build(name, path, scheduled, db)
         # Plain loops take seconds per run on the big models: fewer repeats there.
         reps = repeat if scheduled else max(2, repeat // 5)
         row[f"edgec_{label}_ms"] = pkg.benchmark(feeds, repeat=reps, warmup=1)["median_ms"]
         row[f"edgec_{label}_build_s"] = round(build_s, 1)
         row[f"edgec_{label}_max_abs_err"] = _max_err(pkg, feeds, ref)
         row[f"{label}_over_ort"] = row[f"edgec_{label}_ms"] / row["ort_ms"]
+    if tuning_db is not None:
+        summary = read_summary(tuning_db) or {}
+        row["tuning_trials"] = summary.get("trials")
+        row["tuning_s"] = summary.get("seconds")
     print(json.dumps(row), flush=True)
     return row
+
+
+def markdown(rows: list[dict[str, Any]]) -> str:
+    """The results as a markdown table (ms, and x ONNX Runtime in parentheses)."""
+    cols = [("edgec_before_ms", "before_over_ort", "edgec plain loops"),
+            ("edgec_after_ms", "after_over_ort", "edgec default schedules"),
+            ("edgec_tuned_ms", "tuned_over_ort", "edgec tuned")]
+    cols = [c for c in cols if any(c[0] in r for r in rows)]
+    tuned = any("tuning_trials" in r for r in rows)
+    head = ["model", "ONNX Runtime ms", *[c[2] for c in cols]]
+    head += ["tuning (trials, s)"] if tuned else []
+    lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
+    for r in rows:
+        if "error" in r:
+            lines.append(f"| {r['model']} | error: {r['error']} |")
+            continue
+        cells = [r["model"], f"{r['ort_ms']:.2f}"]
+        cells += [f"{r[ms]:.2f} ({r[ratio]:.2f}x)" if ms in r else "-" for ms, ratio, _ in cols]
+        if tuned:
+            cells.append(f"{r.get('tuning_trials')}, {r.get('tuning_s')}")
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def plot(rows: list[dict[str, Any]], png: Path) -> None:
@@ -72,7 +103,7 @@ def plot(rows: list[dict[str, Any]], png: Path) -> None:
     import matplotlib.pyplot as plt
 
     keys = [("ort_ms", "ONNX Runtime"), ("edgec_before_ms", "edgec plain loops"),
-            ("edgec_after_ms", "edgec default schedules")]
+            ("edgec_after_ms", "edgec default schedules"), ("edgec_tuned_ms", "edgec tuned")]
     keys = [k for k in keys if all(k[0] in r for r in rows)]
     x = np.arange(len(rows))
     width = 0.8 / len(keys)
@@ -105,10 +136,13 @@ def main() -> None:
             rows.append({"model": name, "error": str(exc).splitlines()[0]})
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "cpu.json").write_text(json.dumps(rows, indent=2) + "\n")
+    table = markdown(rows)
+    (args.out / "cpu.md").write_text(table)
+    print(table)
     ok = [r for r in rows if "error" not in r]
     if ok:
         plot(ok, args.out / "cpu.png")
-    print(f"wrote {args.out / 'cpu.json'} and {args.out / 'cpu.png'}")
+    print(f"wrote {args.out / 'cpu.json'}, {args.out / 'cpu.md'} and {args.out / 'cpu.png'}")
 
 
 if __name__ == "__main__":

@@ -82,7 +82,8 @@ def import_model(
             from edgec.cli_quantize import quantize_for_build
 
             simple, quant_report = quantize_for_build(
-                simple, quantize, calib, calib_method, accuracy_budget
+                simple, quantize, calib, calib_method, accuracy_budget,
+                style="anchors" if cpu_int8 else "npu",
             )
     with ph.phase("import"):
         mod = frontend.to_relax(simple)

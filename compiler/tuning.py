@@ -28,6 +28,11 @@ WORKLOADS = "database_workload.json"
 # imports TVM) on a loaded 2-core machine: every trial then "fails to build".
 _BUILD_TIMEOUT_S = 180.0
 RECORDS = "database_tuning_record.json"
+# What `tune` did, for reports (bench/cpu.py): total trials and seconds over all runs.
+SUMMARY = "edgec_tuning.json"
+# A tracker that does not answer within this many seconds is reported, not waited on
+# (TVM's own client retries for 60 s per connection).
+_TRACKER_TIMEOUT_S = 10.0
 
 NEEDS_BOARD = (
     "tuning for {target} needs the board: measuring aarch64 kernels under qemu would "
@@ -90,6 +95,8 @@ def tune(
         rpc = RPC.parse(rpc)
     if desc.family == "arm-cpu" and rpc is None:
         return TuneResult(db_dir=db, message=NEEDS_BOARD.format(target=desc.name))
+    if rpc is not None:
+        check_tracker(rpc)  # before the model import, which can take a minute
 
     mod = relax_kernels(model_path, desc, input_shapes)
     return tune_module(mod, desc, trials=trials, time_budget=time_budget, db_dir=db,
@@ -149,6 +156,7 @@ def tune_module(
         result.message = f"already {done} trials in {db_dir}; nothing left of --trials {trials}"
         return result
 
+    boards = check_tracker(rpc) if rpc is not None else 0
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(db_dir / "logs"), num_threads=os.cpu_count() or 1
     )
@@ -163,7 +171,7 @@ def tune_module(
             max_trials_per_task=budget,
             num_trials_per_iter=max(1, min(batch, budget)),
             builder=_builder(desc),
-            runner=_runner(rpc),
+            runner=_runner(rpc, boards),
             database=database,
             cost_model="xgb",
             # Records reach the database first; the progress bar only reads them.
@@ -172,10 +180,74 @@ def tune_module(
         )
     finally:
         bar.close()
-    result.seconds = time.perf_counter() - start
-    result.trials = bar.trials
-    result.best_ms = dict(bar.best_ms)
+        result.seconds = time.perf_counter() - start
+        result.trials = bar.trials
+        result.best_ms = dict(bar.best_ms)
+        # Also after Ctrl-C: the trials measured so far are in the database.
+        write_summary(db_dir, desc, result, rpc)
     return result
+
+
+def read_summary(db_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The summary ``tune`` keeps in ``db_dir`` (trials, seconds, runs), or None."""
+    path = Path(db_dir) / SUMMARY
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def write_summary(db_dir: Path, desc: TargetDesc, result: TuneResult, rpc: RPC | None) -> None:
+    """Add this run to ``db_dir/edgec_tuning.json``; totals count every run so far."""
+    from edgec.atomic import atomic_write_text
+
+    old = read_summary(db_dir) or {}
+    runs = [*old.get("runs", []), {
+        "trials": result.trials,
+        "seconds": round(result.seconds, 1),
+        "tasks": result.tasks,
+        "rpc": f"{rpc.host}:{rpc.port}:{rpc.key}" if rpc else None,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }]
+    summary = {
+        "target": desc.name,
+        # Records in the database (a run cut by kill -9 never wrote its run entry,
+        # but its records count).
+        "trials": _count_records(db_dir),
+        "seconds": round(sum(r["seconds"] for r in runs), 1),
+        "tasks": result.tasks,
+        "runs": runs,
+    }
+    atomic_write_text(db_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
+
+
+def _count_records(db_dir: Path) -> int:
+    path = db_dir / RECORDS
+    return sum(1 for line in path.read_bytes().splitlines() if line.strip()) if path.exists() else 0
+
+
+def check_tracker(rpc: RPC, timeout: float = _TRACKER_TIMEOUT_S) -> int:
+    """How many boards are registered under ``rpc.key``; an EdgecError if none answer."""
+    import socket
+
+    from tvm import rpc as tvm_rpc
+
+    where = f"RPC tracker {rpc.host}:{rpc.port}"
+    try:
+        # Fail fast: TVM's client retries a dead address for a minute.
+        socket.create_connection((rpc.host, rpc.port), timeout=timeout).close()
+        summary = tvm_rpc.connect_tracker(rpc.host, rpc.port).summary()
+    except (OSError, RuntimeError) as exc:
+        raise EdgecError(f"{where} does not answer ({exc}); is `python -m "
+                         "tvm.exec.rpc_tracker` running there?") from None
+    queue = summary.get("queue_info", {}).get(rpc.key)
+    total = sum(1 for s in summary.get("server_info", []) if s.get("key") == f"server:{rpc.key}")
+    if not queue and not total:
+        keys = sorted(summary.get("queue_info", {})) or ["none"]
+        raise EdgecError(f"{where} has no boards with key {rpc.key!r} (keys there: "
+                         f"{', '.join(keys)}); start `python -m tvm.exec.rpc_server --tracker "
+                         f"{rpc.host}:{rpc.port} --key {rpc.key}` on each board")
+    return max(1, total)
 
 
 def repair_database(db_dir: Path) -> int:
@@ -222,7 +294,7 @@ def _export_aarch64(mod: Any) -> str:
     return path
 
 
-def _runner(rpc: RPC | None) -> Any:
+def _runner(rpc: RPC | None, boards: int = 1) -> Any:
     from tvm.s_tir import meta_schedule as ms
 
     # number x repeat chosen so one trial costs ~0.1 s on small kernels.
@@ -233,7 +305,9 @@ def _runner(rpc: RPC | None) -> Any:
         tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
         session_timeout_sec=120,
     )
-    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator, max_workers=1)
+    # One measurement in flight per board: a farm of N boards measures N at a time.
+    return ms.runner.RPCRunner(rpc_config=config, evaluator_config=evaluator,
+                               max_workers=max(1, boards))
 
 
 class _Progress:

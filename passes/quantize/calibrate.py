@@ -70,7 +70,10 @@ def observe(model: onnx.ModelProto, tensors: Sequence[str],
 
 
 def calibrate(model: onnx.ModelProto, anchors: Sequence[Anchor],
-              feeds: Sequence[dict[str, np.ndarray]], method: str) -> dict[str, ActParams]:
-    """int8 parameters of every anchor input and output, chosen by ``method``."""
-    observers = observe(model, activation_tensors(anchors), feeds, method)
+              feeds: Sequence[dict[str, np.ndarray]], method: str,
+              extra: Sequence[str] = ()) -> dict[str, ActParams]:
+    """int8 parameters of every anchor input and output (and of ``extra`` tensors),
+    chosen by ``method``."""
+    tensors = list(dict.fromkeys([*activation_tensors(anchors), *extra]))
+    observers = observe(model, tensors, feeds, method)
     return {t: obs.qparams() for t, obs in observers.items()}

@@ -7,7 +7,11 @@ quantize ("anchors").
 - BatchNormalization after a Conv is folded into it: with ``s = gamma / sqrt(var+eps)``,
   ``W' = W * s[c]`` and ``b' = (b - mean) * s + beta`` (the int8 weights must be the
   folded ones, or the layer's true scale is unknown);
-- Gemm with a constant B becomes ``MatMul(A, alpha * B^T?) + beta * C``.
+- Gemm with a constant B becomes ``MatMul(A, alpha * B^T?) + beta * C``;
+- (``conv_add``, the "npu" style) a Conv without bias followed by an ``Add`` of a
+  constant per-channel vector (shape ``[C]``, ``[C,1,1]`` or ``[1,C,1,1]``;
+  PaddlePaddle writes SE-block convs this way) takes the vector as its bias (so it is
+  quantized to int32 with the conv).
 
 An anchor is a 2-D Conv or a MatMul whose weight is a constant, with its bias (a
 Conv's third input, or an ``Add`` of a constant vector after a MatMul) and a
@@ -83,14 +87,17 @@ class Graph:
 # ---------------------------------------------------------------------------- prepare
 
 
-def prepare(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` with opset >= 13, BN folded into convs and Gemm as MatMul."""
+def prepare(model: onnx.ModelProto, conv_add: bool = False) -> onnx.ModelProto:
+    """A copy of ``model`` with opset >= 13, BN folded into convs and Gemm as MatMul
+    (and, if ``conv_add``, per-channel Adds after bias-less convs folded into them)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     if _opset(out) < MIN_OPSET:
         out = onnx.version_converter.convert_version(out, MIN_OPSET)
     _name_nodes(out)
     _fold_batchnorm(out)
+    if conv_add:
+        _fold_conv_add(out)
     _gemm_to_matmul(out)
     _drop_unused_initializers(out)
     return out
@@ -150,6 +157,37 @@ def _fold_batchnorm(model: onnx.ModelProto) -> None:
         conv.input.append(bias_name)
         conv.output[0] = bn.output[0]
         drop.append(bn)
+    for n in drop:
+        model.graph.node.remove(n)
+
+
+def _fold_conv_add(model: onnx.ModelProto) -> None:
+    """``Add(Conv(x, W), b)`` with a constant per-channel ``b`` -> ``Conv(x, W, b)``."""
+    g = Graph(model)
+    drop = []
+    for add in list(model.graph.node):
+        if add.op_type != "Add" or len(add.input) != 2:
+            continue
+        for i in (0, 1):
+            conv = g.producer.get(add.input[i])
+            other = add.input[1 - i]
+            if conv is not None and conv.op_type == "Conv" and other in g.inits:
+                break
+        else:
+            continue
+        if (len(conv.input) > 2 and conv.input[2]) or g.sole_reader(conv.output[0]) is not add:
+            continue
+        w, b = g.const(conv.input[1]), g.const(other)
+        if w is None or b is None or w.ndim != 4 or b.size != w.shape[0] or \
+                b.ndim > 4 or (b.ndim >= 3 and b.shape[-2:] != (1, 1)) or \
+                (b.ndim == 4 and b.shape[0] != 1) or (b.ndim == 1 and b.shape[0] != w.shape[0]):
+            continue
+        bias_name = conv.name + ".bias_added"
+        _replace_init(model, bias_name, b.reshape(-1).astype(np.float32))
+        del conv.input[2:]
+        conv.input.append(bias_name)
+        conv.output[0] = add.output[0]
+        drop.append(add)
     for n in drop:
         model.graph.node.remove(n)
 
@@ -233,3 +271,69 @@ def _anchor(g: Graph, n: onnx.NodeProto) -> Anchor | None:
             act, act_node, out = "clip", nxt.name, nxt.output[0]
             clip = (float(lo), float(hi))
     return Anchor(n.name, kind, n.input[0], n.input[1], bias, bias_node, act, act_node, clip, out)
+
+
+# ---------------------------------------------------------------------- npu style
+
+# Ops an int8 accelerator runs between int8 tensors (edge-npu: LUT chains, element-wise
+# add/mul, pools, reshape). With ``style="npu"`` the inputs and outputs of these are
+# quantized too (as ONNX Runtime's quantize_static and TFLite do), so every such op
+# reads and writes int8; only tensors inside a chain of element-wise ops on one tensor
+# stay float (the chain becomes one 256-entry table).
+CHAIN_UNARY = {"Relu": 1, "Clip": 2, "Sigmoid": 1, "Tanh": 1, "HardSigmoid": 3, "Erf": 1,
+               "Exp": 1, "Neg": 1, "Abs": 1, "LeakyRelu": 2, "Softplus": 3, "Elu": 3}
+CHAIN_SCALAR = {"Add", "Sub", "Mul", "Div", "Max", "Min"}
+NPU_OTHER = {"Add", "Mul", "MaxPool", "GlobalAveragePool", "Reshape", "Flatten",
+             "HardSwish", "AveragePool"}
+MAX_CHAIN = 4  # element-wise ops per table (edge_npu.patterns.MAX_CHAIN, in Relax ops)
+
+
+def _chain_weight(g: Graph, n: onnx.NodeProto) -> int:
+    """Relax ops of ``n`` if it is an element-wise op on one tensor (0 if it is not)."""
+    if n.op_type in CHAIN_UNARY:
+        return CHAIN_UNARY[n.op_type]
+    if n.op_type in CHAIN_SCALAR and len(n.input) == 2:
+        consts = [g.const(i) for i in n.input]
+        if sum(c is not None for c in consts) == 1 and all(c.size == 1 for c in consts
+                                                           if c is not None):
+            return 1
+    return 0
+
+
+def npu_tensors(model: onnx.ModelProto, anchors: list[Anchor]) -> list[str]:
+    """Float activations to quantize besides the anchors' (``style="npu"``), in order."""
+    g = Graph(model)
+    covered = {n for a in anchors for n in (a.name, a.bias_node, a.act_node) if n}
+    anchor_tensors = {t for a in anchors for t in (a.x, a.y)}
+    chain_len: dict[str, int] = {}  # tensor -> ops of the float chain that produced it
+    internal: set[str] = set()
+    out: dict[str, None] = {}
+
+    def activation(t: str) -> bool:
+        return bool(t) and g.const(t) is None
+
+    for n in model.graph.node:
+        if n.name in covered:
+            continue
+        weight = _chain_weight(g, n)
+        if not weight and n.op_type not in NPU_OTHER:
+            continue
+        ins = [t for t in n.input if activation(t)]
+        length = weight
+        for t in ins:
+            producer = g.producer.get(t)
+            pw = _chain_weight(g, producer) if producer is not None and \
+                producer.name not in covered else 0
+            inside = (weight and pw and t not in anchor_tensors and len(ins) == 1 and
+                      g.sole_reader(t) is n and chain_len.get(t, pw) + weight <= MAX_CHAIN)
+            if inside:
+                internal.add(t)
+                out.pop(t, None)
+                length = chain_len.get(t, pw) + weight
+            else:
+                out.setdefault(t)
+        for t in n.output:
+            if t and t not in g.outputs:
+                chain_len[t] = length
+                out.setdefault(t)
+    return [t for t in out if t not in internal and t not in anchor_tensors]

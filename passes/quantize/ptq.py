@@ -28,7 +28,7 @@ import onnx
 from edgec.errors import EdgecError
 from edgec.passes.quantize.accuracy import Budget, compare, format_table
 from edgec.passes.quantize.calibrate import calibrate, session
-from edgec.passes.quantize.onnx_graph import Anchor, find_anchors, prepare
+from edgec.passes.quantize.onnx_graph import Anchor, find_anchors, npu_tensors, prepare
 from edgec.passes.quantize.qdq import to_qdq
 from edgec.passes.quantize.scheme import ActParams
 
@@ -80,23 +80,31 @@ def sensitivity(prepared: onnx.ModelProto, anchors: Sequence[Anchor],
 
 def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Sequence[Feed],
                   method: str = DEFAULT_METHOD, budget: Budget | None = None,
-                  with_sensitivity: bool = True) -> QuantizeResult:
-    """Quantize a simplified, static-shaped float model to a QDQ model (see module doc)."""
+                  with_sensitivity: bool = True, style: str = "anchors") -> QuantizeResult:
+    """Quantize a simplified, static-shaped float model to a QDQ model (see module doc).
+
+    ``style``: ``"anchors"`` quantizes conv / matmul layers (their inputs and outputs);
+    ``"npu"`` also the inputs and outputs of the element-wise ops, pools and reshapes
+    between them (``onnx_graph.npu_tensors``), so an int8 accelerator that offloads QDQ
+    groups (edge-npu) can run them too."""
+    if style not in ("anchors", "npu"):
+        raise EdgecError(f"quantize: unknown QDQ style {style!r}")
     if not calib:
         raise EdgecError("quantize: no calibration samples")
     if not held_out:
         raise EdgecError("quantize: no held-out samples to measure accuracy on")
-    prepared = prepare(model)
+    prepared = prepare(model, conv_add=style == "npu")
     anchors = find_anchors(prepared)
     if not anchors:
         raise EdgecError("quantize: the model has no conv2d or matmul with constant weights")
-    params = calibrate(prepared, anchors, calib, method)
+    extra = npu_tensors(prepared, anchors) if style == "npu" else []
+    params = calibrate(prepared, anchors, calib, method, extra)
     reference = run(prepared, held_out)
     rows = sensitivity(prepared, anchors, params, held_out, reference) if (
         with_sensitivity or budget is not None) else []
 
     kept: list[str] = []
-    metrics = compare(reference, run(to_qdq(prepared, anchors, params), held_out))
+    metrics = compare(reference, run(to_qdq(prepared, anchors, params, extra=extra), held_out))
     tried = [{"kept_float": 0, **_worst(metrics)}]
     if budget is not None and not budget.met(metrics):
         for row in rows:
@@ -104,7 +112,7 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
             if len(kept) == len(anchors):
                 break
             include = {a.name for a in anchors} - set(kept)
-            metrics = compare(reference, run(to_qdq(prepared, anchors, params, include),
+            metrics = compare(reference, run(to_qdq(prepared, anchors, params, include, extra),
                                               held_out))
             tried.append({"kept_float": len(kept), **_worst(metrics)})
             if budget.met(metrics):
@@ -117,9 +125,10 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
                 + format_table(rows, ["layer", "kind", "cosine", "snr_db", "max_abs"])
             )
     include = {a.name for a in anchors} - set(kept)
-    qdq = to_qdq(prepared, anchors, params, include)
+    qdq = to_qdq(prepared, anchors, params, include, extra)
     report = {
         "method": method,
+        "style": style,
         "samples": {"calib": len(calib), "held_out": len(held_out)},
         "layers": {"int8": len(include), "float": len(kept), "total": len(anchors)},
         "kept_float": kept,

@@ -31,8 +31,9 @@ def selected(anchors: Sequence[Anchor], include: Container[str] | None) -> list[
 
 def to_qdq(model: onnx.ModelProto, anchors: Sequence[Anchor],
            params: Mapping[str, ActParams], include: Container[str] | None = None,
-           ) -> onnx.ModelProto:
-    """A QDQ copy of prepared ``model``: the anchors in ``include`` (all if None) in int8."""
+           extra: Sequence[str] = ()) -> onnx.ModelProto:
+    """A QDQ copy of prepared ``model``: the anchors in ``include`` (all if None) in int8,
+    and the ``extra`` activations (``onnx_graph.npu_tensors``) quantized as well."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     g = Graph(out)
@@ -75,6 +76,8 @@ def to_qdq(model: onnx.ModelProto, anchors: Sequence[Anchor],
     for a in chosen:
         tensors.setdefault(a.x)
         tensors.setdefault(a.y)
+    for t in extra:
+        tensors.setdefault(t)
     for t in tensors:
         p = params[t]
         base = _safe(t)

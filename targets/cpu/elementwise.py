@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from edgec.targets.cpu.common import (
     const_extent,
-    divisor_at_most,
     parallelize,
     vector_lanes,
+    vector_width,
 )
 from edgec.targets.cpu.rule import CPURule
 from tvm import s_tir, tirx
@@ -42,7 +42,7 @@ def schedule_injective_block(
         loops = [*loops[:k], inner]
     else:
         inner = loops[-1]
-    vec = divisor_at_most(inner_ext, 4 * lanes)
+    vec = vector_width(inner_ext, lanes, 4)
     outer = loops[:-1]
     if vec >= 2:
         if vec < inner_ext:

@@ -24,6 +24,7 @@ from edgec.targets.cpu.common import (
     parallelize,
     vars_in,
     vector_lanes,
+    vector_width,
 )
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import IterInfo
@@ -85,6 +86,10 @@ def tile_reduction(
     leftovers = []
     for p in reversed(roles.producers):
         if has_condition(sch, p.block_rv):
+            # A guarded producer feeding another one (a transposed conv's dilate ->
+            # pad) folds into it: one pass over the big buffer instead of two.
+            if not _feeds_main(sch, p.block_rv, main) and _try_inline(sch, p.block_rv):
+                continue
             leftovers.append(p.block_rv)
             continue
         try:
@@ -97,19 +102,27 @@ def tile_reduction(
     if [it.kind for it in roles.main.iters] != ["S"] * len(spatial) + ["R"] * len(reduce):
         sch.reorder(*[it.loop_rv for it in spatial + reduce])
 
-    vi = divisor_at_most(_ext(v), 2 * lanes) if v is not None else 1
+    vi = vector_width(_ext(v), lanes) if v is not None else 1
     rows_budget = (num_vector_registers(target) - _SPARE_REGISTERS) // max(1, -(-vi // lanes))
     ui = divisor_at_most(_ext(u), min(_MAX_ROWS, max(1, rows_budget))) if u is not None else 1
 
     outer: list[s_tir.schedule.LoopRV] = []
     inner: list[s_tir.schedule.LoopRV] = []
+    u_outer = None
     for it in spatial:
         if it is v or it is u:
             o, i = sch.split(it.loop_rv, factors=[None, vi if it is v else ui])
             outer.append(o)
             inner.append(i)
+            u_outer = o if it is u else u_outer
         else:
             outer.append(it.loop_rv)
+    if u_outer is not None and v is not None and _vector_operand_larger(sch, main, v):
+        # Consecutive tiles then share the vector-loaded input tile (a conv's
+        # input rows stay in L1 across output-channel blocks); the small operand
+        # (weights) is what gets re-read.
+        outer.remove(u_outer)
+        outer.append(u_outer)
     # u_i before v_i: the vector axis is innermost.
     if u is not None and v is not None and spatial.index(u) > spatial.index(v):
         inner.reverse()
@@ -156,6 +169,45 @@ def tile_reduction(
     for b in leftovers:
         schedule_injective_block(sch, b, target)
     return sch
+
+
+def _feeds_main(
+    sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, main: s_tir.schedule.SBlockRV
+) -> bool:
+    main_stmt = sch.get(main)
+    return any(sch.get(c).same_as(main_stmt) for c in sch.get_consumers(block))
+
+
+def _vector_operand_larger(
+    sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, v: IterInfo
+) -> bool:
+    """True if the operands indexed by the vector axis outweigh the others (bytes)."""
+    stmt = sch.get(block)
+    out = stmt.writes[0].source
+    vec, other = 0, 0
+    for region in stmt.reads:
+        buf = region.source
+        if buf.same_as(out):
+            continue
+        size = 1
+        for d in buf.shape:
+            size *= int(d)
+        deps: set[tirx.Var] = set()
+        for rng in region.region:
+            deps |= vars_in(rng.min)
+        if _uses(deps, v.var):
+            vec += size
+        else:
+            other += size
+    return vec > other
+
+
+def _try_inline(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    try:
+        sch.compute_inline(block)
+        return True
+    except Exception:  # noqa: BLE001 - TVM raises plain errors; the block stays its own pass
+        return False
 
 
 def _vectorize_last(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:

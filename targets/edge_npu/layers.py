@@ -186,12 +186,16 @@ BINARY_CONST = {
     "relax.subtract": lambda x, c: x - c,
     "relax.multiply": lambda x, c: x * c,
     "relax.divide": lambda x, c: x / c,
+    "relax.maximum": np.maximum,
+    "relax.minimum": np.minimum,
 }
 BINARY_CONST_REV = {  # constant first
     "relax.add": lambda c, x: c + x,
     "relax.subtract": lambda c, x: c - x,
     "relax.multiply": lambda c, x: c * x,
     "relax.divide": lambda c, x: c / x,
+    "relax.maximum": np.maximum,
+    "relax.minimum": np.minimum,
 }
 
 

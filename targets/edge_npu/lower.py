@@ -46,6 +46,22 @@ class SegLayer:
     layer: Layer
     inputs: list[str]
     output: str
+    origin: Layer | None = None  # the partitioned layer a copy inserted by ``lower`` serves
+
+
+class LowerError(ProgramError):
+    """A segment could not be planned or lowered; ``layer`` (if known) is the partitioned
+    layer to blame, so ``offload`` can leave it on the CPU and partition again."""
+
+    def __init__(self, message: str, layer: Layer | None = None) -> None:
+        super().__init__(message)
+        self.layer = layer
+
+
+def signature(layer: Layer) -> tuple[Any, ...]:
+    """What identifies a layer across partitions of one module (kind, ops, tensors)."""
+    return (layer.kind, tuple(layer.ops), tuple((t.shape, t.scale, t.zp) for t in layer.inputs),
+            (layer.out.shape, layer.out.scale, layer.out.zp))
 
 
 @dataclass
@@ -181,18 +197,23 @@ def fits(cfg: NpuConfig, layer: Layer) -> str | None:
 # -- activation planning -----------------------------------------------------------------
 def _expand(seg: Segment) -> list[SegLayer]:
     """Insert the copies the places need: a global pool reads its input as weights (so a
-    host input is first copied to PCACHE), and an alias that is a segment output copies."""
+    value in a host buffer, a segment input or output, is first copied to PCACHE), and an
+    alias that is a segment output copies."""
     layers: list[SegLayer] = []
+    host = set(seg.inputs) | set(seg.outputs)  # values that live in host buffers
     for sl in seg.layers:
-        if sl.layer.kind == "gap" and sl.inputs[0] in seg.inputs:
-            copy_name = sl.inputs[0] + ".pcache"
+        if sl.layer.kind == "alias" and sl.inputs[0] in host:
+            host.add(sl.output)  # an alias shares its source's buffer
+        if sl.layer.kind == "gap" and sl.inputs[0] in host:
+            copy_name = f"{sl.inputs[0]}.pcache{len(layers)}"
             t = seg.tensors[sl.inputs[0]]
-            layers.append(SegLayer(copy_name, Layer("copy", [t], t), [sl.inputs[0]], copy_name))
+            layers.append(SegLayer(copy_name, Layer("copy", [t], t), [sl.inputs[0]], copy_name,
+                                   origin=sl.layer))
             seg.tensors[copy_name] = t
             sl = SegLayer(sl.name, sl.layer, [copy_name], sl.output)
         if sl.layer.kind == "alias" and sl.output in seg.outputs:
             sl = SegLayer(sl.name, Layer("copy", sl.layer.inputs, sl.layer.out, ops=sl.layer.ops),
-                          sl.inputs, sl.output)
+                          sl.inputs, sl.output, origin=sl.layer)
         layers.append(sl)
     return layers
 
@@ -272,8 +293,9 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             break
         staging = streamed_max
     if budget < 0:
-        raise ProgramError(f"parameters ({param_top} B) and activations ({scratch} B) exceed "
-                           f"the {cfg.parameter_cache} B parameter cache of {cfg.name}")
+        raise LowerError(f"parameters ({param_top} B) and activations ({scratch} B) exceed "
+                         f"the {cfg.parameter_cache} B parameter cache of {cfg.name}",
+                         _largest(segments))
     wgt_addr: dict[tuple[int, int], tuple[int, int | None]] = {}
     pc, host = param_top, 0
     cached = streamed = 0
@@ -313,13 +335,28 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             wa, sf = wgt_addr.get((si, li), (0, None))
             if wa == -1:
                 wa = stage_addr
-            instrs = layer_program(cfg, sl.layer, [loc[v] for v in sl.inputs], loc[sl.output],
-                                   param_addr[(si, li)], wa, sf, dataflow.get(sl.name))
+            try:
+                instrs = layer_program(cfg, sl.layer, [loc[v] for v in sl.inputs],
+                                       loc[sl.output], param_addr[(si, li)], wa, sf,
+                                       dataflow.get(sl.name))
+            except (ProgramError, IsaError) as exc:
+                raise LowerError(f"{sl.layer.kind} layer: {exc}", sl.origin or sl.layer) from None
             prog += instrs
             infos.append(_layer_info(cfg, sl, instrs, sf is not None))
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
     return NpuModel(cfg.name, lowered, images, _align(host), param_top, cached, streamed,
                     cfg.parameter_cache - scratch_base)
+
+
+def _largest(segments: list[Segment]) -> Layer | None:
+    """The layer with the most activation bytes (to leave on the CPU when they do not fit)."""
+    best: tuple[int, Layer | None] = (-1, None)
+    for seg in segments:
+        for sl in seg.layers:
+            size = sl.layer.out.size + sum(t.size for t in sl.layer.inputs)
+            if size > best[0]:
+                best = (size, sl.origin or sl.layer)
+    return best[1]
 
 
 def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
@@ -343,5 +380,5 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
     return info
 
 
-__all__ = ["LoweredSegment", "NpuModel", "SegLayer", "Segment", "fits", "layer_images",
-           "layer_program", "lower"]
+__all__ = ["LowerError", "LoweredSegment", "NpuModel", "SegLayer", "Segment", "fits",
+           "layer_images", "layer_program", "lower", "signature"]

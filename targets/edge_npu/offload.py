@@ -16,7 +16,7 @@ from typing import Any
 
 from .bundle import model_key, to_files
 from .config import NpuConfig, load_config
-from .lower import NpuModel, lower
+from .lower import LowerError, NpuModel, lower, signature
 from .partition import Partition, partition
 from .report import placement
 from .runtime import PACKED_FUNC
@@ -36,11 +36,42 @@ def offload(mod: Any, config: str | NpuConfig = "edge-npu",
             dataflow: dict[str, str] | None = None) -> Offload:
     """Partition ``mod`` for the NPU, lower its segments, and call them from ``main``."""
     cfg = load_config(config) if isinstance(config, str) else config
-    part = partition(mod, cfg)
-    model = lower(cfg, part.segments, dataflow)
+    part, model = partition_and_lower(mod, cfg, dataflow)
     key = model_key(model)
     new_mod = replace_segments(part.mod, part.functions, key)
     return Offload(new_mod, to_files(model), placement(cfg, part, model), part, model)
+
+
+MAX_FALLBACKS = 64
+
+
+def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | None = None
+                        ) -> tuple[Partition, NpuModel]:
+    """Partition and lower; a layer the memory plan or the program generator cannot place
+    is left on the CPU (with the reason, in the placement report) and the module is
+    partitioned again, so no internal limit of the lowering reaches the user as an error."""
+    deny: dict[Any, str] = {}
+    for _ in range(MAX_FALLBACKS):
+        part = partition(mod, cfg, deny)
+        try:
+            return part, lower(cfg, part.segments, dataflow)
+        except LowerError as exc:
+            key = signature(exc.layer) if exc.layer is not None else None
+            if key is None or key in deny:
+                break
+            deny[key] = f"could not be placed on {cfg.name}: {exc}"
+    # last resort: nothing on the NPU (every op runs on the CPU, each with a reason)
+    part = partition(mod, cfg, _DenyAll(f"the NPU segments could not be placed on {cfg.name}"))
+    return part, lower(cfg, part.segments, dataflow)
+
+
+class _DenyAll(dict):  # type: ignore[type-arg]
+    def __init__(self, reason: str) -> None:
+        super().__init__()
+        self.reason = reason
+
+    def get(self, key: Any, default: Any = None) -> Any:
+        return self.reason
 
 
 def replace_segments(mod: Any, names: list[str], key: int) -> Any:

@@ -23,7 +23,7 @@ from .config import NpuConfig
 from .layers import describe, hwc
 from .lower import SegLayer, Segment
 from .patterns import PREFIX, TABLE, Rejections, fusion_patterns
-from .tvm_compat import constant_type, shape_of, var_name
+from .tvm_compat import constant_array, constant_type, shape_of, var_name
 
 
 @dataclass
@@ -71,19 +71,100 @@ def prepare(mod: Any) -> Any:
                 return new
             return relax.Call(new.op, args, new.attrs, new.ty_args, new.span)
 
+    mod = normalize_clip(mod)
     for gv, func in list(mod.functions.items()):
         if isinstance(func, relax.Function):
             mod[gv] = _Dup(mod).visit_expr(func)
     return relax.transform.DeadCodeElimination()(mod)
 
 
-def partition(mod: Any, cfg: NpuConfig) -> Partition:
-    """Fuse NPU layers, merge them into segments, and explain what stays on the CPU."""
+def _const_eval(e: Any, bound: dict[Any, Any]) -> Any:
+    """The numpy value of a small expression of constants (``where(isnan(c), inf, c)``,
+    what the ONNX importer writes for a Clip bound), else None."""
+    import numpy as np
+    from tvm import relax
+
+    for _ in range(8):
+        if isinstance(e, relax.Var) and e in bound:
+            e = bound[e]
+        else:
+            break
+    if isinstance(e, constant_type()):
+        return constant_array(e)
+    if isinstance(e, relax.Call) and getattr(e.op, "name", "") in ("relax.isnan", "relax.where"):
+        args = [_const_eval(a, bound) for a in e.args]
+        if any(a is None for a in args):
+            return None
+        return np.isnan(args[0]) if e.op.name == "relax.isnan" else np.where(*args)
+    return None
+
+
+def normalize_clip(mod: Any) -> Any:
+    """ONNX Clip with bound inputs imports as ``call_tir(maximum, (x, lo))`` and
+    ``call_tir(minimum, (.., hi))`` on TE functions; make them ``R.clip`` (a pair) or
+    ``R.maximum`` / ``R.minimum`` with a scalar constant, which the patterns see."""
+    import numpy as np
+    import tvm
+    from tvm import relax
+    from tvm.relax.expr_functor import PyExprMutator, mutator
+
+    call_tir = tvm.ir.Op.get("relax.call_tir")
+    main = mod["main"]
+    bound = {b.var: b.value for blk in main.body.blocks for b in blk.bindings}
+    uses: dict[Any, int] = {}
+    for v in bound.values():
+        if isinstance(v, relax.Call):
+            for a in v.args:
+                for x in (a.fields if isinstance(a, relax.Tuple) else [a]):
+                    if isinstance(x, relax.Var):
+                        uses[x] = uses.get(x, 0) + 1
+
+    def minmax(call: Any) -> tuple[str, Any, float, str] | None:
+        if not (isinstance(call, relax.Call) and call.op.same_as(call_tir)):
+            return None
+        gv = call.args[0]
+        if not isinstance(gv, relax.GlobalVar) or type(mod[gv]).__name__ != "PrimFunc":
+            return None
+        name = var_name(gv).rstrip("0123456789_")
+        args = call.args[1]
+        if name not in ("maximum", "minimum") or not isinstance(args, relax.Tuple) or \
+                len(args.fields) != 2:
+            return None
+        x, c = args.fields
+        value = _const_eval(c, bound)
+        if value is None or np.asarray(value).size != 1 or shape_of(x) != shape_of(call):
+            return None
+        return name, x, float(np.asarray(value).reshape(-1)[0]), str(value.dtype)
+
+    @mutator
+    class _Clip(PyExprMutator):  # type: ignore[misc]
+        def visit_call_(self, call: Any) -> Any:
+            got = minmax(call)
+            if got is None:
+                return super().visit_call_(call)
+            name, x, c, dtype = got
+            if name == "minimum" and isinstance(x, relax.Var) and uses.get(x) == 1:
+                inner = minmax(bound.get(x))
+                if inner is not None and inner[0] == "maximum" and inner[2] <= c:
+                    return relax.op.clip(self.visit_expr(inner[1]), relax.prim_value(inner[2]),
+                                         relax.prim_value(c))
+            op = relax.op.maximum if name == "maximum" else relax.op.minimum
+            return op(self.visit_expr(x), relax.const(c, dtype))
+
+    mod["main"] = _Clip(mod).visit_expr(main)
+    return mod
+
+
+def partition(mod: Any, cfg: NpuConfig, deny: dict[Any, str] | None = None) -> Partition:
+    """Fuse NPU layers, merge them into segments, and explain what stays on the CPU.
+
+    ``deny`` (layer signature -> reason) refuses layers a previous lowering could not
+    place; they stay on the CPU with that reason."""
     from tvm import relax
 
     rejections = Rejections()
     mod = prepare(mod)
-    mod = relax.transform.FuseOpsByPattern(fusion_patterns(cfg, rejections),
+    mod = relax.transform.FuseOpsByPattern(fusion_patterns(cfg, rejections, deny),
                                            bind_constants=True)(mod)
     mod = relax.transform.MergeCompositeFunctions()(mod)
     order = _call_order(mod)

@@ -26,7 +26,7 @@ from typing import Any
 
 from .config import NpuConfig
 from .layers import describe
-from .lower import fits
+from .lower import fits, signature
 from .tvm_compat import var_name
 
 TABLE: dict[str, Any] = json.loads((Path(__file__).parent / "supported_ops.json").read_text())
@@ -70,7 +70,8 @@ def _element_wise(x: Any) -> Any:
     const = is_const() | _dq(is_const())
     alts = []
     for name in TABLE["layers"]["lut"]["ops"]:
-        if name in ("relax.add", "relax.subtract", "relax.multiply", "relax.divide"):
+        if name in ("relax.add", "relax.subtract", "relax.multiply", "relax.divide",
+                    "relax.maximum", "relax.minimum"):
             alts += [is_op(name)(x, const), is_op(name)(const, x)]
         elif name == "relax.clip":
             alts.append(is_op(name)(x, wildcard(), wildcard()))
@@ -119,8 +120,10 @@ def layer_patterns() -> list[tuple[str, Any, dict[str, Any]]]:
             (f"{PREFIX}.lut", lut, {"root": lut})]
 
 
-def make_check(cfg: NpuConfig, rejections: Rejections) -> Callable[[Any], bool]:
-    """The FusionPattern check: the match must describe a layer that fits ``cfg``."""
+def make_check(cfg: NpuConfig, rejections: Rejections,
+               deny: dict[Any, str] | None = None) -> Callable[[Any], bool]:
+    """The FusionPattern check: the match must describe a layer that fits ``cfg`` (and is
+    not in ``deny``: layer signature -> reason, layers a previous lowering could not place)."""
 
     def check(ctx: Any) -> bool:
         bindings = ctx.matched_bindings
@@ -138,7 +141,7 @@ def make_check(cfg: NpuConfig, rejections: Rejections) -> Callable[[Any], bool]:
         if isinstance(got, str):
             rejections.add(names, got)
             return False
-        reason = fits(cfg, got[0])
+        reason = (deny or {}).get(signature(got[0])) or fits(cfg, got[0])
         if reason:
             rejections.add(names, reason)
             return False
@@ -154,8 +157,9 @@ def _root_var(ctx: Any) -> Any:
     return None
 
 
-def fusion_patterns(cfg: NpuConfig, rejections: Rejections) -> list[Any]:
+def fusion_patterns(cfg: NpuConfig, rejections: Rejections,
+                    deny: dict[Any, str] | None = None) -> list[Any]:
     from tvm.relax.transform import FusionPattern
 
-    check = make_check(cfg, rejections)
+    check = make_check(cfg, rejections, deny)
     return [FusionPattern(name, pat, ann, check) for name, pat, ann in layer_patterns()]

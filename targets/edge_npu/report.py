@@ -21,7 +21,7 @@ from .tvm_compat import shape_of
 
 
 def _cpu_macs(part: Partition) -> dict[str, int]:
-    """MACs of conv2d / matmul ops left on the CPU, by var name."""
+    """MACs of conv2d / conv2d_transpose / matmul ops left on the CPU, by var name."""
     from tvm import relax
 
     out = {}
@@ -34,6 +34,9 @@ def _cpu_macs(part: Partition) -> dict[str, int]:
             o = shape_of(b.var)
             w = shape_of(v.args[1])
             out[str(b.var.name)] = int(np.prod(o)) * int(np.prod(w[1:]))
+        elif op == "relax.nn.conv2d_transpose":  # weight IOHW: each input pixel x (O/g)HW
+            w = shape_of(v.args[1])
+            out[str(b.var.name)] = int(np.prod(shape_of(v.args[0]))) * int(np.prod(w[1:]))
         elif op == "relax.matmul":
             o = shape_of(b.var)
             k = shape_of(v.args[0])[-1]

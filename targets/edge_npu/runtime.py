@@ -38,6 +38,7 @@ class NpuDevice:
         for space, addr, data in model.images:
             self.sim.mem.write(space, addr, np.frombuffer(data, dtype=np.uint8))
         self.reports: list[Report] = []  # one per segment call since the last reset
+        self.calls: list[int] = []  # the segment of each report
         self.last_inputs: dict[int, list[np.ndarray]] = {}  # for checks against a reference
 
     def run_segment(self, index: int, inputs: list[np.ndarray]) -> list[np.ndarray]:
@@ -47,6 +48,7 @@ class NpuDevice:
             data = to_hwc(np.asarray(x, dtype=np.int8)).reshape(-1)
             self.sim.mem.write(_host(), spec["addr"], data)
         self.reports.append(self.sim.run(seg.program))
+        self.calls.append(index)
         outs = []
         for spec in seg.outputs:
             shape = tuple(spec["shape"])
@@ -108,15 +110,37 @@ class NpuExecutor:
 
     def run(self, arrays: list[np.ndarray]) -> list[np.ndarray]:
         self.device.reports.clear()
+        self.device.calls.clear()
         return self._host.run(arrays)
 
-    def benchmark(self, arrays: list[np.ndarray], repeat: int, warmup: int) -> dict[str, float]:
-        """Host wall time of the simulated run, plus the simulated device time per inference."""
-        stats = self._host.benchmark(arrays, repeat, warmup)
+    def benchmark(self, arrays: list[np.ndarray], repeat: int, warmup: int) -> dict[str, Any]:
+        """Host wall time of the simulated run (``median_ms`` etc.: the simulator's speed,
+        not the chip's), plus the simulated device figures per inference (``npu_*``:
+        cycles, latency at the clock with host invokes, energy, MAC utilization)."""
+        stats: dict[str, Any] = dict(self._host.benchmark(arrays, repeat, warmup))
         self.run(arrays)
-        stats["npu_ms"] = sum(r.ms for r in self.device.reports)
-        stats["npu_cycles"] = sum(r.cycles for r in self.device.reports)
+        stats.update(self.simulated())
         return stats
+
+    def simulated(self) -> dict[str, Any]:
+        """Simulated figures of the last ``run`` (all NPU segment calls of one inference)."""
+        reps = self.device.reports
+        cfg = self.device.cfg
+        cycles = sum(r.cycles for r in reps)
+        macs = sum(r.macs for r in reps)  # the array's: depthwise blocks count whole
+        useful = sum(ly["macs"] for i in self.device.calls
+                     for ly in self.device.model.segments[i].layers)
+        return {
+            "npu_config": cfg.name, "npu_link": cfg.link.name, "npu_calls": len(reps),
+            "npu_ms": sum(r.ms for r in reps), "npu_cycles": cycles,
+            "npu_invoke_cycles": sum(r.invoke_cycles for r in reps),
+            "npu_energy_mj": sum(r.energy.total_j for r in reps if r.energy) * 1e3,
+            "npu_macs": useful, "npu_array_macs": macs,
+            "npu_utilization": useful / (cycles * cfg.peak_macs_per_cycle) if cycles else 0.0,
+            "npu_array_utilization": macs / (cycles * cfg.peak_macs_per_cycle) if cycles else 0.0,
+            "npu_host_bytes": sum(r.host_in + r.host_out for r in reps),
+            "npu_streamed_weight_bytes": sum(r.streamed_weights for r in reps),
+        }
 
     def last_reports(self) -> list[Report]:
         """Simulator reports of the last ``run`` (one per NPU segment call)."""

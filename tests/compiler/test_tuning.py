@@ -11,7 +11,15 @@ import tvm
 from edgec.targets import get_target
 from edgec.targets.cpu import cpu_pipeline
 from edgec.targets.cpu.apply import ApplyCPUSchedules
-from edgec.tuning import RECORDS, repair_database, tune, tune_module
+from edgec.tuning import (
+    RECORDS,
+    TuneResult,
+    read_summary,
+    repair_database,
+    tune,
+    tune_module,
+    write_summary,
+)
 from tvm import relax
 from tvm.relax import op as R
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
@@ -51,6 +59,9 @@ def test_tune_resume_and_apply(tmp_path: Path) -> None:
     again = tune_module(_legalized(_matmul()), HOST, trials=3, time_budget=None, db_dir=db,
                         progress=False, batch=2)
     assert again.resumed_trials >= 1 and again.trials >= 1
+    summary = read_summary(db)
+    assert summary is not None and len(summary["runs"]) == 2
+    assert summary["trials"] == len((db / RECORDS).read_text().splitlines())
 
     defaults = ApplyCPUSchedules()
     ex = tvm.compile(_matmul(), HOST.tvm_target(),
@@ -59,6 +70,18 @@ def test_tune_resume_and_apply(tmp_path: Path) -> None:
     x = np.random.default_rng(1).standard_normal((32, 64)).astype("float32")
     got = relax.VirtualMachine(ex, tvm.cpu())["main"](tvm.runtime.tensor(x)).numpy()
     np.testing.assert_allclose(got, x @ W, rtol=1e-4, atol=1e-4)
+
+
+def test_summary_totals_every_run(tmp_path: Path) -> None:
+    (tmp_path / RECORDS).write_text("[0, 1]\n[0, 2]\n[0, 3]\n")
+    write_summary(tmp_path, HOST, TuneResult(tmp_path, tasks=1, trials=2, seconds=10.0), None)
+    write_summary(tmp_path, HOST, TuneResult(tmp_path, tasks=1, trials=1, seconds=5.0), None)
+    summary = read_summary(tmp_path)
+    assert summary is not None
+    # Trials are the records in the database (a kill -9'd run leaves records but no entry).
+    assert summary["trials"] == 3 and summary["seconds"] == 15.0
+    assert [r["trials"] for r in summary["runs"]] == [2, 1]
+    assert read_summary(tmp_path / "missing") is None
 
 
 def test_repair_drops_torn_lines(tmp_path: Path) -> None:

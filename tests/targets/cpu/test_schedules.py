@@ -152,3 +152,35 @@ def test_arm_target_schedules_with_neon_width() -> None:
     mod = _module([(16, 32)], lambda x: R.nn.relu(R.matmul(x, _w(32, 24))))
     tvm.compile(mod, arm.tvm_target(), relax_pipeline=cpu_pipeline(arm, defaults=defaults))
     assert defaults.fired["Matmul"] == 1
+
+
+@pytest.mark.parametrize("out_channels", [1, 6])
+def test_conv_transpose_stride2_sigmoid(out_channels: int) -> None:
+    # PP-OCR det's head: dilate and pad fold into one pass before the conv.
+    check(
+        [(1, 8, 7, 10)],
+        lambda x: R.sigmoid(R.nn.conv2d_transpose(x, _w(8, out_channels, 2, 2), strides=2)),
+        "Conv",
+    )
+
+
+def test_pointwise_conv_input_outweighs_weights() -> None:
+    # Input tile reused across output-channel blocks (outer loop order swapped);
+    # width 40: half-vector tiles on AVX-512.
+    check([(1, 32, 10, 40)], lambda x: R.nn.relu(R.nn.conv2d(x, _w(48, 32, 1, 1))), "Matmul")
+
+
+def test_conv3x3_width40() -> None:
+    check([(1, 8, 6, 40)], lambda x: R.nn.conv2d(x, _w(16, 8, 3, 3), padding=1), "Conv")
+
+
+def test_vector_width_prefers_whole_vectors() -> None:
+    from edgec.targets.cpu.common import vector_width
+
+    assert vector_width(160, 16) == 32  # two whole vectors
+    assert vector_width(80, 16) == 16
+    assert vector_width(40, 16) == 8  # not 20: a 20-lane vector spills
+    assert vector_width(20, 16) == 4
+    assert vector_width(13, 16) == 13  # below one vector: kept whole
+    assert vector_width(17, 16) == 1
+    assert vector_width(40, 4, 4) == 8

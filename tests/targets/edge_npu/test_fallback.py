@@ -1,0 +1,55 @@
+"""A layer the lowering cannot place falls back to the CPU with a reason (never an error),
+and ONNX Clip's imported form (``call_tir`` maximum / minimum) is seen by the patterns."""
+
+from __future__ import annotations
+
+import pytest
+from edgec.targets.edge_npu import lower as lower_mod
+from edgec.targets.edge_npu.offload import offload
+from edgec.targets.edge_npu.programs import ProgramError
+
+from .qdq_fixture import cls_relax
+
+
+@pytest.fixture(scope="module")
+def workdir(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("qdq"))
+
+
+def test_unplaceable_layer_falls_back(workdir, monkeypatch):
+    real = lower_mod.layer_program
+
+    def failing(cfg, layer, inputs, *args, **kwargs):
+        # placement-dependent: ``fits`` (all at address 0) passes, the real plan fails
+        if layer.kind == "gap" and inputs[0][1] != 0:
+            raise ProgramError("test: no room for this global pool")
+        return real(cfg, layer, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(lower_mod, "layer_program", failing)
+    off = offload(cls_relax(workdir), "edge-npu")
+    kinds = {ly["kind"] for ly in off.report["layers"]}
+    assert "gap" not in kinds and "conv" in kinds
+    means = [c for c in off.report["ops"]["cpu"] if c["op"] == "relax.mean"]
+    assert means and all("could not be placed" in c["reason"] and "no room" in c["reason"]
+                         for c in means)
+    assert off.report["macs"]["npu_fraction"] > 0.9
+
+
+def test_clip_call_tir_normalized():
+    import numpy as np
+    from edgec.targets.edge_npu.partition import normalize_clip
+    from tvm import relax, topi
+
+    bb = relax.BlockBuilder()
+    x = relax.Var("x", relax.TensorType((1, 4, 2, 2), "float32"))
+    with bb.function("main", [x]):
+        with bb.dataflow():
+            lo = bb.emit(relax.op.where(relax.op.isnan(relax.const(0.0)),
+                                        relax.const(-np.inf), relax.const(0.0)))
+            a = bb.emit_te(topi.maximum, x, lo)
+            b = bb.emit_te(topi.minimum, a, relax.const(6.0))
+            out = bb.emit_output(b)
+        bb.emit_func_output(out)
+    mod = normalize_clip(bb.get())
+    text = mod["main"].script()
+    assert "R.clip" in text and "call_tir" not in text
