@@ -10,14 +10,7 @@ depends on ``f`` too) and tile rows ``y`` instead. Padding stays its own pass.
 from __future__ import annotations
 
 from edgec.targets.cpu.rule import CPURule
-from edgec.targets.cpu.tiling import (
-    index_is_plain,
-    read_vars,
-    reduction_kernel,
-    register_axis,
-    tile_reduction,
-    vector_axis,
-)
+from edgec.targets.cpu.tiling import schedule_two_operand
 from tvm import s_tir, tirx
 from tvm.target import Target
 
@@ -26,14 +19,4 @@ class Conv(CPURule):
     """Two-operand reductions whose input index mixes output and window axes."""
 
     def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | str:
-        found = reduction_kernel(func)
-        if isinstance(found, str):
-            return found
-        sch, roles = found
-        if len(read_vars(sch, roles.main.block_rv)) != 2:
-            return "not a two-operand reduction"
-        if index_is_plain(sch, roles.main.block_rv):
-            return "plain indices (matmul-like)"
-        v = vector_axis(sch, roles)
-        u = register_axis(sch, roles, v) if v is not None else None
-        return tile_reduction(sch, roles, target, v, u)
+        return schedule_two_operand(func, target, plain_indices=False)

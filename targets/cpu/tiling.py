@@ -243,6 +243,24 @@ def reduction_kernel(func: tirx.PrimFunc) -> tuple[s_tir.Schedule, Roles] | str:
     return sch, roles
 
 
+def schedule_two_operand(
+    func: tirx.PrimFunc, target: Target, *, plain_indices: bool
+) -> s_tir.Schedule | str:
+    """Register-tile a two-operand reduction: matmul-like (``plain_indices``) or conv-like."""
+    found = reduction_kernel(func)
+    if isinstance(found, str):
+        return found
+    sch, roles = found
+    if len(read_vars(sch, roles.main.block_rv)) != 2:
+        return "not a two-operand reduction"
+    if index_is_plain(sch, roles.main.block_rv) != plain_indices:
+        return ("operand index is not a plain variable (conv-like)" if plain_indices
+                else "plain indices (matmul-like)")
+    v = vector_axis(sch, roles)
+    u = register_axis(sch, roles, v) if v is not None else None
+    return tile_reduction(sch, roles, target, v, u)
+
+
 def index_is_plain(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
     """True if every input index is a bare loop variable or constant (matmul, not conv)."""
     stmt = sch.get(block)
