@@ -45,9 +45,9 @@ demo: install-base
 	$(BIN)/edgec inspect $(CLS)
 	$(BIN)/python -m edgec.examples ppocr-cls --out $(DEMO)/line.npz
 	$(BIN)/edgec build $(CLS) --target host --input-shape x=1x3x48x192 -o $(DEMO)/cls-host.edgec
-	$(BIN)/edgec run $(DEMO)/cls-host.edgec --inputs $(DEMO)/line.npz --output-dir $(DEMO)/host
+	$(BIN)/edgec run $(DEMO)/cls-host.edgec --inputs $(DEMO)/line.npz --output-dir $(DEMO)/host --compare-onnxruntime $(CLS)
 	$(BIN)/edgec build $(CLS) --target arm-cpu:cortex-a72 --input-shape x=1x3x48x192 -o $(DEMO)/cls-a72.edgec
-	$(BIN)/edgec run $(DEMO)/cls-a72.edgec --inputs $(DEMO)/line.npz --output-dir $(DEMO)/arm
+	$(BIN)/edgec run $(DEMO)/cls-a72.edgec --inputs $(DEMO)/line.npz --output-dir $(DEMO)/arm --compare-onnxruntime $(CLS)
 	$(BIN)/edgec bench $(DEMO)/cls-host.edgec --inputs $(DEMO)/line.npz --compare-onnxruntime $(CLS)
 	$(BIN)/edgec inspect $(DEMO)/cls-host.edgec
 

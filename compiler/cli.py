@@ -27,6 +27,7 @@ EPILOG_RUN = """examples:
   edgec run cls.edgec --input x=img.npy --output-dir out/
   edgec run cls.edgec --inputs feeds.npz --json
   edgec run cls.edgec --random-inputs
+  edgec run cls.edgec --inputs feeds.npz --compare-onnxruntime cls.onnx
 """
 EPILOG_BENCH = """examples:
   edgec bench cls.edgec --compare-onnxruntime cls.onnx
@@ -101,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--inputs", metavar="FILE.npz", help="all inputs by name from one .npz")
     r.add_argument("--random-inputs", action="store_true", help="run on seeded random inputs")
     r.add_argument("--output-dir", help="write each output as <name>.npy here")
+    r.add_argument("--compare-onnxruntime", metavar="MODEL.onnx",
+                   help="also run this model in ONNX Runtime and print the max abs error")
     r.add_argument("--json", action="store_true", help="print output summaries as JSON")
 
     from edgec import cli_quantize, cli_tune
@@ -372,6 +375,14 @@ def cmd_run(args: argparse.Namespace) -> int:
         if arr.size and np.issubdtype(arr.dtype, np.number):
             entry.update(min=float(arr.min()), max=float(arr.max()), mean=float(arr.mean()))
         summary.append(entry)
+    if args.compare_onnxruntime:
+        from edgec.bench_ort import run_onnxruntime
+
+        ref = run_onnxruntime(Path(args.compare_onnxruntime), feeds)
+        for entry, (name, arr) in zip(summary, outputs.items()):
+            if name in ref and ref[name].shape == arr.shape:
+                diff = np.abs(arr.astype(np.float64) - ref[name].astype(np.float64))
+                entry["max_abs_err_vs_onnxruntime"] = float(diff.max()) if diff.size else 0.0
     if args.output_dir:
         out_dir = Path(args.output_dir)
         if out_dir.exists() and not out_dir.is_dir():
@@ -389,6 +400,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         stats = (f"  min {e['min']:.4g} max {e['max']:.4g} mean {e['mean']:.4g}"
                  if "min" in e else "")
         where = f"  -> {e['file']}" if "file" in e else ""
+        if "max_abs_err_vs_onnxruntime" in e:
+            where += f"  (max abs error vs ONNX Runtime {e['max_abs_err_vs_onnxruntime']:.3g})"
         print(f"{e['name']}: {'x'.join(map(str, e['shape'])) or 'scalar'} {e['dtype']}{stats}{where}")
     return 0
 

@@ -31,10 +31,11 @@ def test_build_run_matches_onnxruntime(built: tuple[Path, Path], tmp_path: Path)
     np.save(tmp_path / "x.npy", x)
     out = tmp_path / "out"
     proc = run_cli("run", str(pkg), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir", str(out),
-                   "--json")
+                   "--json", "--compare-onnxruntime", str(model))
     assert proc.returncode == 0, proc.stderr
     summary = json.loads(proc.stdout)
     assert summary["outputs"][0]["name"] == "y"
+    assert summary["outputs"][0]["max_abs_err_vs_onnxruntime"] < 1e-5
     got = np.load(out / "y.npy")
     want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
