@@ -145,7 +145,7 @@ def _unsupported_model(path: Path) -> Path:
 
 def _escaping_model(tmp_path: Path) -> Path:
     """A model whose external weights point at ../secret.bin, outside its folder."""
-    from onnx import TensorProto, helper, numpy_helper, save
+    from onnx import TensorProto, helper, numpy_helper
 
     (tmp_path / "secret.bin").write_bytes(b"\0" * 64)
     w = numpy_helper.from_array(np.ones((4, 4), np.float32), "w")

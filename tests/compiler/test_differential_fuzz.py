@@ -8,7 +8,6 @@ The long run is ``scripts/fuzz_differential.py --cases 10000``.
 
 from __future__ import annotations
 
-import pytest
 
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st

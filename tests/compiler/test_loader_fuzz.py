@@ -19,7 +19,6 @@ import onnx
 import pytest
 from onnx import TensorProto
 
-hypothesis = pytest.importorskip("hypothesis")
 from edgec import frontend, runtime
 from edgec.errors import EdgecError
 from edgec.package import read_package, write_package

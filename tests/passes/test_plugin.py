@@ -10,7 +10,6 @@ import json
 from pathlib import Path
 
 import onnx
-import pytest
 from onnx import TensorProto, helper
 
 from tests.conftest import run_cli

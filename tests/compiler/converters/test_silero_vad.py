@@ -30,8 +30,9 @@ ROWS = 48  # sequence_length fixed at import: 48 chunks = 1.5 s, unrolled in the
 def silero_path() -> Path:
     # Located, not imported: importing silero_vad pulls torchaudio.
     spec = importlib.util.find_spec("silero_vad")
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("silero-vad is not installed (pip install --no-deps silero-vad)")
+    assert spec is not None and spec.submodule_search_locations, (
+        "silero-vad is not installed (pip install --no-deps silero-vad)"
+    )
     return Path(spec.submodule_search_locations[0]) / "data" / "silero_vad_16k_sequence.onnx"
 
 

@@ -15,7 +15,7 @@ from edgec.errors import EdgecError
 from edgec.examples import models
 from edgec.examples.models import REAL_MODELS, model_path
 
-ort = pytest.importorskip("onnxruntime")
+import onnxruntime as ort
 
 PACKAGED = ["ppocr-cls", "ppocr-det", "silero-vad"]
 
@@ -122,7 +122,7 @@ def test_minilm_export_interface(minilm_file: Path) -> None:
 
 @pytest.mark.slow
 def test_minilm_export_matches_torch(minilm_file: Path) -> None:
-    torch = pytest.importorskip("torch")
+    import torch
     from edgec.examples.data import example_inputs
     from transformers import AutoModel
 
