@@ -39,6 +39,11 @@ def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
 
+def optional_input(inputs: Any, k: int) -> relax.Expr | None:
+    """Input ``k`` of a node, or None when the node has fewer inputs."""
+    return inputs[k] if len(inputs) > k else None
+
+
 def is_const(expr: relax.Expr | None) -> bool:
     return isinstance(expr, tvm.ir.GenericConst)
 

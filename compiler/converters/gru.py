@@ -20,13 +20,9 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from edgec.converters._rnn import RnnFrame, activations, const_value, is_const
+from edgec.converters._rnn import RnnFrame, activations, const_value, is_const, optional_input
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
-
-
-def _arg(inputs: Any, k: int) -> relax.Expr | None:
-    return inputs[k] if len(inputs) > k else None
 
 
 class GRU(OnnxOpConverter):
@@ -35,8 +31,8 @@ class GRU(OnnxOpConverter):
     @classmethod
     def _convert(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, opset: int) -> relax.Expr:
         fr = RnnFrame("GRU", bb, inputs, attr, num_gates=3, opset=opset)
-        w, r, b = inputs[1], inputs[2], _arg(inputs, 3)
-        h0s = fr.initial_state(_arg(inputs, 5))
+        w, r, b = inputs[1], inputs[2], optional_input(inputs, 3)
+        h0s = fr.initial_state(optional_input(inputs, 5))
         linear_before_reset = bool(attr.get("linear_before_reset", 0))
         acts = activations("GRU", attr, ("Sigmoid", "Tanh"), len(fr.directions), fr.dtype)
         H = fr.hidden

@@ -20,16 +20,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgec.converters._rnn import RnnFrame, activations
+from edgec.converters._rnn import RnnFrame, activations, optional_input
 from tvm import relax
 from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 # Position of each gate block in W/R/B (ONNX order i, o, f, c).
 _I, _O, _F, _C = 0, 1, 2, 3
-
-
-def _arg(inputs: Any, k: int) -> relax.Expr | None:
-    return inputs[k] if len(inputs) > k else None
 
 
 class LSTM(OnnxOpConverter):
@@ -38,10 +34,10 @@ class LSTM(OnnxOpConverter):
     @classmethod
     def _convert(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, opset: int) -> relax.Expr:
         fr = RnnFrame("LSTM", bb, inputs, attr, num_gates=4, opset=opset)
-        w, r, b = inputs[1], inputs[2], _arg(inputs, 3)
-        h0s = fr.initial_state(_arg(inputs, 5))
-        c0s = fr.initial_state(_arg(inputs, 6))
-        p = _arg(inputs, 7)
+        w, r, b = inputs[1], inputs[2], optional_input(inputs, 3)
+        h0s = fr.initial_state(optional_input(inputs, 5))
+        c0s = fr.initial_state(optional_input(inputs, 6))
+        p = optional_input(inputs, 7)
         input_forget = bool(attr.get("input_forget", 0))
         acts = activations("LSTM", attr, ("Sigmoid", "Tanh", "Tanh"), len(fr.directions), fr.dtype)
 

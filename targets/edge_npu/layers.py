@@ -474,7 +474,10 @@ def _binary(c: Any, a: tuple[Any, float, int], b: tuple[Any, float, int],
     return Layer(kind, [ta, tb], out, attrs, {}, [c.op.name]), [a[0], b[0]]
 
 
-def _lut(y: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+def _chain_input(
+    y: Any, lookup: Lookup
+) -> tuple[Any, float, int, Any, list[Callable], list[str]] | str:
+    """The int8 input under an element-wise chain: (x, scale, zp, HWC shape, fns, names)."""
     ch = unary_chain(y, lookup)
     if isinstance(ch, str):
         return ch
@@ -486,6 +489,14 @@ def _lut(y: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
     shape = hwc(_shape(x))
     if isinstance(shape, str):
         return shape
+    return x, s_in, zp_in, shape, fns, names
+
+
+def _lut(y: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    found = _chain_input(y, lookup)
+    if isinstance(found, str):
+        return found
+    x, s_in, zp_in, shape, fns, names = found
     if shape != out.shape:
         return "element-wise chain changes the shape"
     table = build_table(fns, s_in, zp_in, out.scale, out.zp)
@@ -494,17 +505,10 @@ def _lut(y: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
 
 def _maxpool(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
     at = c.attrs
-    ch = unary_chain(c.args[0], lookup)
-    if isinstance(ch, str):
-        return ch
-    dq, fns, names = ch
-    a = act_input(dq, lookup)
-    if isinstance(a, str):
-        return a
-    x, s_in, zp_in = a
-    shape = hwc(_shape(x))
-    if isinstance(shape, str):
-        return shape
+    found = _chain_input(c.args[0], lookup)
+    if isinstance(found, str):
+        return found
+    x, s_in, zp_in, shape, fns, names = found
     k = [int(v) for v in at.pool_size]
     s = [int(v) for v in at.strides]
     pad = tuple(int(p) for p in at.padding)
