@@ -14,7 +14,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgec.errors import EdgecError, InputError
 
 EPILOG_BUILD = """examples:
@@ -389,9 +388,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             raise EdgecError(f"--output-dir {out_dir} is not a directory")
         for entry, (name, arr) in zip(summary, outputs.items()):
             file = out_dir / f"{_safe_name(name)}.npy"
-            with atomic_path(file) as tmp:
-                with open(tmp, "wb") as f:
-                    np.save(f, arr, allow_pickle=False)
+            with atomic_path(file) as tmp, open(tmp, "wb") as f:
+                np.save(f, arr, allow_pickle=False)
             entry["file"] = str(file)
     if args.json:
         _print_json({"package": str(args.package), "target": pkg.target, "outputs": summary})

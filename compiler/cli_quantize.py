@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 from pathlib import Path
 from typing import Any
 
 import onnx
-from edgec.errors import EdgecError, InputError
+from edgec.errors import EdgecError
+from edgec.quantization import DEFAULT_METHOD, METHODS, quantize_for_build, quantize_proto
+
+__all__ = ["add_build_flags", "add_parsers", "cmd_quantize", "quantize_for_build"]
 
 EPILOG_QUANTIZE = """examples:
   edgec quantize model.onnx --calib calib/ -o model.int8.onnx
@@ -30,8 +32,6 @@ samples along the first axis), or a folder of .npz files (one sample each).
 Every 5th sample is held out to measure accuracy (--held-out-every).
 """
 
-METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_METHOD = "percentile"
 
 
 def add_calib_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
@@ -67,52 +67,11 @@ def add_parsers(sub: Any) -> None:
     q.add_argument("--json", action="store_true", help="print the report as JSON")
 
 
-HANDLERS = {"quantize": lambda args: cmd_quantize(args)}
-
-
-# ---------------------------------------------------------------------------- shared
-
-
-def quantize_proto(simple: onnx.ModelProto, calib_path: str | os.PathLike[str],
-                   method: str = DEFAULT_METHOD, budget: str | None = None,
-                   held_out_every: int = 5, style: str = "anchors") -> Any:
-    """Quantize a simplified static model with samples from ``calib_path``."""
-    from edgec import calibration, frontend
-    from edgec.passes.quantize.accuracy import parse_budget
-    from edgec.passes.quantize.ptq import quantize_onnx
-
-    parsed = parse_budget(budget) if budget else None  # a typo fails before any work
-    data = calibration.load(calib_path, frontend.graph_inputs(simple), held_out_every)
-    result = quantize_onnx(simple, data.calib, data.held_out, method, parsed, style=style)
-    result.report["samples"]["source"] = data.source
-    return result
-
-
-def quantize_for_build(simple: onnx.ModelProto, quantize: str | None,
-                       calib: str | os.PathLike[str] | None, method: str = DEFAULT_METHOD,
-                       budget: str | None = None, held_out_every: int = 5,
-                       style: str = "anchors") -> tuple[onnx.ModelProto, dict[str, Any]]:
-    """The driver's hook: the QDQ model to import, and the quantization report.
-
-    ``style="npu"`` (targets that offload QDQ groups, e.g. edge-npu) also quantizes the
-    element-wise ops, pools and reshapes between conv / matmul layers."""
-    if quantize != "int8":
-        raise InputError(f"--quantize {quantize!r}: only int8 is supported")
-    if calib is None:
-        raise InputError("--quantize int8 needs --calib DIR (calibration samples)")
-    result = quantize_proto(simple, calib, method, budget, held_out_every, style)
-    report = {k: v for k, v in result.report.items() if k != "params"}
-    return result.model, report
-
-
 def load_static(model: str, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """The model as the build imports it (``frontend.prepare``), ready to quantize."""
     from edgec import frontend
 
-    loaded = frontend.load_model(model)
-    fixed = frontend.fix_input_shapes(loaded.proto, shapes)
-    simple = frontend.simplify(fixed)
-    frontend.check_supported(simple)
-    return simple
+    return frontend.prepare(frontend.load_model(model).proto, shapes)[1]
 
 
 # ---------------------------------------------------------------------------- command

@@ -79,7 +79,7 @@ def import_model(
         stats = model_stats(simple)
         quant_report = None
         if quantize:
-            from edgec.cli_quantize import quantize_for_build
+            from edgec.quantization import quantize_for_build
 
             simple, quant_report = quantize_for_build(
                 simple, quantize, calib, calib_method, accuracy_budget,
@@ -157,7 +157,7 @@ def build(
         manifest: dict[str, Any] = {
             "edgec_version": edgec.__version__,
             "tvm_version": _tvm_version(),
-            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds"),
             "target": desc.to_json(),
             "model": {"file": Path(model).name, "sha256": imp.loaded.sha256},
             "inputs": [s.to_json() for s in frontend.graph_inputs(imp.fixed)],
@@ -202,7 +202,7 @@ def _compile(mod: Any, desc: TargetDesc, tuning_db: Path | None = None) -> Any:
         pipeline = cpu_pipeline(desc, tuning_db)
     try:
         return tvm.compile(mod, target=desc.tvm_target(), relax_pipeline=pipeline)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  TVM raises plain errors; one line for the user
         raise EdgecError(f"compile for {desc.name} failed: {frontend._first_line(exc)}") from None
 
 

@@ -19,11 +19,10 @@ from typing import Any
 
 import numpy as np
 import onnx
-from onnx import TensorProto, helper
-
 from edgec import converters
 from edgec.errors import ModelError, UnsupportedOpsError
 from edgec.shapes import format_shape
+from onnx import TensorProto, helper
 
 # Protobuf cannot hold more than 2 GiB in one message; bigger tensors must be external.
 _MAX_PROTO_BYTES = 2**31 - 1

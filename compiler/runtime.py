@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-
 from edgec.errors import InputError, PackageError
 from edgec.frontend import TensorSpec
 from edgec.package import LIBRARY, read_package, write_package

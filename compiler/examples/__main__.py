@@ -7,7 +7,6 @@ import io
 import sys
 
 import numpy as np
-
 from edgec.atomic import atomic_write_bytes
 from edgec.errors import EdgecError
 from edgec.shapes import parse_input_shapes

@@ -21,7 +21,7 @@ def _main(argv: list[str]) -> int:
     sub = p.add_subparsers(dest="command")
     cli_quantize.add_parsers(sub)
     args = p.parse_args(argv)
-    return cli_quantize.HANDLERS[args.command](args)
+    return cli_quantize.cmd_quantize(args)
 
 
 def test_quantize_writes_qdq_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
