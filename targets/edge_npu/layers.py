@@ -181,19 +181,12 @@ UNARY: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "relax.abs": np.abs,
     "relax.erf": _erf,
 }
+# f(a, b) for a binary op; _with_const decides which side the constant is on.
 BINARY_CONST = {
-    "relax.add": lambda x, c: x + c,
-    "relax.subtract": lambda x, c: x - c,
-    "relax.multiply": lambda x, c: x * c,
-    "relax.divide": lambda x, c: x / c,
-    "relax.maximum": np.maximum,
-    "relax.minimum": np.minimum,
-}
-BINARY_CONST_REV = {  # constant first
-    "relax.add": lambda c, x: c + x,
-    "relax.subtract": lambda c, x: c - x,
-    "relax.multiply": lambda c, x: c * x,
-    "relax.divide": lambda c, x: c / x,
+    "relax.add": lambda a, b: a + b,
+    "relax.subtract": lambda a, b: a - b,
+    "relax.multiply": lambda a, b: a * b,
+    "relax.divide": lambda a, b: a / b,
     "relax.maximum": np.maximum,
     "relax.minimum": np.minimum,
 }
@@ -241,7 +234,7 @@ def unary_chain(e: Any, lookup: Lookup) -> tuple[Any, list[Callable], list[str]]
                 fns.append(_with_const(BINARY_CONST[name], k1, const_first=False))
                 cur = c.args[0]
             elif k0 is not None and k0.size == 1:
-                fns.append(_with_const(BINARY_CONST_REV[name], k0, const_first=True))
+                fns.append(_with_const(BINARY_CONST[name], k0, const_first=True))
                 cur = c.args[1]
             else:
                 return f"{name} of two tensors inside an element-wise chain"
