@@ -1,6 +1,6 @@
 """The Relax pipeline for CPU targets: TVM's cpu_generic phases plus schedules.
 
-    dispatch -> legalize + fuse -> [tuned schedules from the database]
+    graph rewrites -> dispatch -> legalize + fuse -> [tuned schedules from the database]
              -> default schedules (this package's rules) -> lower to the VM
 
 Use as ``tvm.compile(mod, target, relax_pipeline=cpu_pipeline(desc))``.
@@ -13,8 +13,14 @@ from pathlib import Path
 import tvm
 from edgec.targets.base import TargetDesc
 from edgec.targets.cpu.apply import ApplyCPUSchedules
+from edgec.targets.cpu.conv_transpose import UpsampleConvTranspose
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+
+
+def graph_passes() -> list[tvm.transform.Pass]:
+    """Relax rewrites into forms the default schedules run faster (before legalize)."""
+    return [UpsampleConvTranspose()]
 
 
 def schedule_passes(
@@ -45,7 +51,8 @@ def cpu_pipeline(
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                cpu_generic.library_dispatch_passes(target)
+                graph_passes()
+                + cpu_generic.library_dispatch_passes(target)
                 + cpu_generic.legalize_passes(target)
                 + schedule_passes(tuning_db, defaults)
                 + cpu_generic.dataflow_lower_passes(target)
