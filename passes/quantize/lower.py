@@ -21,10 +21,14 @@ After::
 The math: ``y = s_x s_w sum (xq - zp_x) W_q + s_x s_w b_q``, so with
 ``B'[c] = b_q[c] - zp_x * sum W_q[c]`` the int32 accumulator is
 ``sum xq W_q + B'`` and ``yq = round(acc * s_x s_w[c] / s_y) + zp_y``. The real
-multiplier ``M = s_x s_w[c] / s_y`` is ``mult * 2**(shift - 31)`` (``intmath.
-quantize_multiplier``), applied as gemmlowp's SaturatingRoundingDoublingHighMul
-then RoundingDivideByPOT (both round half away from zero), exactly as
-``intmath.requantize`` does, so results are bit-exact against that reference.
+multiplier ``M`` is the float32 ``float32(s_x s_w[c]) / s_y`` (as ONNX Runtime
+computes it), written exactly as ``m * 2**-t`` with a 24-bit ``m``; the default
+rounding ``binary32`` rounds the exact int64 product ``acc * m`` as a float32
+multiply and a half-to-even conversion would (``requant.binary32_round``), so the
+integer kernels are bit-exact with ONNX Runtime's QLinearConv / QLinearMatMul on the
+same QDQ model. ``single`` and ``gemmlowp`` (TFLite's two conventions, with a Q0.31
+``mult`` and ``shift`` from ``intmath.quantize_multiplier``) remain selectable with
+the ``requant_rounding`` option; every rounding is bit-exact against ``requant``.
 ReLU / Clip become the clamp bounds ``[max(-128, q(lo)), min(127, q(hi))]``.
 
 Anything else (other activations, a layer whose intermediate value has a second
@@ -41,6 +45,7 @@ from typing import Any
 import numpy as np
 import tvm
 from edgec.passes._rules import const_value
+from edgec.passes.quantize.requant import SATURATE_BITS, binary32_multiplier
 from edgec.passes.registry import register_pass
 from edgec.targets.edge_npu.intmath import quantize_multiplier
 from tvm import relax
@@ -168,8 +173,16 @@ class _Matcher:
 # ------------------------------------------------------------------------- building
 
 
-def requant_params(layer: IntLayer) -> tuple[np.ndarray, np.ndarray]:
-    """Per-channel ``(mult, shift)`` of ``s_x * s_w[c] / s_y`` (float32 scales)."""
+def real_multipliers(layer: IntLayer) -> np.ndarray:
+    """Per-channel float32 ``float32(s_x * s_w[c]) / s_y``, as ONNX Runtime computes it."""
+    return (np.float32(layer.s_x) * layer.s_w).astype(np.float32) / np.float32(layer.s_y)
+
+
+def requant_params(layer: IntLayer, rounding: str = "binary32") -> tuple[np.ndarray, np.ndarray]:
+    """Per-channel fixed-point multipliers: ``(m, t)`` with ``M = m * 2**-t`` exactly for
+    ``binary32``, else TFLite's Q0.31 ``(mult, shift)`` of ``s_x * s_w[c] / s_y``."""
+    if rounding == "binary32":
+        return binary32_multiplier(real_multipliers(layer))
     real = (np.float32(layer.s_x) * layer.s_w).astype(np.float64) / np.float64(layer.s_y)
     pairs = [quantize_multiplier(float(r)) for r in real]
     return (np.array([m for m, _ in pairs], np.int64), np.array([s for _, s in pairs], np.int64))
@@ -191,14 +204,19 @@ def _c(value: np.ndarray | int, dtype: str) -> relax.Expr:
     return relax.const(np.asarray(value).astype(dtype), dtype)
 
 
-ROUNDINGS = ("single", "gemmlowp", "float")
+ROUNDINGS = ("binary32", "single", "gemmlowp", "float")
+DEFAULT_ROUNDING = "binary32"
 
 
 def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: int,
                     lo: int, hi: int, shape: tuple[int, ...],
-                    rounding: str = "single", real: np.ndarray | None = None) -> relax.Expr:
+                    rounding: str = DEFAULT_ROUNDING,
+                    real: np.ndarray | None = None) -> relax.Expr:
     """int32 ``acc`` -> int8 in Relax ops (int64 arithmetic), ``clip(R(acc) + zp, lo, hi)``.
 
+    ``rounding="binary32"`` (``requant.binary32_round``; ``mult``/``shift`` are its
+    ``(m, t)``): the exact product rounded to 24 significant bits then to an integer,
+    both half to even, i.e. ONNX Runtime's float32 requantization in integers.
     ``rounding="single"`` (TFLite's single-rounding variant, ``requant.requantize_single``):
     ``R(acc) = (acc * mult + 2**(t-1)) >> t`` with ``t = 31 - shift``: one rounding,
     half up. ``rounding="gemmlowp"`` (``intmath.requantize``): SaturatingRounding-
@@ -216,7 +234,9 @@ def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: in
         out = op.clip(op.add(r, _c(zp, "int64")), lo, hi)
         return op.astype(out, "int8")
     x = op.astype(acc, "int64")
-    if rounding == "single":
+    if rounding == "binary32":
+        r = _binary32_expr(x, mult, shift, shape)
+    elif rounding == "single":
         total = 31 - shift
         if np.any(total < 1) or np.any(total > 62):
             raise ValueError(f"requantization shift out of range: {shift.min()}..{shift.max()}")
@@ -229,6 +249,33 @@ def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: in
         raise ValueError(f"unknown rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
     out = op.clip(op.add(r, _c(zp, "int64")), lo, hi)
     return op.astype(out, "int8")
+
+
+def _binary32_expr(x: relax.Expr, m: np.ndarray, t: np.ndarray,
+                   shape: tuple[int, ...]) -> relax.Expr:
+    """``requant.binary32_round`` in Relax ops (see there for the derivation)."""
+    op = relax.op
+
+    def c(v: np.ndarray | int) -> relax.Expr:
+        return _c(np.broadcast_to(v, t.shape).reshape(shape) if np.ndim(v) else v, "int64")
+
+    one = np.int64(1)
+    u = op.minimum(op.multiply(op.abs(x), c(m)), c(one << (t + SATURATE_BITS)))
+    j = op.right_shift(u, c(t))
+    h = op.add(op.left_shift(j, c(t)), c(one << (t - 1)))
+    sm = j
+    for s in (1, 2, 4, 8):
+        sm = op.bitwise_or(sm, op.right_shift(sm, _c(s, "int64")))
+    top = op.subtract(sm, op.right_shift(sm, _c(1, "int64")))  # highest power of 2 <= j
+    two_k1 = op.where(op.greater(j, _c(0, "int64")), op.left_shift(top, _c(1, "int64")),
+                      _c(1, "int64"))
+    half_ulp = op.right_shift(op.left_shift(two_k1, c(np.maximum(t - 25, 0))),
+                              c(np.maximum(25 - t, 0)))
+    tie = op.less_equal(op.abs(op.subtract(u, h)), half_ulp)
+    even = op.add(j, op.bitwise_and(j, _c(1, "int64")))
+    side = op.add(j, op.astype(op.greater(u, h), "int64"))
+    q = op.where(tie, even, side)
+    return op.where(op.less(x, _c(0, "int64")), op.negative(q), q)
 
 
 def _gemmlowp_expr(x: relax.Expr, mult: np.ndarray, shift: np.ndarray,
@@ -252,10 +299,10 @@ def _gemmlowp_expr(x: relax.Expr, mult: np.ndarray, shift: np.ndarray,
     return op.add(op.right_shift(h, _c(right, "int64")), op.astype(op.greater(rem, thr), "int64"))
 
 
-def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = "single") -> relax.Expr:
+def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = DEFAULT_ROUNDING) -> relax.Expr:
     """The integer replacement of ``layer`` reading the int8 tensor ``xq``."""
     op = relax.op
-    mult, shift = requant_params(layer)
+    mult, shift = requant_params(layer, rounding)
     bias = effective_bias(layer)
     if layer.kind == "conv2d":
         a = layer.conv_attrs
@@ -272,9 +319,8 @@ def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = "single") -> rel
         acc = op.matmul(xq, _c(layer.w_q, "int8"), out_dtype="int32")
         shape = (-1,)
     acc = op.add(acc, _c(bias.reshape(shape), "int32"))
-    real = ((np.float32(layer.s_x) * layer.s_w).astype(np.float32) / np.float32(layer.s_y))
     return requantize_expr(acc, mult, shift, layer.zp_y, layer.lo, layer.hi, shape, rounding,
-                           real.astype(np.float32))
+                           real_multipliers(layer))
 
 
 # ------------------------------------------------------------------------- the pass
@@ -320,7 +366,8 @@ def _index(func: relax.Function) -> tuple[dict[relax.Var, relax.Expr], Counter[r
 @register_pass("quantize-int8", "quantize", origin="built-in", default=False)
 def quantize_int8(mod: tvm.IRModule, ctx: Any = None) -> tvm.IRModule:
     """Lower QDQ conv2d/matmul to int8 kernels with int32 accumulation and requantization."""
-    rounding = str((ctx.options if ctx is not None else {}).get("requant_rounding", "single"))
+    rounding = str((ctx.options if ctx is not None else {}).get("requant_rounding",
+                                                                DEFAULT_ROUNDING))
     if rounding not in ROUNDINGS:
         raise ValueError(f"requant_rounding {rounding!r}; choose one of {', '.join(ROUNDINGS)}")
     out = mod.clone()

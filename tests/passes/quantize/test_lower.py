@@ -35,8 +35,12 @@ def _run(mod: tvm.IRModule, x: np.ndarray) -> np.ndarray:
 
 def _reference(acc: np.ndarray, s_x: float, s_w: np.ndarray, p_y: sc.ActParams, lo: int,
                hi: int, axis: int, rounding: str) -> np.ndarray:
-    real = (np.float32(s_x) * s_w).astype(np.float64) / np.float64(np.float32(p_y.scale))
-    mult, shift = (np.array(v, np.int64) for v in zip(*[quantize_multiplier(r) for r in real]))
+    if rounding == "binary32":
+        mult, shift = requant.binary32_multiplier(
+            (np.float32(s_x) * s_w).astype(np.float32) / np.float32(p_y.scale))
+    else:
+        real = (np.float32(s_x) * s_w).astype(np.float64) / np.float64(np.float32(p_y.scale))
+        mult, shift = (np.array(v, np.int64) for v in zip(*[quantize_multiplier(r) for r in real]))
     moved = np.moveaxis(acc, axis, -1)  # per-channel parameters run along the last axis
     out = requant.requantize(moved, mult, shift, p_y.zero_point, lo, hi, rounding)
     return np.moveaxis(out, -1, axis)
@@ -48,7 +52,7 @@ def _grid_input(p: sc.ActParams, shape: tuple[int, ...], seed: int = 0) -> tuple
     return xq, sc.dequantize(xq, p.scale, p.zero_point)
 
 
-@pytest.mark.parametrize("rounding", ["single", "gemmlowp"])
+@pytest.mark.parametrize("rounding", ["binary32", "single", "gemmlowp"])
 @pytest.mark.parametrize("groups,stride,act", [(1, 1, "relu"), (8, 2, "relu"), (1, 2, None),
                                                (1, 1, "clip")])
 def test_conv_bit_exact(groups: int, stride: int, act: str | None, rounding: str) -> None:
@@ -74,7 +78,7 @@ def test_conv_bit_exact(groups: int, stride: int, act: str | None, rounding: str
     np.testing.assert_array_equal(got, want)
 
 
-@pytest.mark.parametrize("rounding", ["single", "gemmlowp"])
+@pytest.mark.parametrize("rounding", ["binary32", "single", "gemmlowp"])
 def test_matmul_bit_exact(rounding: str) -> None:
     prepared, anchors, params, q = quantized(matmul_model())
     mod, report = _lower(q, rounding)
@@ -102,6 +106,34 @@ def test_requant_single_matches_exact_rounding() -> None:
         got = requant.requantize_single(acc, mult, shift, 0, -128, 127)
         exact = np.floor(acc * (mult * 2.0 ** (shift - 31)) + 0.5)
         np.testing.assert_array_equal(got.astype(np.int64), np.clip(exact, -128, 127))
+
+
+def test_requant_binary32_matches_float32_arithmetic() -> None:
+    """``binary32`` is ``round_half_even(float32(acc) * float32(M))`` (ONNX Runtime's MLAS
+    requantization), computed with integers only; numpy's IEEE float32 is the oracle.
+
+    Half of the accumulators are picked next to ties (``acc * M`` near ``k + 1/2``), where
+    the float32 product and the exact product round differently: the check below also
+    asserts such cases occur, so the test can tell the two apart."""
+    rng = np.random.default_rng(0)
+    float_vs_exact = 0
+    for real in 10 ** rng.uniform(-5, 0.5, 60):
+        M = np.float32(real)
+        m, t = requant.binary32_multiplier(M)
+        assert m * 2.0 ** -float(t) == float(M) and m < 2**24
+        near = np.round((rng.integers(-300, 300, 4000) + 0.5) / np.float64(M)).astype(np.int64)
+        acc = np.concatenate([rng.integers(-(2**24) + 1, 2**24, 4000), near - 1, near,
+                              near + 1, [0, 1, -1]])
+        acc = np.clip(acc, -(2**24) + 1, 2**24 - 1)
+        want = np.rint(acc.astype(np.float32) * M).astype(np.float64)
+        got = requant.binary32_round(acc, m, t)
+        ok = np.abs(want) < 2**requant.SATURATE_BITS
+        np.testing.assert_array_equal(got[ok], want[ok])
+        # beyond 2**10 the result saturates int8 anyway: same sign, still beyond
+        assert np.all(np.sign(got[~ok]) == np.sign(want[~ok]))
+        assert np.all(np.abs(got[~ok]) >= 2**requant.SATURATE_BITS)
+        float_vs_exact += int((want != np.rint(acc * np.float64(M))).sum())
+    assert float_vs_exact > 100
 
 
 def test_float_readers_keep_layer_float() -> None:
