@@ -204,24 +204,16 @@ def random_model(seed: int) -> tuple[onnx.ModelProto, dict[str, np.ndarray], lis
     return model, b.feeds, b.ops
 
 
-def differential(seed: int, rtol: float = 1e-3, atol: float = 1e-4) -> str | None:
-    """Compile ``random_model(seed)`` with edgec and compare with ONNX Runtime.
+RTOL, ATOL = 1e-3, 1e-4
 
-    Returns None when they agree, else a one-line description (with the seed). An
-    exception from edgec other than a clean refusal is reported, not raised.
+
+def compare(where: str, got: list[np.ndarray], expected: list[np.ndarray],
+            rtol: float = RTOL, atol: float = ATOL) -> str | None:
+    """None if ``got`` matches ONNX Runtime's ``expected``, else a one-line description.
+
+    An element passes when ``|got - expected| <= atol * scale + rtol * |expected|``,
+    with ``scale = max(1, max |expected|)``; infinities and NaNs must sit in the same places.
     """
-    import onnxruntime as ort
-    from edgec.inprocess import compile_proto
-
-    model, feeds, ops = random_model(seed)
-    where = f"seed {seed} ({' -> '.join(ops)})"
-    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
-    expected = sess.run(None, feeds)
-    try:
-        compiled = compile_proto(model)
-        got = compiled.run([feeds[s.name] for s in compiled.inputs])
-    except Exception as exc:
-        return f"{where}: edgec raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
     if len(got) != len(expected):
         return f"{where}: {len(got)} outputs, ONNX Runtime gives {len(expected)}"
     for g, e in zip(got, expected):
@@ -233,3 +225,120 @@ def differential(seed: int, rtol: float = 1e-3, atol: float = 1e-4) -> str | Non
             worst = float(np.nanmax(np.abs(g.astype(np.float64) - e), initial=0.0))
             return f"{where}: max abs error {worst:.3g} (output scale {scale:.3g})"
     return None
+
+
+def _reference(model: onnx.ModelProto, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    return sess.run(None, feeds)
+
+
+def _describe(seed: int, ops: list[str]) -> str:
+    return f"seed {seed} ({' -> '.join(ops)})"
+
+
+def _raised(where: str, exc: Exception) -> str:
+    return f"{where}: edgec raised {type(exc).__name__}: {' '.join(str(exc).split())[:300]}"
+
+
+def differential(seed: int, rtol: float = RTOL, atol: float = ATOL) -> str | None:
+    """Compile ``random_model(seed)`` alone with edgec and compare with ONNX Runtime.
+
+    Returns None when they agree, else a one-line description (with the seed). An
+    exception from edgec other than a clean refusal is reported, not raised.
+    """
+    from edgec.inprocess import compile_proto
+
+    model, feeds, ops = random_model(seed)
+    where = _describe(seed, ops)
+    expected = _reference(model, feeds)
+    try:
+        compiled = compile_proto(model)
+        got = compiled.run([feeds[s.name] for s in compiled.inputs])
+    except Exception as exc:
+        return _raised(where, exc)
+    return compare(where, got, expected, rtol, atol)
+
+
+def batched_model(
+    seeds: list[int],
+) -> tuple[onnx.ModelProto, dict[str, np.ndarray], dict[int, list[str]]]:
+    """One ONNX model holding ``random_model(s)`` for every seed as disjoint subgraphs.
+
+    Every name of case ``s`` (inputs, initializers, intermediate tensors, outputs,
+    nodes) gets the prefix ``s{s}_``, so no two cases share a tensor: no path of
+    data flows between cases, and each keeps its own inputs and outputs. Returns
+    (model, feeds by prefixed name, prefixed output names per seed).
+    """
+    from onnx import compose
+
+    nodes: list[onnx.NodeProto] = []
+    inits: list[onnx.TensorProto] = []
+    inputs: list[onnx.ValueInfoProto] = []
+    outputs: list[onnx.ValueInfoProto] = []
+    feeds: dict[str, np.ndarray] = {}
+    outs: dict[int, list[str]] = {}
+    for seed in seeds:
+        model, case_feeds, _ = random_model(seed)
+        prefix = f"s{seed}_"
+        graph = compose.add_prefix(model, prefix).graph
+        nodes += graph.node
+        inits += graph.initializer
+        inputs += graph.input
+        outputs += graph.output
+        feeds.update({prefix + k: v for k, v in case_feeds.items()})
+        outs[seed] = [o.name for o in graph.output]
+    graph = helper.make_graph(nodes, "fuzz_batch", inputs, outputs, inits)
+    merged = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    merged.ir_version = 8
+    names = [n for node in nodes for n in node.output] + [i.name for i in inputs + inits]
+    assert len(names) == len(set(names)), "cases of a batch share a tensor name"
+    onnx.checker.check_model(merged, full_check=True)
+    return merged, feeds, outs
+
+
+def differential_batch(
+    seeds: list[int], rtol: float = RTOL, atol: float = ATOL
+) -> dict[int, str | None]:
+    """``differential`` for many seeds with one edgec compile: seed -> problem or None.
+
+    The cases are compiled together as disjoint subgraphs of one model
+    (``batched_model``) and each case's outputs are compared separately with ONNX
+    Runtime running that case's own model alone. Why this tests each case as a
+    compile of its own would: the cases share no tensor, so nothing that follows
+    data edges can mix them. ONNX shape inference and constant folding are per
+    node; onnxscript's CSE can only merge nodes with the same inputs (never true
+    across cases, whose inputs differ) and its initializer de-duplication can only
+    share a constant's value; TVM's FuseOps groups operators along data edges, so
+    every fused kernel and its schedule (targets/cpu) comes from one case; legalize
+    and the default schedules work one operator or one PrimFunc at a time. What
+    differs is the Relax VM's memory plan, which may reuse storage across cases;
+    a failure there shows as a batch failure that does not repeat alone (the
+    campaign re-runs every failing seed alone and reports that kind separately),
+    and the CI test runs its cases alone as well.
+
+    If the batch as a whole fails to compile or run, every seed gets that same
+    error line; the caller re-runs them alone to find which one is at fault.
+    """
+    from edgec.inprocess import compile_proto
+
+    model, feeds, outs = batched_model(seeds)
+    try:
+        compiled = compile_proto(model)
+        got = compiled.run([feeds[s.name] for s in compiled.inputs])
+    except Exception as exc:
+        whole = _raised(f"batch of {len(seeds)} seeds {seeds[0]}..{seeds[-1]}", exc)
+        return dict.fromkeys(seeds, whole)
+    by_name = dict(zip((o.name for o in compiled.outputs), got))
+    results: dict[int, str | None] = {}
+    for seed in seeds:
+        case, case_feeds, ops = random_model(seed)
+        mine = [by_name[name] for name in outs[seed]]
+        results[seed] = compare(_describe(seed, ops), mine, _reference(case, case_feeds), rtol, atol)
+    return results
+
+
+def ops_of(seed: int) -> list[str]:
+    """The op types ``random_model(seed)`` uses, in order."""
+    return random_model(seed)[2]
