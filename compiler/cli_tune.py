@@ -35,6 +35,9 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help="fix an input shape, e.g. x=1x3x224x224 (repeatable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print the result as JSON")
+    # edge-npu tunes layer mappings of the int8 model, as `build --quantize` makes it
+    t.add_argument("--quantize", choices=("int8",), help="edge-npu: quantize first (needs --calib)")
+    t.add_argument("--calib", metavar="PATH", help="edge-npu: calibration samples for --quantize")
     return t
 
 
@@ -53,7 +56,13 @@ def parse_duration(text: str) -> float:
 
 def cmd_tune(args: argparse.Namespace) -> int:
     from edgec.shapes import parse_input_shapes
+    from edgec.targets import get_target
     from edgec.tuning import tune
+
+    if get_target(args.target).family == "edge-npu":
+        from edgec.targets.edge_npu.tuner import cmd_tune_npu
+
+        return cmd_tune_npu(args)
 
     if args.trials is None and args.time_budget is None:
         raise EdgecError("tune needs --trials N or --time-budget DURATION (e.g. 10m)")

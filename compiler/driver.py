@@ -147,7 +147,7 @@ def build(
             from edgec.targets.edge_npu.offload import offload
             from edgec.targets.edge_npu.target import config_of
 
-            off = offload(mod, config_of(desc))
+            off = offload(mod, config_of(desc), mappings=_npu_mappings(db, config_of(desc)))
             mod, extra_files, npu_report = off.mod, off.files, off.report
     deadline = limits.compile_deadline(timeout, "compile", hard=hard_deadline)
     with ph.phase("compile", desc.name), deadline:
@@ -189,6 +189,17 @@ def _check_target_tools(desc: TargetDesc) -> None:
         from edgec.targets.arm_cpu import toolchain
 
         toolchain.find_cxx()
+
+
+def _npu_mappings(db: Path | None, config: Any) -> Any:
+    """Tuned edge-npu layer mappings from ``edgec tune --target edge-npu`` (or None)."""
+    if db is None:
+        return None
+    from edgec.targets.edge_npu.config import load_config
+    from edgec.targets.edge_npu.tuner import load_mappings
+
+    cfg = config if not isinstance(config, str) else load_config(config)
+    return load_mappings(db, cfg.name)
 
 
 def _compile(mod: Any, desc: TargetDesc, tuning_db: Path | None = None) -> Any:

@@ -25,10 +25,22 @@ from typing import Any
 
 import numpy as np
 
-from . import programs
+from . import intmath, programs
 from .config import NpuConfig
-from .isa import MUL_KEYS, Instr, IsaError, Space, VecOp, clamp_block, keyed_block, lut_block
+from .isa import (
+    MUL_KEYS,
+    Dataflow,
+    Instr,
+    IsaError,
+    Op,
+    Space,
+    VecOp,
+    clamp_block,
+    keyed_block,
+    lut_block,
+)
 from .layers import Layer, QTensor
+from .mapping import Mapping, workload_key
 from .models import _FirstFit
 from .programs import Conv, Placement, ProgramError
 from .simulator import simulate
@@ -47,6 +59,7 @@ class SegLayer:
     inputs: list[str]
     output: str
     origin: Layer | None = None  # the partitioned layer a copy inserted by ``lower`` serves
+    lut: Layer | None = None  # a LUT layer fused into this conv (applied before the store)
 
 
 class LowerError(ProgramError):
@@ -146,19 +159,27 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
 
 def layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
                   params: dict[str, int], wgt: int, stream_from: int | None,
-                  dataflow: str | None = None) -> list[Instr]:
-    """Instructions of one layer at the given places (starts with SYNC)."""
+                  dataflow: str | None = None, mapping: Mapping | None = None
+                  ) -> list[Instr]:
+    """Instructions of one layer at the given places (starts with SYNC).
+
+    Conv / global-pool layers take ``mapping`` (``dataflow`` overrides its dataflow);
+    a conv whose ``params`` hold a "lut" block applies that fused LUT before storing."""
     at = layer.attrs
+    mp = mapping or Mapping()
+    df = dataflow or mp.dataflow
+    knobs = {"band_rows": mp.band_rows, "order": mp.order or "band"}
     if layer.kind == "conv":
         place = Placement(inp=inputs[0], out=out, wgt=wgt, params=params["requant"],
                           zp_in=layer.inputs[0].zp, stream_from=stream_from)
-        return programs.conv2d_layer(cfg, at["conv"], place, dataflow).instrs
+        return programs.conv2d_layer(cfg, at["conv"], place, df, lut=params.get("lut"),
+                                     **knobs).instrs
     if layer.kind == "gap":
         if inputs[0][0] != Space.PCACHE:
             raise ProgramError("global pool reads its input as weights: it must be in PCACHE")
         place = Placement(inp=(Space.PCACHE, params["ones"]), out=out, wgt=inputs[0][1],
                           params=params["requant"])
-        return programs.conv2d_layer(cfg, at["conv"], place, dataflow).instrs
+        return programs.conv2d_layer(cfg, at["conv"], place, df, **knobs).instrs
     h, w, c = layer.out.shape
     if layer.kind == "lut":
         return elementwise_layer(cfg, h * w, c, inputs[:1], out, [(VecOp.LUT, params["lut"])])
@@ -218,19 +239,81 @@ def _expand(seg: Segment) -> list[SegLayer]:
     return layers
 
 
+def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """``mul(x, lut(x))`` (hard-swish as x * hard-sigmoid(x), SiLU as x * sigmoid(x)),
+    where the LUT's output has no other reader, is a function of the int8 ``x`` alone:
+    one LUT whose 256 entries are the integer MUL of each x with its table entry
+    (bit-exact by construction). One layer instead of two."""
+    readers: dict[str, int] = {}
+    for sl in layers:
+        for v in sl.inputs:
+            readers[v] = readers.get(v, 0) + 1
+    drop: set[int] = set()
+    out = list(layers)
+    for i, sl in enumerate(layers):
+        if sl.layer.kind != "lut" or readers.get(sl.output) != 1 or sl.output in outputs:
+            continue
+        x, h = sl.inputs[0], sl.output
+        j = next((j for j in range(i + 1, len(layers)) if h in layers[j].inputs), None)
+        if j is None:
+            continue
+        m = layers[j]
+        at = m.layer.attrs
+        if m.layer.kind != "mul" or at.get("broadcast") or sorted(m.inputs) != sorted([x, h]):
+            continue
+        xs = np.arange(-128, 128, dtype=np.int64)
+        hs = sl.layer.arrays["table"][xs + 128]
+        a, b = (xs, hs) if m.inputs[0] == x else (hs, xs)
+        table = intmath.mul_int8(a, at["zp1"], b, at["zp2"], at["mult"], at["shift"],
+                                 at["zp_out"], at["qmin"], at["qmax"]).astype(np.int8)
+        lut = Layer("lut", [sl.layer.inputs[0]], m.layer.out, arrays={"table": table},
+                    ops=list(sl.layer.ops) + list(m.layer.ops))
+        out[j] = SegLayer(m.name, lut, [x], m.output, m.origin)
+        drop.add(i)
+    return [sl for i, sl in enumerate(out) if i not in drop]
+
+
+def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """A conv directly followed by a LUT that is the only reader of its output (not a
+    segment output) becomes one layer: the conv program applies the table to each
+    requantized tile before the store. Same integer result (requantize, clamp, table),
+    one launch and one activation round trip fewer."""
+    readers: dict[str, int] = {}
+    for sl in layers:
+        for v in sl.inputs:
+            readers[v] = readers.get(v, 0) + 1
+    out: list[SegLayer] = []
+    i = 0
+    while i < len(layers):
+        sl = layers[i]
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if (sl.layer.kind == "conv" and sl.lut is None and nxt is not None
+                and nxt.layer.kind == "lut" and nxt.inputs == [sl.output]
+                and readers.get(sl.output) == 1 and sl.output not in outputs):
+            out.append(SegLayer(sl.name, sl.layer, sl.inputs, nxt.output, sl.origin,
+                                lut=nxt.layer))
+            i += 2
+            continue
+        out.append(sl)
+        i += 1
+    return out
+
+
 def _plan_activations(seg: Segment, base: int, end: int,
-                      host: dict[str, int]) -> tuple[dict[str, Loc], int]:
+                      host: dict[str, int], layers: list[SegLayer] | None = None
+                      ) -> tuple[dict[str, Loc], int]:
     """Places every value (host buffers for inputs/outputs, first fit in PCACHE for the
     rest, freed after the last reader); returns (locations, scratch bytes used)."""
+    layers = seg.layers if layers is None else layers
     alloc = _FirstFit(base, end)
     loc: dict[str, Loc] = {v: (Space.HOST, a) for v, a in host.items()}
     buf: dict[str, str] = {}  # value -> buffer key (aliases share their source's buffer)
     last: dict[str, int] = {}
-    for i, sl in enumerate(seg.layers):
+    for i, sl in enumerate(layers):
         for v in sl.inputs:
             last[v] = i
     peak = base
-    for i, sl in enumerate(seg.layers):
+    for i, sl in enumerate(layers):
         if sl.layer.kind == "alias":
             loc[sl.output] = loc[sl.inputs[0]]
             key = buf.get(sl.inputs[0], sl.inputs[0])
@@ -249,12 +332,19 @@ def _plan_activations(seg: Segment, base: int, end: int,
 
 
 # -- the whole model ---------------------------------------------------------------------
-def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None = None
-          ) -> NpuModel:
-    """Memory plan and programs for all segments."""
+def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None = None,
+          mappings: dict[str, Mapping] | None = None, fuse: bool = True) -> NpuModel:
+    """Memory plan and programs for all segments.
+
+    ``dataflow``: layer name -> "ws" / "os"; ``mappings``: ``workload_key`` -> the
+    tuned ``Mapping`` of conv / global-pool layers (others get the defaults); ``fuse``:
+    fuse a LUT into the conv before it (``fuse_luts``)."""
     dataflow = dataflow or {}
+    mappings = mappings or {}
     for seg in segments:
         seg.layers = _expand(seg)
+    plans = [fuse_luts(fold_gated_luts(seg.layers, seg.outputs), seg.outputs) if fuse
+             else list(seg.layers) for seg in segments]
     # host IO buffers (addresses after the streamed weights are fixed later)
     io_sizes = [([seg.tensors[v].size for v in seg.inputs],
                  [seg.tensors[v].size for v in seg.outputs]) for seg in segments]
@@ -262,11 +352,11 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     scratch = 0
     for seg in segments:
         io = {v: 0 for v in seg.inputs + seg.outputs}
-        _, peak = _plan_activations(seg, 0, 1 << 40, io)
+        _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[segments.index(seg)])
         scratch = max(scratch, peak)
     # params (always cached) and weights (cached greedily, else streamed)
-    items = [(si, li, *layer_images(cfg, sl.layer))
-             for si, seg in enumerate(segments) for li, sl in enumerate(seg.layers)]
+    items = [(si, li, *_images(cfg, sl))
+             for si, plan in enumerate(plans) for li, sl in enumerate(plan)]
     param_top = 0
     param_addr: dict[tuple[int, int], dict[str, int]] = {}
     images: list[tuple[Space, int, bytes]] = []
@@ -328,24 +418,45 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             host += _align(n)
         host_io: dict[str, int] = {str(d["name"]): int(d["addr"]) for d in ins}
         host_io.update(host_out)
-        loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io)
+        loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io, plans[si])
         prog: list[Instr] = []
         infos = []
-        for li, sl in enumerate(seg.layers):
+        for li, sl in enumerate(plans[si]):
             wa, sf = wgt_addr.get((si, li), (0, None))
             if wa == -1:
                 wa = stage_addr
+            key = layer_key(cfg, sl, [loc[v] for v in sl.inputs], loc[sl.output], sf is not None)
             try:
                 instrs = layer_program(cfg, sl.layer, [loc[v] for v in sl.inputs],
                                        loc[sl.output], param_addr[(si, li)], wa, sf,
-                                       dataflow.get(sl.name))
+                                       dataflow.get(sl.name),
+                                       mappings.get(key) if key else None)
             except (ProgramError, IsaError) as exc:
                 raise LowerError(f"{sl.layer.kind} layer: {exc}", sl.origin or sl.layer) from None
             prog += instrs
-            infos.append(_layer_info(cfg, sl, instrs, sf is not None))
+            infos.append(_layer_info(cfg, sl, instrs, sf is not None, key))
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
     return NpuModel(cfg.name, lowered, images, _align(host), param_top, cached, streamed,
                     cfg.parameter_cache - scratch_base)
+
+
+def _images(cfg: NpuConfig, sl: SegLayer) -> tuple[dict[str, bytes], bytes]:
+    params, w = layer_images(cfg, sl.layer)
+    if sl.lut is not None:
+        params["lut"] = _i32(lut_block(sl.lut.arrays["table"]))
+    return params, w
+
+
+def layer_key(cfg: NpuConfig, sl: SegLayer, inputs: list[Loc], out: Loc,
+              streamed: bool) -> str | None:
+    """The ``workload_key`` of a conv / global-pool layer at its places (else None)."""
+    if sl.layer.kind == "conv":
+        return workload_key(cfg.name, sl.layer.attrs["conv"], inputs[0][0], out[0], streamed,
+                            sl.lut is not None)
+    if sl.layer.kind == "gap":
+        return workload_key(cfg.name, sl.layer.attrs["conv"], Space.PCACHE, out[0],
+                            kind="gap")
+    return None
 
 
 def _largest(segments: list[Segment]) -> Layer | None:
@@ -360,25 +471,29 @@ def _largest(segments: list[Segment]) -> Layer | None:
 
 
 def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
-                streamed: bool) -> dict[str, Any]:
+                streamed: bool, key: str | None = None) -> dict[str, Any]:
     """Per-layer figures for the report (timing-only simulation of the layer alone)."""
     ly = sl.layer
     cycles = simulate(cfg, instrs + programs.end()).cycles if instrs else 0
     macs = ly.macs if ly.kind == "conv" else 0
     conv = ly.attrs.get("conv")
     info: dict[str, Any] = {
-        "name": sl.name, "kind": ly.kind, "ops": list(ly.ops), "macs": macs,
+        "name": sl.name, "kind": ly.kind,
+        "ops": list(ly.ops) + (list(sl.lut.ops) if sl.lut is not None else []), "macs": macs,
         "cycles": cycles, "utilization": macs / (cycles * cfg.peak_macs_per_cycle)
         if cycles else 0.0, "weights": int(ly.arrays["weights"].size)
         if "weights" in ly.arrays else 0, "streamed": streamed,
-        "instructions": len(instrs)}
+        "instructions": len(instrs), "fused_lut": sl.lut is not None}
+    if key is not None:
+        info["workload"] = key
     if isinstance(conv, Conv) and ly.kind == "conv":
         info["shape"] = {"h": conv.h, "w": conv.w, "cin": conv.cin, "cout": conv.cout,
                          "k": [conv.kh, conv.kw], "stride": [conv.sh, conv.stride],
                          "depthwise": conv.depthwise}
-        info["dataflow"] = programs.choose_dataflow(cfg, conv).name.lower()
+        df = next((i.df for i in instrs if i.op == Op.GEMM), None)
+        info["dataflow"] = Dataflow(df).name.lower() if df is not None else "-"
     return info
 
 
 __all__ = ["LowerError", "LoweredSegment", "NpuModel", "SegLayer", "Segment", "fits",
-           "layer_images", "layer_program", "lower", "signature"]
+           "fuse_luts", "layer_images", "layer_key", "layer_program", "lower", "signature"]

@@ -17,6 +17,7 @@ from typing import Any
 from .bundle import model_key, to_files
 from .config import NpuConfig, load_config
 from .lower import LowerError, NpuModel, lower, signature
+from .mapping import Mapping
 from .partition import Partition, partition
 from .report import placement
 from .runtime import PACKED_FUNC
@@ -33,10 +34,13 @@ class Offload:
 
 
 def offload(mod: Any, config: str | NpuConfig = "edge-npu",
-            dataflow: dict[str, str] | None = None) -> Offload:
-    """Partition ``mod`` for the NPU, lower its segments, and call them from ``main``."""
+            dataflow: dict[str, str] | None = None,
+            mappings: dict[str, Mapping] | None = None) -> Offload:
+    """Partition ``mod`` for the NPU, lower its segments, and call them from ``main``.
+
+    ``mappings``: tuned layer mappings by ``workload_key`` (``tuner.load_mappings``)."""
     cfg = load_config(config) if isinstance(config, str) else config
-    part, model = partition_and_lower(mod, cfg, dataflow)
+    part, model = partition_and_lower(mod, cfg, dataflow, mappings)
     key = model_key(model)
     new_mod = replace_segments(part.mod, part.functions, key)
     return Offload(new_mod, to_files(model), placement(cfg, part, model), part, model)
@@ -45,7 +49,8 @@ def offload(mod: Any, config: str | NpuConfig = "edge-npu",
 MAX_FALLBACKS = 64
 
 
-def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | None = None
+def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | None = None,
+                        mappings: dict[str, Mapping] | None = None
                         ) -> tuple[Partition, NpuModel]:
     """Partition and lower; a layer the memory plan or the program generator cannot place
     is left on the CPU (with the reason, in the placement report) and the module is
@@ -54,7 +59,7 @@ def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | Non
     for _ in range(MAX_FALLBACKS):
         part = partition(mod, cfg, deny)
         try:
-            return part, lower(cfg, part.segments, dataflow)
+            return part, lower(cfg, part.segments, dataflow, mappings)
         except LowerError as exc:
             key = signature(exc.layer) if exc.layer is not None else None
             if key is None or key in deny:
@@ -62,7 +67,7 @@ def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | Non
             deny[key] = f"could not be placed on {cfg.name}: {exc}"
     # last resort: nothing on the NPU (every op runs on the CPU, each with a reason)
     part = partition(mod, cfg, _DenyAll(f"the NPU segments could not be placed on {cfg.name}"))
-    return part, lower(cfg, part.segments, dataflow)
+    return part, lower(cfg, part.segments, dataflow, mappings)
 
 
 class _DenyAll(dict):  # type: ignore[type-arg]

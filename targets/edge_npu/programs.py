@@ -148,7 +148,7 @@ def pack_requant(conv: Conv, bias: np.ndarray, mult: np.ndarray, shift: np.ndarr
 
 
 # -- conv / GEMM -----------------------------------------------------------------------
-def _band_rows(cfg: NpuConfig, conv: Conv) -> int:
+def max_band_rows(cfg: NpuConfig, conv: Conv) -> int:
     """Most output rows per band that fit the bank and the accumulators."""
     ow = conv.out_w
     n_max = max(nl for _, nl in n_tiles(conv, cfg.cols))
@@ -168,6 +168,17 @@ def _band_rows(cfg: NpuConfig, conv: Conv) -> int:
     if best == 0:
         raise ProgramError(f"conv {conv}: one output row does not fit an activation bank "
                            f"({cfg.activation_bank} B) and the accumulators")
+    return best
+
+
+def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None) -> int:
+    """Output rows per band: ``rows`` if given (at most what fits), else the most that
+    fit, evened out so the last band is not a sliver."""
+    best = max_band_rows(cfg, conv)
+    if rows is not None:
+        if not 1 <= rows <= best:
+            raise ProgramError(f"conv {conv}: {rows} output rows per band; 1 to {best} fit")
+        return rows
     nb = math.ceil(conv.out_h / best)
     return math.ceil(conv.out_h / nb)  # even bands: the last is not a sliver
 
@@ -188,11 +199,18 @@ def choose_dataflow(cfg: NpuConfig, conv: Conv) -> Dataflow:
 
 def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                  dataflow: Dataflow | str | None = None, lut: int | None = None,
-                 sync: bool = True) -> LayerProgram:
+                 sync: bool = True, band_rows: int | None = None,
+                 order: str = "band") -> LayerProgram:
     """Instructions for one conv (or depthwise) layer with requantization.
 
-    ``lut``: PCACHE address of a LUT block applied after requantization.
+    ``lut``: PCACHE address of a LUT block applied after requantization. ``band_rows``:
+    output rows per band (fewer rows: more bands, so loads overlap compute, but shorter
+    WS folds); default the most that fit. ``order``: "band" (each band's N-tiles in
+    turn, one input load per band) or "tile" (each N-tile over all bands, reloading
+    them; the first results leave sooner).
     """
+    if order not in ("band", "tile"):
+        raise ProgramError(f"loop order {order!r}: expected band or tile")
     if conv.depthwise and conv.cin != conv.cout:
         raise ProgramError(f"depthwise conv needs cin == cout, got {conv.cin}, {conv.cout}")
     df = (choose_dataflow(cfg, conv) if dataflow is None
@@ -201,7 +219,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     oh, ow, s, sh = conv.out_h, conv.out_w, conv.stride, conv.sh
     pt, pl, pr = conv.pad[0], conv.pad[1], conv.pad[3]
     wp = conv.w + pl + pr
-    rows_b = _band_rows(cfg, conv)
+    rows_b = _band_rows(cfg, conv, band_rows)
     nbands = math.ceil(oh / rows_b)
     tiles = n_tiles(conv, cfg.cols)
     ks = [conv.kh * conv.kw * (nl if conv.depthwise else conv.cin) for _, nl in tiles]
@@ -243,27 +261,34 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     load_q: list[Instr] = []
     comp_q: list[Instr] = []
     store_q: list[Instr] = []
-    for b in range(nbands):
+    # A step loads one input band into a bank and computes some of its N-tiles: band
+    # order runs every tile of a band per step (one load per band), tile order runs one
+    # tile over every band (the band is loaded once per tile).
+    steps = ([(b, list(range(len(tiles)))) for b in range(nbands)] if order == "band" else
+             [(b, [t]) for t in range(len(tiles)) for b in range(nbands)])
+    nsteps = len(steps)
+    for st, (b, step_tiles) in enumerate(steps):
         oy0 = b * rows_b
         orows = min(rows_b, oh - oy0)
-        bank = (b % 2) * cfg.activation_bank
+        bank = (st % 2) * cfg.activation_bank
         y_lo = oy0 * sh - pt                      # first padded-input row of the band
         y_hi = (oy0 + orows - 1) * sh + conv.kh - pt   # one past the last
         top, bottom = max(0, -y_lo), max(0, y_hi - conv.h)
         in_rows = y_hi - y_lo
         tile = in_rows * wp * conv.cin
-        load_q += act_loads((("pop_next",) if b >= 2 else ()), ("push_next",), in_space,
+        load_q += act_loads((("pop_next",) if st >= 2 else ()), ("push_next",), in_space,
                             in_addr + max(0, y_lo) * conv.w * conv.cin, bank,
                             in_rows - top - bottom, conv.w, conv.cin, conv.w * conv.cin,
                             (top, bottom, pl, pr), place.zp_in)
-        if b == 0:
+        if st == 0:
             load_q += wloads
         m = orows * ow
         out_base = bank + tile
-        for t, ((n0, nl), k) in enumerate(zip(tiles, ks)):
+        for i, t in enumerate(step_tiles):
+            (n0, nl), k = tiles[t], ks[t]
             deps: tuple[str, ...] = ()
-            if t == 0:
-                deps = ("pop_prev",) + (("pop_next",) if b >= 2 else ())
+            if i == 0:
+                deps = ("pop_prev",) + (("pop_next",) if st >= 2 else ())
             comp_q.append(make(Op.CFG, deps, inp=bank, in_w=wp, cin=conv.cin,
                                kc=nl if conv.depthwise else conv.cin,
                                c_base=n0 if conv.depthwise else 0, kh=conv.kh, kw=conv.kw,
@@ -282,11 +307,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                                        reset=1, m0=m0,
                                        m_len=min(R, m - m0),
                                        k0=0, k_len=k, n_len=nl, wgt=wbase, acc=m0 * nl))
-            last = t == len(tiles) - 1
+            last = i == len(step_tiles) - 1
             dst = out_base + m * n0
             vdeps: tuple[str, ...] = ()
             if last:
-                vdeps = (("push_prev",) if b + 2 < nbands else ()) + ("push_next",)
+                vdeps = (("push_prev",) if st + 2 < nsteps else ()) + ("push_next",)
             requant = make(Op.VEC, () if lut is not None else vdeps, vop=VecOp.REQUANT,
                            src=0, dst=dst, count=m * nl, cols=nl,
                            param=place.params + block_off[t])
@@ -295,9 +320,9 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                 comp_q.append(make(Op.VEC, vdeps, vop=VecOp.LUT, src=dst, dst=dst,
                                    count=m * nl, param=lut))
             sdeps: tuple[str, ...] = ()
-            if t == 0:
+            if i == 0:
                 sdeps += ("pop_prev",)
-            if last and b + 2 < nbands:
+            if last and st + 2 < nsteps:
                 sdeps += ("push_prev",)
             store_q.append(make(Op.STORE, sdeps, space=out_space,
                                 dram=out_addr + oy0 * ow * conv.cout + n0, sram=dst,

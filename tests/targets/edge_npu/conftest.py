@@ -20,7 +20,7 @@ def npu():
 
 
 def run_conv(cfg, conv, x, w, bias, mult, shift, zp_out, qmin, qmax, zp_in=0,
-             dataflow=None, lut=None, stream=False):
+             dataflow=None, lut=None, stream=False, band_rows=None, order="band"):
     """Place tensors, run the generated program, return (output HWC, report)."""
     sim = Simulator(cfg, host_bytes=1 << 22)
     out_addr = 1 << 21
@@ -42,7 +42,8 @@ def run_conv(cfg, conv, x, w, bias, mult, shift, zp_out, qmin, qmax, zp_in=0,
         sim.mem.write(Space.PCACHE, wgt, wpack)
     place = programs.Placement(inp=(Space.HOST, 0), out=(Space.HOST, out_addr), wgt=wgt,
                                params=params, zp_in=zp_in, stream_from=stream_from)
-    lp = programs.conv2d_layer(cfg, conv, place, dataflow, lut=lut_addr)
+    lp = programs.conv2d_layer(cfg, conv, place, dataflow, lut=lut_addr, band_rows=band_rows,
+                               order=order)
     rep = sim.run(lp.instrs + programs.end(), cached_weights=0 if stream else wpack.size)
     out = sim.mem.read(Space.HOST, out_addr, conv.out_h * conv.out_w * conv.cout)
     return out.reshape(conv.out_h, conv.out_w, conv.cout), rep, lp

@@ -1,0 +1,145 @@
+"""The edge-npu tuner: tuned mappings never lose to the default and stay bit-exact; the
+database survives a kill and resumes; LUT fusion keeps the integer results."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from edgec.targets.edge_npu import int_reference, programs, tuner
+from edgec.targets.edge_npu.config import load_config
+from edgec.targets.edge_npu.lower import lower
+from edgec.targets.edge_npu.mapping import Mapping
+from edgec.targets.edge_npu.runtime import NpuDevice
+
+from .conftest import run_conv
+from .reference import conv_requant
+from .test_functional import _layer
+from .tuner_fixture import small_model
+
+
+def _run(cfg, segs, model, seed=0):
+    x = np.random.default_rng(seed).integers(-128, 128, (1, 8, 24, 24)).astype(np.int8)
+    got = NpuDevice(model, cfg).run_segment(0, [x])[0]
+    return got, int_reference.run_segment(segs[0], [x])[0]
+
+
+def test_fusion_is_bit_exact_and_saves_layers(npu):
+    """x * lut(x) folds into one LUT, which fuses into the conv before it."""
+    segs = small_model()
+    fused = lower(npu, segs)
+    got, ref = _run(npu, segs, fused)
+    assert np.array_equal(got, ref)
+    names = [ly["name"] for ly in fused.segments[0].layers]
+    assert names == ["c1", "c2", "c3", "c4"] and fused.segments[0].layers[0]["fused_lut"]
+    plain_segs = small_model()
+    plain = lower(npu, plain_segs, fuse=False)
+    assert len(plain.segments[0].layers) == 6
+    assert np.array_equal(_run(npu, plain_segs, plain)[0], ref)
+    assert tuner.model_cycles(npu, fused) < tuner.model_cycles(npu, plain)
+
+
+@pytest.mark.parametrize("case", [(20, 12, 24, 70, 3, 1, (1, 1, 1, 1), False),
+                                  (16, 16, 40, 40, 3, 2, (0, 0, 1, 1), True)])
+def test_every_mapping_is_bit_exact(small, case):
+    """Each dataflow x band-rows x loop order the tuner may pick computes the same."""
+    rng = np.random.default_rng(7)
+    conv, x, wt, bias, mult, shift = _layer(rng, *case)
+    want = conv_requant(x, wt, bias, mult, shift, 4, -128, 127, case[5], case[6], 2, case[7])
+    task = tuner.Task("t", conv, "conv", programs.Space.HOST, programs.Space.HOST, False, False)
+    maps = tuner.candidates(small, task)
+    assert {m.order for m in maps} == {"band", "tile"} and len({m.band_rows for m in maps}) > 2
+    for mp in maps[::3]:
+        got, _, _ = run_conv(small, conv, x, wt, bias, mult, shift, 4, -128, 127, zp_in=2,
+                             dataflow=mp.dataflow, band_rows=mp.band_rows, order=mp.order)
+        np.testing.assert_array_equal(got, want, err_msg=str(mp))
+
+
+def test_tuned_mapping_beats_or_equals_default_and_stays_exact(npu, tmp_path):
+    segs = small_model()
+    default = lower(npu, segs)
+    tasks = tuner.tasks_of(default)
+    assert len(tasks) == 4
+    n, before = tuner.search(npu, tasks, tuner.Database(tmp_path), trials=60)
+    assert (n, before) == (60, 0)
+    best = tuner.load_mappings(tmp_path, npu.name)
+    assert set(best) == {t.key for t in tasks}
+    for t in tasks:
+        d, _ = tuner.measure(npu, t, tuner.resolved_default(npu, t))
+        b, _ = tuner.measure(npu, t, best[t.key])
+        assert d is not None and b is not None and b <= d
+    tuned_segs = small_model()
+    tuned = lower(npu, tuned_segs, mappings=best)
+    assert tuner.model_cycles(npu, tuned) <= tuner.model_cycles(npu, default)
+    assert any(best[t.key] != tuner.resolved_default(npu, t) for t in tasks)
+    got, ref = _run(npu, tuned_segs, tuned, seed=3)
+    assert np.array_equal(got, ref)
+
+
+def test_database_resumes_and_skips_torn_lines(npu, tmp_path):
+    tasks = tuner.tasks_of(lower(npu, small_model()))
+    db = tuner.Database(tmp_path)
+    assert tuner.search(npu, tasks, db, trials=12) == (12, 0)
+    with open(db.path, "ab") as f:
+        f.write(b'{"v": 1, "key": "tor')  # a write cut by a kill
+    assert len(db.records()) == 12
+    assert tuner.search(npu, tasks, db, trials=20) == (8, 12)
+    recs = db.records()
+    assert len(recs) == 20
+    seen = [(r["key"], json.dumps(r["mapping"], sort_keys=True)) for r in recs]
+    assert len(set(seen)) == 20  # nothing measured twice
+
+
+KILL_SCRIPT = """
+import sys
+sys.path.insert(0, {here!r})
+from edgec.targets.edge_npu import tuner
+from edgec.targets.edge_npu.config import load_config
+from edgec.targets.edge_npu.lower import lower
+from tuner_fixture import small_model
+import time
+measure = tuner.measure
+tuner.measure = lambda *a: (time.sleep(0.05), measure(*a))[1]  # a slower machine
+cfg = load_config("edge-npu")
+tasks = tuner.tasks_of(lower(cfg, small_model()))
+tuner.search(cfg, tasks, tuner.Database({db!r}), trials=10**6)
+"""
+
+
+def test_database_survives_kill_9(tmp_path):
+    """SIGKILL mid-search: every complete line still parses and the search resumes."""
+    cfg = load_config("edge-npu")
+    script = KILL_SCRIPT.format(here=os.path.dirname(__file__), db=str(tmp_path))
+    proc = subprocess.Popen([sys.executable, "-c", script])
+    path = tmp_path / tuner.DB_FILE
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and proc.poll() is None:
+        if path.exists() and path.read_bytes().count(b"\n") >= 8:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    assert proc.wait() == -signal.SIGKILL  # killed mid-search, not finished or crashed
+    db = tuner.Database(tmp_path)
+    have = len(db.records())
+    assert have >= 8
+    tasks = tuner.tasks_of(lower(cfg, small_model()))
+    total = sum(len(tuner.candidates(cfg, t)) for t in tasks)
+    if have < total:
+        n, before = tuner.search(cfg, tasks, db, trials=have + 5)
+        assert before == have and n == min(5, total - have)
+    assert set(tuner.load_mappings(tmp_path, cfg.name)) == {t.key for t in tasks}
+
+
+def test_mapping_rejects_bands_that_do_not_fit(small):
+    conv = programs.Conv(40, 40, 16, 32)
+    most = programs.max_band_rows(small, conv)
+    task = tuner.Task("t", conv, "conv", programs.Space.PCACHE, programs.Space.PCACHE,
+                      False, False)
+    cyc, err = tuner.measure(small, task, Mapping("ws", most + 1, "band"))
+    assert cyc is None and "rows per band" in err
