@@ -70,30 +70,62 @@ def _plain(value: Any) -> bool:
     return isinstance(value, (np.ndarray, np.generic))
 
 
+def _array(value: Any) -> Any:
+    if isinstance(value, onnx.TensorProto):
+        from onnx import numpy_helper
+
+        return numpy_helper.to_array(value)
+    return value
+
+
+def assert_similar(expected: list[Any], got: list[Any], rtol: float, atol: float) -> None:
+    """ONNX's own output comparison; ml_dtypes' narrow types compared as float32.
+
+    numpy cannot promote float8/float4/int4 with a Python float, so ONNX's runner
+    fails on them with a TypeError before comparing. Here dtype and shape must match
+    exactly, then the values are compared as float32 with the case's tolerances.
+    """
+    from onnx.backend.test.runner import Runner
+
+    if len(expected) == len(got):
+        for i, (e, g) in enumerate(zip(expected, got)):
+            if isinstance(e, np.ndarray) and e.dtype.name in _NARROW_NAMES:
+                if g.dtype != e.dtype or g.shape != e.shape:
+                    raise AssertionError(
+                        f"output {i}: {g.dtype}{list(g.shape)} != {e.dtype}{list(e.shape)}")
+                np.testing.assert_allclose(g.astype(np.float32), e.astype(np.float32),
+                                           rtol=rtol, atol=atol)
+                expected[i], got[i] = np.zeros(()), np.zeros(())
+    Runner.assert_similar_outputs(expected, got, rtol, atol)
+
+
+_NARROW_NAMES = {"float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz",
+                 "float8_e8m0fnu", "float4_e2m1fn", "int4", "uint4", "int2", "uint2"}
+
+
 def run_case(case: Any, op: str = "") -> CaseResult:
     """Compile and run one case on the host; never raises."""
     from edgec import onnx_backend
     from edgec.errors import EdgecError
-    from onnx.backend.test.runner import Runner
-
     start = time.perf_counter()
 
     def result(status: str, detail: str = "", folded: bool = False) -> CaseResult:
         return CaseResult(case.name, op, status, detail[:300], time.perf_counter() - start, folded)
 
+    data_sets = []
     for inputs, outputs in case.data_sets:
-        values = list(inputs) + list(outputs)
-        if any(isinstance(v, onnx.TensorProto) for v in values):
-            # numpy has no such dtype (float8, int4, ...): ONNX hands over raw protos.
-            return result("unsupported", "element types numpy cannot hold (float8, int4, ...)")
-        if not all(_plain(v) for v in values):
+        # ONNX hands over tensors of types numpy lacks (float8, int4, ...) as protos;
+        # to_array turns them into ml_dtypes arrays.
+        inputs, outputs = [_array(v) for v in inputs], [_array(v) for v in outputs]
+        if not all(_plain(v) for v in inputs + outputs):
             return result("unsupported", "sequence, optional or map values")
+        data_sets.append((inputs, outputs))
     try:
         rep = onnx_backend.prepare(case.model)
-        for inputs, expected in case.data_sets:
+        for inputs, expected in data_sets:
             got = rep.run(list(inputs))
             try:
-                Runner.assert_similar_outputs(list(expected), list(got), case.rtol, case.atol)
+                assert_similar(list(expected), list(got), case.rtol, case.atol)
             except AssertionError as exc:
                 return result("mismatch", " ".join(str(exc).split()))
     except EdgecError as exc:

@@ -10,6 +10,10 @@ edgec compiles static shapes, so the backend specialises on the inputs it is giv
   initializer holding the value passed at run time, so the optimizer folds it as it
   would fold the constant a real export carries there. Inputs in data slots are never
   folded: the compiled code computes them. The cache key includes folded values.
+- **Narrow element types.** float8, float4, int4/uint4 and int2/uint2 tensors (numpy
+  holds them through ml_dtypes) are carried as bytes; ``edgec.converters.narrow_types``
+  rewrites the casts and (de)quantizations on them, and ``run`` converts the arrays
+  passed and returned. A graph using them elsewhere is refused as unsupported.
 
 Usage: ``edgec.onnx_backend.run_model(model, [x, shape])`` or ``prepare(model).run(...)``,
 and ``onnx.backend.test.BackendTest(edgec.onnx_backend, __name__)``.
@@ -22,6 +26,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+from edgec.converters import narrow_types
 from edgec.errors import InputError, ModelError
 from edgec.frontend import _first_line as first_line
 from edgec.inprocess import Compiled, compile_proto
@@ -91,13 +96,41 @@ def specialise(
     fold = static_inputs(model)
     out = onnx.ModelProto()
     out.CopyFrom(model)
-    keep = [v for v in out.graph.input if v.name not in fold]
+    _castlike_to_cast(out.graph)
+    used = _used_names(out.graph) | {v.name for v in out.graph.output}
+    # An input no node reads cannot change an output (CastLike's ``like`` after the
+    # rewrite above, often zero-sized): drop it rather than compile a zero-size tensor.
+    keep = [v for v in out.graph.input if v.name not in fold and v.name in used]
     for name in sorted(fold):
         out.graph.initializer.append(numpy_helper.from_array(np.asarray(feeds[name]), name))
     del out.graph.input[:]
     out.graph.input.extend(keep)
     shapes = {v.name: tuple(int(d) for d in np.shape(feeds[v.name])) for v in keep}
     return out, shapes, [v.name for v in keep]
+
+
+def _castlike_to_cast(graph: onnx.GraphProto) -> None:
+    """CastLike(x, like) -> Cast(x, to=type of like) where ``like`` is a graph input."""
+    types = {v.name: v.type.tensor_type.elem_type for v in graph.input}
+    for node in graph.node:
+        if node.op_type != "CastLike" or node.domain not in ("", "ai.onnx"):
+            continue
+        to = types.get(node.input[1]) if len(node.input) > 1 else None
+        if to:
+            node.op_type = "Cast"
+            del node.input[1:]
+            node.attribute.append(onnx.helper.make_attribute("to", to))
+
+
+def _used_names(graph: onnx.GraphProto) -> set[str]:
+    """Every tensor name read by a node, including nodes of subgraphs."""
+    used: set[str] = set()
+    for node in graph.node:
+        used.update(node.input)
+        for a in node.attribute:
+            for g in [a.g] if a.type == onnx.AttributeProto.GRAPH else list(a.graphs):
+                used |= _used_names(g)
+    return used
 
 
 class EdgecBackendRep(BackendRep):
@@ -108,7 +141,7 @@ class EdgecBackendRep(BackendRep):
         inits = {t.name for t in model.graph.initializer}
         self.input_names = [v.name for v in model.graph.input if v.name not in inits]
         self._static = static_inputs(model)
-        self._cache: dict[tuple[Any, ...], tuple[Compiled, list[str]]] = {}
+        self._cache: dict[tuple[Any, ...], tuple[Compiled, list[str], dict[str, Any]]] = {}
         self.last: Compiled | None = None
 
     def _feeds(self, inputs: Any) -> dict[str, np.ndarray]:
@@ -137,10 +170,23 @@ class EdgecBackendRep(BackendRep):
         )
         if key not in self._cache:
             model, shapes, runtime = specialise(self.model, feeds)
-            self._cache[key] = (compile_proto(model, shapes), runtime)
-        compiled, runtime = self._cache[key]
+            try:
+                model, narrow = narrow_types.lower(model)
+            except narrow_types.NotRewritable as exc:
+                raise ModelError(f"narrow element type not supported here: {exc}") from None
+            self._cache[key] = (compile_proto(model, shapes), runtime, narrow)
+        compiled, runtime, narrow = self._cache[key]
         self.last = compiled
-        return tuple(compiled.run([feeds[n] for n in runtime]))
+        args = [
+            narrow_types.to_storage(feeds[n], narrow[n]) if n in narrow else feeds[n]
+            for n in runtime
+        ]
+        outs = compiled.run(args)
+        names = [v.name for v in self.model.graph.output]
+        return tuple(
+            narrow_types.from_storage(o, narrow[n]) if n in narrow else o
+            for n, o in zip(names, outs)
+        )
 
 
 class EdgecBackend(Backend):

@@ -76,3 +76,26 @@ def test_node_test_sample_still_passes(cases: dict[str, object]) -> None:
         if res.status != "pass":
             failed.append(f"{name}: {res.status}: {res.detail[:150]}")
     assert not failed, f"{len(failed)}/{len(names)} regressed:\n" + "\n".join(failed)
+
+
+def test_castlike_with_zero_size_like_input() -> None:
+    """CastLike reads only its ``like`` input's type: a zero-size ``like`` is dropped."""
+    graph = helper.make_graph(
+        [helper.make_node("CastLike", ["x", "like"], ["y"])],
+        "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [3]),
+         helper.make_tensor_value_info("like", TensorProto.FLOAT16, [0])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT16, [3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 21)])
+    x = np.array([0.1, 2.5, -7.0], np.float32)
+    (y,) = onnx_backend.prepare(model).run([x, np.zeros(0, np.float16)])
+    assert y.dtype == np.float16
+    np.testing.assert_array_equal(y, x.astype(np.float16))
+
+
+def test_float8_case_runs_through_conformance(cases: dict[str, object]) -> None:
+    """ONNX hands float8 data as TensorProtos; run_case compares it as ml_dtypes arrays."""
+    name = "test_cast_FLOAT_to_FLOAT8E4M3FN"
+    res = run_case(cases[name], "Cast")
+    assert res.status == "pass", res.detail
