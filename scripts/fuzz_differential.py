@@ -43,6 +43,7 @@ def _worker(conn: Any) -> None:
     """Answer ("batch", seeds) and ("one", seed) requests until the pipe closes."""
     os.environ["TVM_NUM_THREADS"] = "1"  # one core per worker, as the campaign is budgeted
     import edgec.inprocess  # import TVM before saying ready
+
     from tests.compiler.graphgen import differential, differential_batch
 
     conn.send(("ready", edgec.inprocess.__file__))
@@ -175,7 +176,8 @@ def _git_commit() -> str:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True,
                              text=True, check=True)
         dirty = subprocess.run(["git", "status", "--porcelain", "--", "compiler", "passes",
-                                "targets"], cwd=ROOT, capture_output=True, text=True).stdout
+                                "targets"], cwd=ROOT, capture_output=True, text=True,
+                               check=False).stdout
         return out.stdout.strip() + ("+uncommitted-changes" if dirty.strip() else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
