@@ -9,14 +9,18 @@ each segment once on the simulator (data does not change timing, traffic or ener
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
 import numpy as np
 
+from . import programs, timing
 from .config import NpuConfig
+from .isa import Dataflow
 from .lower import NpuModel
 from .partition import Partition, _bindings
+from .programs import Conv
 from .tvm_compat import shape_of
 
 
@@ -44,16 +48,69 @@ def _cpu_macs(part: Partition) -> dict[str, int]:
     return out
 
 
+def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
+    """What bounds a conv / GEMM layer, for the report.
+
+    Compute-bound means the layer's arithmetic intensity is above the machine balance
+    for where its data lives: at peak (R x C MACs per cycle) its MACs take longer than
+    moving its bytes, ``t_compute = MACs / (R * C) >= t_data = max(t_load, t_store)``,
+    with the load queue moving the input and the weights and the store queue the output,
+    each at the bandwidth of its side (host link for host buffers and streamed weights,
+    the 64 B/cycle feeds on chip); on chip that is 64 MACs per byte. ``ceiling`` is the
+    fewest cycles the timing model allows any mapping: launch + the compute queue's
+    stall-free folds (every fold of every N-tile with its fill, the better dataflow) +
+    its requantize (and fused LUT) vector work; ``MACs / (ceiling * R * C)`` bounds the
+    utilization (an N-tile narrower than C or a K not a multiple of R wastes columns or
+    rows on any mapping)."""
+    shape, key = info.get("shape"), info.get("workload")
+    if not shape or not key or not info.get("macs"):
+        return None
+    w = json.loads(key)
+    c = Conv(**{**w["conv"], "pad": tuple(w["conv"]["pad"])})
+    peak = cfg.peak_macs_per_cycle
+    bw = {"host": cfg.host_bytes_per_cycle, "pcache": cfg.feed_activations}
+    in_b, out_b = c.h * c.w * c.cin, c.out_h * c.out_w * c.cout
+    w_b = info["weights"]
+    t_load = in_b / bw[w["in"]] + w_b / (cfg.host_bytes_per_cycle if w["streamed"]
+                                         else cfg.feed_weights)
+    t_store = out_b / bw[w["out"]]
+    t_compute = info["macs"] / peak
+    m = c.out_h * c.out_w
+    tiles = programs.n_tiles(c, cfg.cols)
+    vec = sum((1 + w["lut"]) * (cfg.vector_latency + -(-m * nl // cfg.vector_lanes))
+              for _, nl in tiles)
+    folds = {}
+    for df in (Dataflow.WS, Dataflow.OS):
+        total = 0
+        for _, nl in tiles:
+            k = c.kh * c.kw * (nl if c.depthwise else c.cin)
+            if df == Dataflow.WS:
+                total += -(-k // cfg.rows) * timing.fold_cycles(cfg, df, m)
+            else:
+                total += -(-m // cfg.rows) * timing.fold_cycles(cfg, df, k)
+        folds[df] = total
+    ceiling = cfg.layer_launch_cycles + min(folds.values()) + vec
+    return {"bound": "compute" if t_compute >= max(t_load, t_store) else
+            ("load" if t_load >= t_store else "store"),
+            "intensity": info["macs"] / (in_b + w_b + out_b),
+            "t_compute": round(t_compute), "t_load": round(t_load), "t_store": round(t_store),
+            "ceiling_cycles": ceiling,
+            "ceiling_utilization": info["macs"] / (ceiling * peak)}
+
+
 def placement(cfg: NpuConfig, part: Partition, model: NpuModel) -> dict[str, Any]:
     """The report as a JSON-able dict."""
     from .runtime import NpuDevice
 
     device = NpuDevice(model, cfg)
     seg_reports = []
+    layer_energy: dict[int, float] = {}  # id(layer info) -> J (its SYNC section)
     for i, seg in enumerate(model.segments):
         zeros = [np.zeros(s["shape"], dtype=np.int8) for s in seg.inputs]
         device.run_segment(i, zeros)
         r = device.reports[-1]
+        for ly, sec in zip([ly for ly in seg.layers if ly["instructions"]], r.sections):
+            layer_energy[id(ly)] = sec["energy_j"]
         seg_reports.append({
             "name": seg.name, "layers": len(seg.layers), "cycles": r.cycles,
             "invoke_cycles": r.invoke_cycles, "ms": r.ms,
@@ -66,10 +123,15 @@ def placement(cfg: NpuConfig, part: Partition, model: NpuModel) -> dict[str, Any
     npu_macs = sum(s["macs"] for s in seg_reports)
     cpu_macs = _cpu_macs(part)
     total = npu_macs + sum(cpu_macs.values())
-    layers = [dict(ly, segment=seg.name) for seg in model.segments for ly in seg.layers]
+    layers = [dict(ly, segment=seg.name, energy_uj=layer_energy.get(id(ly), 0.0) * 1e6)
+              for seg in model.segments for ly in seg.layers]
+    for ly in layers:
+        roof = roofline(cfg, ly)
+        if roof is not None:
+            ly["roofline"] = roof
     npu_ops = Counter(op for ly in layers for op in ly["ops"])
     cpu_ops = [dict(c, macs=cpu_macs.get(c["var"], 0)) for c in part.cpu_ops]
-    compute = [ly for ly in layers if ly["macs"] and ly["macs"] >= 1e6]
+    compute = [ly for ly in layers if ly.get("roofline", {}).get("bound") == "compute"]
     return {
         "config": cfg.name, "link": cfg.link.name, "clock_mhz": cfg.clock_mhz,
         "array": [cfg.rows, cfg.cols], "peak_tops": cfg.peak_tops,
@@ -88,9 +150,15 @@ def placement(cfg: NpuConfig, part: Partition, model: NpuModel) -> dict[str, Any
             "energy_mj": sum(s["energy_mj"] for s in seg_reports),
             "utilization": npu_macs / (sum(s["cycles"] for s in seg_reports)
                                        * cfg.peak_macs_per_cycle) if seg_reports else 0.0,
+            # compute-bound layers (``roofline``): MAC-weighted utilization, and what the
+            # timing model allows them at best
+            "compute_layers": len(compute),
             "compute_layer_utilization": (sum(ly["macs"] for ly in compute) /
                                           (sum(ly["cycles"] for ly in compute)
                                            * cfg.peak_macs_per_cycle)) if compute else 0.0,
+            "compute_layer_ceiling": (sum(ly["macs"] for ly in compute) /
+                                      (sum(ly["roofline"]["ceiling_cycles"] for ly in compute)
+                                       * cfg.peak_macs_per_cycle)) if compute else 0.0,
         },
         "layers": layers,
     }
@@ -111,16 +179,18 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
          f"streamed weights: {mem['streamed_weight_bytes']:,} B per inference"),
         (f"  per inference: {inf['cycles']:,} cycles, {inf['ms']:.3f} ms (with host invokes), "
          f"{inf['energy_mj']:.3f} mJ, MAC utilization {inf['utilization']:.1%} "
-         f"(compute layers >= 1 MMAC: {inf['compute_layer_utilization']:.1%})"),
+         f"(compute-bound layers: {inf['compute_layer_utilization']:.1%} of peak, timing-model "
+         f"ceiling {inf['compute_layer_ceiling']:.1%}, {inf['compute_layers']} layers)"),
         "  ops on the CPU:"]
     for c in rep["ops"]["cpu"]:
         lines.append(f"    {c['var']:<10} {c['op']:<22} {c['reason']}")
     lines.append("  NPU op counts: " + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in
                                                   sorted(rep["ops"]["npu_ops"].items())))
     top = sorted(rep["layers"], key=lambda ly: -ly["cycles"])[:max_layers]
-    lines.append(f"  slowest {len(top)} layers: name kind cycles MACs util dataflow")
+    lines.append(f"  slowest {len(top)} layers: name kind cycles MACs util dataflow bound")
     for ly in top:
         lines.append(f"    {ly['name']:<10} {ly['kind']:<8} {ly['cycles']:>9,} "
-                     f"{ly['macs']:>12,} {ly['utilization']:>6.1%} {ly.get('dataflow', '-')}"
+                     f"{ly['macs']:>12,} {ly['utilization']:>6.1%} {ly.get('dataflow', '-')} "
+                     f"{ly.get('roofline', {}).get('bound', '-')}"
                      f"{' streamed' if ly['streamed'] else ''}")
     return "\n".join(lines)

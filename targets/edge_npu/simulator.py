@@ -50,6 +50,9 @@ class Report:
     cached_weights: int = 0
     instructions: int = 0
     energy: Energy | None = None
+    # per SYNC-delimited section (one layer each in generated programs): cycles
+    # including the launch, MACs, SRAM and host-link bytes, energy in J
+    sections: list[dict[str, float]] = field(default_factory=list)
 
     @property
     def ms(self) -> float:
@@ -108,10 +111,18 @@ class Simulator:
         segs = _segments(program)
         bounds = [s for s, _ in segs[1:]] + [len(program) - 1]
         for (sync_idx, seg), boundary in zip(segs, bounds):
+            t0, before = now, (rep.macs, rep.sram_traffic, rep.host_in + rep.host_out)
             if sync_idx >= 0:
                 now += cfg.layer_launch_cycles
             where = f"#{boundary} {program[boundary].op.name}"
             now = self._segment(seg, now, rep, where)
+            if seg:
+                macs, sram, host = (a - b for a, b in zip(
+                    (rep.macs, rep.sram_traffic, rep.host_in + rep.host_out), before))
+                rep.sections.append({
+                    "cycles": now - t0, "macs": macs, "sram_bytes": sram, "host_bytes": host,
+                    "energy_j": energy(cfg, macs, sram, host,
+                                       (now - t0) / cfg.clock_hz).total_j})
         rep.cycles = now
         rep.invoke_cycles = cfg.invoke_cycles
         rep.seconds = (now + rep.invoke_cycles) / cfg.clock_hz

@@ -1,0 +1,54 @@
+"""The report's roofline: which layers are compute-bound, and a ceiling no mapping beats;
+per-layer (SYNC section) figures add up to the program's."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edgec.targets.edge_npu import programs, tuner
+from edgec.targets.edge_npu.isa import Space
+from edgec.targets.edge_npu.lower import lower
+from edgec.targets.edge_npu.mapping import workload_key
+from edgec.targets.edge_npu.report import roofline
+from edgec.targets.edge_npu.simulator import simulate
+
+from .tuner_fixture import small_model
+
+
+def _info(cfg, conv, inp, out, streamed=False):
+    return {"shape": {"h": conv.h}, "macs": conv.macs,
+            "weights": conv.kh * conv.kw * conv.cout * (1 if conv.depthwise else conv.cin),
+            "workload": workload_key(cfg.name, conv, inp, out, streamed)}
+
+
+@pytest.mark.parametrize("conv", [programs.Conv(20, 20, 192, 192),
+                                  programs.Conv(10, 10, 384, 360),
+                                  programs.Conv(40, 40, 96, 24, 3, 3, 1, (1, 1, 1, 1)),
+                                  programs.Conv(12, 48, 88, 88, 5, 5, 1, (2, 2, 2, 2), True)])
+def test_ceiling_bounds_every_mapping(npu, conv):
+    info = _info(npu, conv, Space.PCACHE, Space.PCACHE)
+    roof = roofline(npu, info)
+    task = tuner.Task(info["workload"], conv, "conv", Space.PCACHE, Space.PCACHE, False, False)
+    measured = [tuner.measure(npu, task, mp)[0] for mp in tuner.candidates(npu, task)]
+    assert min(c for c in measured if c is not None) >= roof["ceiling_cycles"]
+
+
+def test_bound_follows_where_the_data_lives(npu):
+    conv = programs.Conv(20, 20, 192, 192)
+    assert roofline(npu, _info(npu, conv, Space.PCACHE, Space.PCACHE))["bound"] == "compute"
+    assert roofline(npu, _info(npu, conv, Space.HOST, Space.PCACHE))["bound"] == "load"
+    assert roofline(npu, _info(npu, conv, Space.PCACHE, Space.HOST))["bound"] == "store"
+    dw = programs.Conv(20, 20, 192, 192, 5, 5, 1, (2, 2, 2, 2), True)  # 25 MACs per output
+    assert roofline(npu, _info(npu, dw, Space.PCACHE, Space.PCACHE))["bound"] != "compute"
+
+
+def test_sections_add_up(npu):
+    model = lower(npu, small_model())
+    rep = simulate(npu, model.segments[0].program)
+    secs = rep.sections
+    assert len(secs) == len(model.segments[0].layers)
+    assert sum(s["cycles"] for s in secs) == rep.cycles
+    assert sum(s["macs"] for s in secs) == rep.macs
+    assert [s["cycles"] for s in secs] == [ly["cycles"] for ly in model.segments[0].layers]
+    assert np.isclose(sum(s["energy_j"] for s in secs) + npu.static_w * rep.invoke_cycles
+                      / npu.clock_hz, rep.energy.total_j)
