@@ -4,7 +4,11 @@ Builds the model with the CPU pipeline (default schedules, plus ``--tuning-db``)
 runs it under the Relax VM profiler and prints the kernels that take the most time,
 summed over calls, next to ONNX Runtime's whole-model time in the same run.
 
-Usage: python bench/cpu_kernels.py [--model ppocr-det] [--top 15] [--json out.json]
+With ``--cpu-time`` kernels are timed in CPU seconds of this process instead of
+wall time: on a shared, loaded machine that does not count the time other processes
+hold the cores (run with ``TVM_NUM_THREADS=1`` to compare schedules, not scaling).
+
+Usage: python bench/cpu_kernels.py [--model ppocr-det] [--top 15] [--json out.json] [--cpu-time]
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ def kernel_rules(mod: Any) -> dict[str, str]:
     return rules
 
 
-def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
+def profile(name: str, tuning_db: Path | None, runs: int, cpu_time: bool = False) -> dict[str, Any]:
     """Per-kernel mean ms over ``runs`` profiled calls, and whole-model ms."""
     import time
 
@@ -46,6 +50,7 @@ def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
     from edgec.examples.models import model_path, real_model
     from edgec.targets import get_target
     from edgec.targets.cpu import cpu_pipeline
+    from edgec.targets.cpu.pipeline import graph_passes
     from tvm import relax
     from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
@@ -56,7 +61,9 @@ def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
     target = desc.tvm_target()
     with target:
         legal = tvm.transform.Sequential(
-            cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
+            graph_passes()
+            + cpu_generic.library_dispatch_passes(target)
+            + cpu_generic.legalize_passes(target)
         )(mod)
         rules = kernel_rules(legal)
     ex = tvm.compile(mod, target, relax_pipeline=cpu_pipeline(desc, tuning_db))
@@ -74,7 +81,7 @@ def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
     per: dict[str, list[float]] = defaultdict(list)
     calls: dict[str, int] = defaultdict(int)
     for _ in range(runs):
-        for fn, (ms, n) in timed_calls(vm, args).items():
+        for fn, (ms, n) in timed_calls(vm, args, cpu_time).items():
             per[fn].append(ms)
             calls[fn] += n
     kernels = [
@@ -87,9 +94,11 @@ def profile(name: str, tuning_db: Path | None, runs: int) -> dict[str, Any]:
     return {"model": name, "edgec_ms": whole_ms, "ort_ms": ort_ms, "kernels": kernels}
 
 
-def timed_calls(vm: Any, args: list[Any]) -> dict[str, tuple[float, int]]:
+def timed_calls(vm: Any, args: list[Any], cpu_time: bool = False) -> dict[str, tuple[float, int]]:
     """One run of ``main`` with every VM call timed: symbol -> (total ms, calls)."""
     import time
+
+    clock = time.process_time if cpu_time else time.perf_counter
 
     import tvm
     from tvm.relax import VMInstrumentReturnKind
@@ -101,10 +110,10 @@ def timed_calls(vm: Any, args: list[Any]) -> dict[str, tuple[float, int]]:
     # call instruction, and kernels run one at a time, so wall time between is theirs.
     def instrument(func: Any, symbol: str, before: bool, ret: Any, *fargs: Any) -> int:
         if before:
-            start.append(time.perf_counter())
+            start.append(clock())
         else:
             rec = out[symbol]
-            rec[0] += 1e3 * (time.perf_counter() - start.pop())
+            rec[0] += 1e3 * (clock() - start.pop())
             rec[1] += 1
         return int(VMInstrumentReturnKind.NO_OP)
 
@@ -131,8 +140,9 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=3)
     ap.add_argument("--tuning-db", type=Path, default=None)
     ap.add_argument("--json", type=Path, default=None)
+    ap.add_argument("--cpu-time", action="store_true", help="time kernels in process CPU time")
     args = ap.parse_args()
-    res = profile(args.model, args.tuning_db, args.runs)
+    res = profile(args.model, args.tuning_db, args.runs, args.cpu_time)
     total = sum(k["ms"] for k in res["kernels"])
     print(f"{res['model']}: edgec {res['edgec_ms']:.1f} ms, ONNX Runtime {res['ort_ms']:.1f} ms "
           f"({res['edgec_ms'] / res['ort_ms']:.2f}x); kernels sum {total:.1f} ms")

@@ -12,6 +12,7 @@ from collections import Counter
 
 import tvm
 from edgec.targets.cpu.conv import Conv
+from edgec.targets.cpu.conv_depthwise import ConvDepthwise
 from edgec.targets.cpu.elementwise import Elementwise
 from edgec.targets.cpu.matmul import Matmul
 from edgec.targets.cpu.norm import Norm
@@ -24,7 +25,7 @@ from tvm.target import Target
 log = logging.getLogger(__name__)
 
 # Most specific first: Reduction accepts any kernel with a reduction.
-RULES: tuple[CPURule, ...] = (Matmul(), Conv(), Pool(), Norm(), Elementwise(), Reduction())
+RULES: tuple[CPURule, ...] = (Matmul(), ConvDepthwise(), Conv(), Pool(), Norm(), Elementwise(), Reduction())
 
 
 def _scheduled(func: tirx.PrimFunc) -> bool:

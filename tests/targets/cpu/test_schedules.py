@@ -88,7 +88,7 @@ def test_depthwise_conv() -> None:
     check(
         [(1, 16, 11, 19)],
         lambda x: R.nn.conv2d(x, _w(16, 1, 5, 5), padding=2, groups=16),
-        "Conv",
+        "ConvDepthwise",
     )
 
 
