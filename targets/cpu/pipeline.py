@@ -1,7 +1,8 @@
 """The Relax pipeline for CPU targets: TVM's cpu_generic phases plus schedules.
 
-    graph rewrites -> dispatch -> legalize + fuse -> [tuned schedules from the database]
-             -> default schedules (this package's rules) -> lower to the VM
+    graph rewrites (fast math) -> dispatch -> legalize + fuse
+             -> [tuned schedules from the database]
+             -> default schedules (this package's rules, weight packing) -> lower to the VM
 
 Use as ``tvm.compile(mod, target, relax_pipeline=cpu_pipeline(desc))``.
 """
@@ -14,23 +15,31 @@ import tvm
 from edgec.targets.base import TargetDesc
 from edgec.targets.cpu.apply import ApplyCPUSchedules
 from edgec.targets.cpu.conv_transpose import UpsampleConvTranspose
+from edgec.targets.cpu.fast_math import FastMath
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 
 def graph_passes() -> list[tvm.transform.Pass]:
     """Relax rewrites into forms the default schedules run faster (before legalize)."""
-    return [UpsampleConvTranspose()]
+    return [UpsampleConvTranspose(), FastMath()]
 
 
 def schedule_passes(
     tuning_db: Path | None, defaults: ApplyCPUSchedules | None = None
 ) -> list[tvm.transform.Pass]:
-    """Tuned kernels first (they get ``tirx.is_scheduled``), then defaults for the rest."""
+    """Tuned kernels first (they get ``tirx.is_scheduled``), then defaults for the rest.
+
+    The defaults may pre-pack constant weights (``pack``): the kernels learn which
+    parameters are constants from ``AttachAttrLayoutFreeBuffers``, and the packing
+    copies they emit are split out and folded into new constants at build time.
+    """
     passes: list[tvm.transform.Pass] = []
     if tuning_db is not None and Path(tuning_db).is_dir():
         passes.append(relax.transform.MetaScheduleApplyDatabase(str(tuning_db)))
+    passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
     passes.append(defaults if defaults is not None else ApplyCPUSchedules())
+    passes += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
     return passes
 
 
