@@ -51,6 +51,7 @@ STATIC_SLOTS: dict[str, tuple[int, ...]] = {
     "Split": (1,),
     "OneHot": (1, 2),
     "CumSum": (1,),
+    "CumProd": (1,),
     "Range": (0, 1, 2),
     "Trilu": (1,),
     "Clip": (1, 2),

@@ -19,8 +19,13 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+from edgec.converters.constant import Constant
+from edgec.converters.cumprod import CumProd
+from edgec.converters.elementwise import Cosh, Elu, IsInf, Selu, Sinh
 from edgec.converters.gru import GRU
+from edgec.converters.lp_normalization import LpNormalization
 from edgec.converters.lstm import LSTM
+from edgec.converters.onehot import OneHot
 from edgec.converters.pow import Pow
 from tvm.relax.frontend.onnx import onnx_frontend
 
@@ -28,6 +33,15 @@ CONVERTERS: dict[str, type] = {
     "LSTM": LSTM,
     "GRU": GRU,
     "Pow": Pow,
+    "Constant": Constant,
+    "CumProd": CumProd,
+    "Sinh": Sinh,
+    "Cosh": Cosh,
+    "IsInf": IsInf,
+    "Elu": Elu,
+    "Selu": Selu,
+    "LpNormalization": LpNormalization,
+    "OneHot": OneHot,
 }
 
 # Ops the importer handles itself, outside the converter map.
