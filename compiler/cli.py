@@ -82,8 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                         "rewrites a block only if it meets --attention-error on the --calib "
                         "inputs and is measured faster")
     b.add_argument("--attention-error", type=float, default=0.02, metavar="X",
-                   help="linear-attention error budget: relative error at the model output "
-                        "(default 0.02)")
+                   help="linear-attention error budget: relative error of each rewritten "
+                        "block (after its output projection) and of the model output, worst "
+                        "--calib sample; auto plans at half of it (default 0.02)")
     b.add_argument("--max-model-bytes", metavar="SIZE",
                    help="refuse larger models, e.g. 512M, 2G (default $EDGEC_MAX_MODEL_BYTES "
                         "or 2G)")

@@ -14,6 +14,18 @@ into ``d**-0.25`` on each side) is part of ``q``/``kT`` already and is only repo
 Heads, head dim and whether q/k/v come from ``matmul(x, W) (+ b) -> reshape ->
 permute_dims`` projections are read off the shapes and producers, for the report.
 
+The block's *output projection* is followed forward from ``o`` (its users)::
+
+    o = R.permute_dims(o, [0, 2, 1, 3])   # head merge: zero to three permute_dims /
+    o = R.reshape(o, (B, N, heads * dv))  # reshape steps, ending with heads x dv last
+    y = R.matmul(o, W)                    # W constant, (heads * dv, hidden)
+    y = R.add(y, b)                       # optional constant bias
+
+and kept as numpy steps (``project``), so the error a rewrite causes can be measured
+where the block's result leaves it (``y``) rather than at softmax.V. A block with no
+such chain (or whose matmul does not contract all heads' values) has
+``projection is None`` and ``projection_note`` says why.
+
 A mask can be linearized exactly only when it depends on the key alone:
 ``softmax(s_ij + b_j)`` weights key ``j`` by ``exp(b_j)`` whatever the query, so the
 key's features are scaled by ``exp(b_j)`` (zero for a padding key). A bias that varies
@@ -71,6 +83,8 @@ class AttentionBlock:
     projections: bool = False  # q, k and v trace back to matmul(x, W) projections
     linearizable: bool = True
     reason: str = ""  # why not linearizable
+    projection: Projection | None = None  # the output projection after the head merge
+    projection_note: str = ""  # why there is none
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -93,8 +107,41 @@ class AttentionBlock:
             "nan_guard": self.nan_guard,
             "projections": self.projections,
             "linearizable": self.linearizable,
+            "output_projection": (self.projection.describe() if self.projection is not None
+                                  else f"none ({self.projection_note})"),
             **({"reason": self.reason} if self.reason else {}),
         }
+
+
+@dataclass
+class Projection:
+    """The head merge and output projection after a block, as numpy-replayable steps.
+
+    ``steps``: ``("permute", axes)``, ``("reshape", shape)``, ``("matmul", W)``,
+    ``("add", b)`` in program order; ``out`` is the binding of the last one.
+    """
+
+    out: relax.Var
+    steps: list[tuple[str, Any]]
+
+    def describe(self) -> str:
+        names = {"permute": "transpose", "reshape": "reshape", "matmul": "matmul W",
+                 "add": "+ bias"}
+        return " -> ".join(names[op] for op, _ in self.steps) + f" ({self.out.name})"
+
+    def apply(self, o: np.ndarray, lead: int = 0) -> np.ndarray:
+        """Replay the steps on ``o`` (the block output, with ``lead`` extra leading axes)."""
+        x = o
+        for op, arg in self.steps:
+            if op == "permute":
+                x = np.transpose(x, list(range(lead)) + [a + lead for a in arg])
+            elif op == "reshape":
+                x = x.reshape(*x.shape[:lead], *arg)
+            elif op == "matmul":
+                x = np.matmul(x, arg)
+            else:
+                x = x + arg
+        return x
 
 
 def _scale_text(b: AttentionBlock) -> str:
@@ -115,11 +162,16 @@ class _Bindings:
     def __init__(self, func: relax.Function) -> None:
         self.value: dict[Any, relax.Expr] = {}
         self.order: list[relax.Var] = []
+        self.users: dict[Any, list[relax.Var]] = {}  # var -> bindings that read it
         for block in func.body.blocks:
             for b in block.bindings:
                 if isinstance(b, relax.VarBinding):
                     self.value[b.var] = b.value
                     self.order.append(b.var)
+                    if isinstance(b.value, relax.Call):
+                        for a in b.value.args:
+                            if isinstance(a, relax.Var):
+                                self.users.setdefault(a, []).append(b.var)
 
     def producer(self, expr: relax.Expr) -> relax.Expr:
         """The call that produced ``expr`` (itself if it is not a bound var)."""
@@ -222,6 +274,7 @@ def _match(out: relax.Var, binds: _Bindings, index: int) -> AttentionBlock | Non
         mask_kind=mask_kind, mask=mask, mask_keep_when=keep_when, nan_guard=nan_guard,
         projections=all(_is_projection(x, binds) for x in (q, k_t, v)),
     )
+    block.projection, block.projection_note = _output_projection(block, binds)
     if mask is not None:
         block.key_only = _key_only(mask, binds, rank=len(s_shape))
         if not block.key_only:
@@ -298,3 +351,62 @@ def _key_only(expr: relax.Expr, binds: _Bindings, rank: int, depth: int = 12) ->
         return False
     args = [a for a in e.args if isinstance(a, relax.Expr) and not isinstance(a, relax.ShapeExpr)]
     return all(_key_only(a, binds, rank, depth - 1) for a in args)
+
+
+_MERGE_OPS = {"relax.permute_dims": "permute", "relax.reshape": "reshape"}
+
+
+def _output_projection(block: AttentionBlock, binds: _Bindings
+                       ) -> tuple[Projection | None, str]:
+    """Follow ``block.out`` through the head merge to ``matmul(., W) (+ b)``."""
+    steps: list[tuple[str, Any]] = []
+    cur: relax.Var = block.out
+    for _ in range(4):  # up to three merge steps, then the matmul
+        users = binds.users.get(cur, [])
+        if not users:
+            return None, ("the block output" if not steps else "the head merge") + \
+                " goes straight to the function's output"
+        nxt = None
+        for u in users:
+            val = binds.value[u]
+            op = _op(val)
+            if op in _MERGE_OPS and val.args[0].same_as(cur):
+                shape = shape_of(u)
+                if shape is None:
+                    continue
+                arg = ([int(a) for a in val.attrs.axes] if op == "relax.permute_dims"
+                       else shape)
+                steps.append((_MERGE_OPS[op], arg))
+                nxt = u
+                break
+            if op == "relax.matmul" and val.args[0].same_as(cur):
+                w = const_value(val.args[1])
+                merged = shape_of(cur)
+                if w is None or w.ndim != 2 or merged is None:
+                    continue
+                width = block.value_dim * max(1, _heads_in(block, steps))
+                if merged[-1] != width or w.shape[0] != width:
+                    return None, (f"matmul after the block contracts {merged[-1]} values, "
+                                  f"not heads x value dim = {width}")
+                steps.append(("matmul", w))
+                out = u
+                for v in binds.users.get(u, []):  # a constant bias right after it
+                    add = binds.value[v]
+                    if _op(add) == "relax.add":
+                        other = add.args[1] if add.args[0].same_as(u) else add.args[0]
+                        b = const_value(other)
+                        if b is not None:
+                            steps.append(("add", b))
+                            out = v
+                            break
+                return Projection(out, steps), ""
+        if nxt is None:
+            return None, ("no head merge and matmul with a constant weight follows the "
+                          "block output")
+        cur = nxt
+    return None, "no matmul with a constant weight within three merge steps"
+
+
+def _heads_in(block: AttentionBlock, steps: list[tuple[str, Any]]) -> int:
+    """Heads folded into the last axis by the merge steps (1 when there are none)."""
+    return block.heads if steps else 1

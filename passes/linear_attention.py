@@ -27,8 +27,13 @@ stabilizer. Query-dependent biases (causal, relative position) are left as softm
 
 Options (``ctx.options``): ``linear_attention``: ``"auto"`` (default) or
 ``"force:favor"``, ``"force:favor:m=128"``, ``"force:nystrom:l=32"``, ``"force:elu"``,
-``"off"``; ``attention_error`` (0.02): relative error budget at the model output;
-``attention_seed`` (0): FAVOR+ feature seed. Auto mode: see ``attention_auto``.
+``"off"``; ``attention_error`` (0.02): relative error budget for each rewritten block
+(measured after its output projection, or at softmax.V when it has none) and for the
+model output, largest over the calibration samples; auto mode plans at half of it as a
+safety margin for inputs it has not seen; ``attention_seed`` (0): FAVOR+ feature seed.
+Auto mode: see ``attention_auto``. Every run reports, per block, where its error was
+measured (``error_at``), the error of the applied rewrite (``error``) and the
+model-output error (``model_output_rel_error``).
 """
 
 from __future__ import annotations
