@@ -164,10 +164,14 @@ def tile_reduction(
         except Exception:  # noqa: BLE001 - TVM raises plain errors; not tile-aligned (e.g. a transpose): its own loop nest
             leftovers.append(c)
 
+    from edgec.targets.cpu.conv_pad import schedule_padding
     from edgec.targets.cpu.elementwise import schedule_injective_block
 
     for b in leftovers:
-        schedule_injective_block(sch, b, target)
+        if has_condition(sch, b):
+            schedule_padding(sch, b, target)
+        else:
+            schedule_injective_block(sch, b, target)
     return sch
 
 
