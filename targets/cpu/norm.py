@@ -7,6 +7,8 @@ row reduction is split into ``lanes`` partial results first (``rfactor``),
     acc[l] (+)= x[k_o * lanes + l]   # vectorized: one vector op per k_o
     out     = acc[0] (+) ... (+) acc[lanes-1]
 
+(several trailing reduction axes, as in a global average pool, are fused first)
+
 so it runs as vector adds / max instead of a serial chain of scalar adds, each
 waiting on the previous one (dlight leaves the reduction serial because rfactor
 must come before ``compute_at``, which is the order used here). The summation
@@ -16,7 +18,7 @@ Kernels where this does not apply get dlight's schedule unchanged.
 
 from __future__ import annotations
 
-from edgec.targets.cpu.common import const_extent, vector_lanes
+from edgec.targets.cpu.common import PARALLEL_MIN_WORK, const_extent, vector_lanes, vector_width
 from edgec.targets.cpu.rule import CPURule
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo, normalize_prim_func
@@ -57,16 +59,22 @@ def _vector_reductions(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
     rows = min(_leading_spatial(b) for b in infos)
     lanes = vector_lanes(target, sch.get(infos[-1].block_rv).writes[0].source.dtype.bits)
 
-    # rfactor before compute_at (see module docstring); only a single trailing
-    # reduction axis whose extent is a multiple of the vector.
+    # rfactor before compute_at (see module docstring). Trailing reduction axes
+    # (a global pool's H and W) are fused into one; its extent must be a multiple
+    # of the width (a whole vector, else a half or quarter one).
     rfactored = []
     for b in reductions:
         kinds = b.dom_kind()
-        loops = sch.get_loops(b.block_rv)
-        ext = const_extent(sch, loops[-1])
-        if kinds != "S" * (len(kinds) - 1) + "R" or ext is None or ext % lanes or ext < 2 * lanes:
+        n_red = len(kinds) - len(kinds.rstrip("R"))
+        if kinds != "S" * (len(kinds) - n_red) + "R" * n_red:
             return None
-        _, inner = sch.split(loops[-1], factors=[None, lanes])
+        loops = sch.get_loops(b.block_rv)
+        red = sch.fuse(*loops[-n_red:]) if n_red > 1 else loops[-1]
+        ext = const_extent(sch, red)
+        width = vector_width(ext, lanes, 1) if ext is not None else 0
+        if ext is None or width < 4 or ext % width or ext < 2 * width:
+            return None
+        _, inner = sch.split(red, factors=[None, width])
         out_rank = len(sch.get(b.block_rv).writes[0].source.shape)
         rfactored.append(sch.rfactor(inner, factor_axis=out_rank))
 
@@ -74,7 +82,11 @@ def _vector_reductions(func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | 
     last = blocks[-1]
     loops = sch.get_loops(last)
     row = sch.fuse(*loops[:rows]) if rows > 1 else loops[0]
-    sch.parallel(row)
+    work = 1
+    for lp in sch.get_loops(infos[0].block_rv):
+        work *= const_extent(sch, lp) or 1
+    if work >= PARALLEL_MIN_WORK:  # a global pool's few thousand adds: one core
+        sch.parallel(row)
     _DlightReduction._vectorize_inner(sch, last, lanes)
     for b in reversed(blocks[:-1]):
         sch.compute_at(b, row, preserve_unit_loops=True)

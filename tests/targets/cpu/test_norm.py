@@ -59,7 +59,21 @@ def test_rfactor_path_taken_with_host_and_neon_lanes() -> None:
         assert "_rf" in text and "T.vectorized" in text
 
 
-def test_row_not_a_vector_multiple_falls_back() -> None:
+def test_row_of_odd_length_falls_back() -> None:
     target = get_target("host").tvm_target()
-    func = _kernel([(3, 40)], lambda x: R.nn.softmax(x, axis=-1), "softmax", target)
+    func = _kernel([(3, 33)], lambda x: R.nn.softmax(x, axis=-1), "softmax", target)
     assert _vector_reductions(func, target) is None
+
+
+def test_global_mean_over_two_axes() -> None:
+    # SE block pooling: H and W reduced together (2 x 96 = 12 vectors of 16).
+    check([(1, 40, 2, 96)], lambda x: R.mean(x, axis=[2, 3], keepdims=True), "Norm")
+    target = get_target("host").tvm_target()
+    func = _kernel([(1, 40, 2, 96)], lambda x: R.mean(x, axis=[2, 3], keepdims=True), "mean",
+                   target)
+    assert _vector_reductions(func, target) is not None
+
+
+def test_half_vector_rows() -> None:
+    # 40 = 5 x 8: half an AVX-512 vector per partial-result lane group.
+    check([(6, 40)], lambda x: R.nn.softmax(x, axis=-1), "Norm")
