@@ -30,7 +30,7 @@ def _ints(values: object) -> list[int]:
     return [int(v) for v in values]  # type: ignore[attr-defined]
 
 
-def _shape(expr: relax.Expr) -> list[int] | None:
+def static_shape(expr: relax.Expr) -> list[int] | None:
     """Static shape of a tensor expression (None if unknown or symbolic)."""
     ty = expr.ty
     if not isinstance(ty, relax.TensorType) or ty.shape is None:
@@ -44,7 +44,7 @@ def _shape(expr: relax.Expr) -> list[int] | None:
 def _why_not(call: relax.Call) -> str:
     """Why ``call`` is not an upsampling transposed conv ("" if it is)."""
     a = call.attrs
-    w_shape, x_shape = _shape(call.args[1]), _shape(call.args[0])
+    w_shape, x_shape = static_shape(call.args[1]), static_shape(call.args[0])
     if w_shape is None or x_shape is None:
         return "dynamic shape"
     if len(w_shape) != 4 or len(x_shape) != 4:
@@ -73,8 +73,8 @@ class _Rewriter(relax.PyExprMutator):
         if _why_not(call):
             return call
         x, w = call.args
-        n, _c, h, wd = _shape(x)  # type: ignore[misc]
-        c, f, s, t = _shape(w)  # type: ignore[misc]
+        n, _c, h, wd = static_shape(x)  # type: ignore[misc]
+        c, f, s, t = static_shape(w)  # type: ignore[misc]
         w2 = R.reshape(R.permute_dims(w, [1, 2, 3, 0]), (f * s * t, c, 1, 1))
         out_dtype = str(call.attrs.out_dtype)
         out_dtype = None if out_dtype in ("", "void", "None") else out_dtype

@@ -14,6 +14,7 @@ from pathlib import Path
 import tvm
 from edgec.targets.base import TargetDesc
 from edgec.targets.cpu.apply import ApplyCPUSchedules
+from edgec.targets.cpu.conv_pointwise import FlattenPointwiseConv
 from edgec.targets.cpu.conv_transpose import UpsampleConvTranspose
 from edgec.targets.cpu.fast_math import FastMath
 from tvm import relax
@@ -22,7 +23,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 def graph_passes() -> list[tvm.transform.Pass]:
     """Relax rewrites into forms the default schedules run faster (before legalize)."""
-    return [UpsampleConvTranspose(), FastMath()]
+    return [UpsampleConvTranspose(), FlattenPointwiseConv(), FastMath()]
 
 
 def schedule_passes(
