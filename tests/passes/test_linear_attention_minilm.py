@@ -77,5 +77,8 @@ def test_force_nystrom_builds_runs_and_reports(minilm: Any) -> None:
     rep = ctx.report["linear-attention"]
     assert rep["changed"] == [f"attn{i}: nystrom(l=32)" for i in range(6)]
     assert 0 < rep["model_output_rel_error"] < 1.0  # approximate, not exact: measured
+    for entry in rep["blocks"]:  # per-block error, after each output projection
+        assert entry["error_at"].startswith("after the output projection")
+        assert 0 < entry["error"] < 10
     out = _run(new, calib[0])
     assert out.shape == (1, 128, 384) and np.isfinite(out).all()
