@@ -18,7 +18,13 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from tests.compiler.graphgen import batched_model, differential, differential_batch, random_model
+from tests.compiler.graphgen import (
+    batched_model,
+    compare,
+    differential,
+    differential_batch,
+    random_model,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,6 +59,18 @@ def test_generator_is_deterministic() -> None:
 def test_edgec_matches_onnxruntime(seed: int) -> None:
     problem = differential(seed)
     assert problem is None, problem
+
+
+def test_compare_flags_what_it_should() -> None:
+    e = np.linspace(-3, 3, 12, dtype=np.float32).reshape(3, 4)
+    assert compare("c", [e.copy()], [e]) is None
+    assert compare("c", [e + 1e-5], [e]) is None  # within atol * scale + rtol * |e|
+    assert "max abs error" in str(compare("c", [e + 1e-2], [e]))
+    nan = e.copy()
+    nan[1, 1] = np.nan
+    assert compare("c", [nan], [e]) is not None  # a NaN where ONNX Runtime has a number
+    assert "ONNX Runtime" in str(compare("c", [e.T], [e]))  # wrong shape
+    assert "outputs" in str(compare("c", [e, e], [e]))
 
 
 def test_batched_model_is_the_cases_side_by_side() -> None:
