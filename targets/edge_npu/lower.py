@@ -426,11 +426,15 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             if wa == -1:
                 wa = stage_addr
             key = layer_key(cfg, sl, [loc[v] for v in sl.inputs], loc[sl.output], sf is not None)
+            args = (cfg, sl.layer, [loc[v] for v in sl.inputs], loc[sl.output],
+                    param_addr[(si, li)], wa, sf, dataflow.get(sl.name))
             try:
-                instrs = layer_program(cfg, sl.layer, [loc[v] for v in sl.inputs],
-                                       loc[sl.output], param_addr[(si, li)], wa, sf,
-                                       dataflow.get(sl.name),
-                                       mappings.get(key) if key else None)
+                try:
+                    instrs = layer_program(*args, mappings.get(key) if key else None)
+                except (ProgramError, IsaError):
+                    if not (key and key in mappings):
+                        raise
+                    instrs = layer_program(*args)  # a stale tuned mapping: the default
             except (ProgramError, IsaError) as exc:
                 raise LowerError(f"{sl.layer.kind} layer: {exc}", sl.origin or sl.layer) from None
             prog += instrs

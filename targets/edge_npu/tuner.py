@@ -233,11 +233,28 @@ def load_mappings(db_dir: str | os.PathLike[str], config: str | None = None
         cyc = rec.get("cycles")
         if cyc is None:
             continue
-        if config is not None and json.loads(rec["key"]).get("config") != config:
+        try:
+            if config is not None and json.loads(rec["key"]).get("config") != config:
+                continue
+        except (json.JSONDecodeError, AttributeError, TypeError):
             continue
+        mp = _valid_mapping(rec.get("mapping"))
+        if mp is None or not isinstance(cyc, int):
+            continue  # a hand-edited or foreign record
         if rec["key"] not in best or cyc < best[rec["key"]][0]:
-            best[rec["key"]] = (int(cyc), Mapping.from_json(rec["mapping"]))
+            best[rec["key"]] = (cyc, mp)
     return {k: mp for k, (_, mp) in best.items()}
+
+
+def _valid_mapping(d: Any) -> Mapping | None:
+    if not isinstance(d, dict):
+        return None
+    mp = Mapping.from_json(d)
+    if mp.dataflow not in (None, "ws", "os") or mp.order not in (None, *LOOP_ORDERS):
+        return None
+    if mp.band_rows is not None and (not isinstance(mp.band_rows, int) or mp.band_rows < 1):
+        return None
+    return mp
 
 
 # -- the search -------------------------------------------------------------------------------

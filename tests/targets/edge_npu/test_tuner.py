@@ -143,3 +143,21 @@ def test_mapping_rejects_bands_that_do_not_fit(small):
                       False, False)
     cyc, err = tuner.measure(small, task, Mapping("ws", most + 1, "band"))
     assert cyc is None and "rows per band" in err
+
+
+def test_bad_or_stale_records_fall_back_to_the_default(npu, tmp_path):
+    """A record that no longer fits (or is not a mapping) never moves a layer to the CPU
+    or breaks the build: the layer gets its default mapping."""
+    segs = small_model()
+    default = lower(npu, segs)
+    tasks = tuner.tasks_of(default)
+    db = tuner.Database(tmp_path)
+    db.append({"key": tasks[0].key, "mapping": {"band_rows": 999, "dataflow": "ws"},
+               "cycles": 1})
+    db.append({"key": tasks[1].key, "mapping": "ws", "cycles": 1})
+    db.append({"key": tasks[2].key, "mapping": {"dataflow": "xs"}, "cycles": 1})
+    maps = tuner.load_mappings(tmp_path, npu.name)
+    assert set(maps) == {tasks[0].key}
+    model = lower(npu, small_model(), mappings=maps)
+    assert [ly["cycles"] for ly in model.segments[0].layers] == \
+        [ly["cycles"] for ly in default.segments[0].layers]
