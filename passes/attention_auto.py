@@ -28,8 +28,9 @@ smooth inputs, 4 calibration and 2 held-out samples) Nystrom blocks at 0.0109, 0
 and 0.0093 on the worst calibration sample measured 0.018, 0.044 and 0.0166 on a
 held-out one (up to 1.8x). Planning at the full budget exceeds it there: with budget
 0.012 it rewrites the first block (0.0109) and the held-out error is 0.018. Planning at
-half of it keeps held-out errors within the budget in those tests. It is a margin, not a guarantee: inputs unlike the calibration set can still
-do worse, which is why the report gives the measured numbers.
+half of it keeps held-out errors within the budget in those tests. It is a margin, not
+a guarantee: inputs unlike the calibration set can still do worse, which is why the
+report gives the measured numbers.
 
 elu+1 is never chosen automatically: it is not an approximation of softmax.
 Nothing here is exact for a trained model; the report gives the numbers and the
