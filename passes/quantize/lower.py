@@ -253,29 +253,35 @@ def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: in
 
 def _binary32_expr(x: relax.Expr, m: np.ndarray, t: np.ndarray,
                    shape: tuple[int, ...]) -> relax.Expr:
-    """``requant.binary32_round`` in Relax ops (see there for the derivation)."""
+    """``requant.binary32_round`` in Relax ops (see there for the derivation).
+
+    Written so each intermediate has few readers: the CPU schedules inline the whole
+    chain into the kernel's write-back as one expression, where every extra reader
+    copies its operand tree (a bit-smearing ``floor_pow2(j)`` made compiles minutes
+    long). ``u - h`` is ``r - 2**(t-1)`` with ``r = u mod 2**t``, and
+    ``2**(k+1) = 1 + sum_i [u >= 2**(t+i)] 2**i`` for ``i < SATURATE_BITS``."""
     op = relax.op
 
     def c(v: np.ndarray | int) -> relax.Expr:
-        return _c(np.broadcast_to(v, t.shape).reshape(shape) if np.ndim(v) else v, "int64")
+        return _c(np.broadcast_to(v, t.shape).reshape(shape), "int64")
 
     one = np.int64(1)
     u = op.minimum(op.multiply(op.abs(x), c(m)), c(one << (t + SATURATE_BITS)))
     j = op.right_shift(u, c(t))
-    h = op.add(op.left_shift(j, c(t)), c(one << (t - 1)))
-    sm = j
-    for s in (1, 2, 4, 8):
-        sm = op.bitwise_or(sm, op.right_shift(sm, _c(s, "int64")))
-    top = op.subtract(sm, op.right_shift(sm, _c(1, "int64")))  # highest power of 2 <= j
-    two_k1 = op.where(op.greater(j, _c(0, "int64")), op.left_shift(top, _c(1, "int64")),
-                      _c(1, "int64"))
+    d = op.subtract(op.bitwise_and(u, c((one << t) - 1)), c(one << (t - 1)))  # u - h
+    two_k1: relax.Expr = _c(1, "int64")
+    for i in range(SATURATE_BITS):
+        bit = op.astype(op.greater_equal(u, c(one << (t + i))), "int64")
+        two_k1 = op.add(two_k1, bit if i == 0 else op.left_shift(bit, _c(i, "int64")))
     half_ulp = op.right_shift(op.left_shift(two_k1, c(np.maximum(t - 25, 0))),
                               c(np.maximum(25 - t, 0)))
-    tie = op.less_equal(op.abs(op.subtract(u, h)), half_ulp)
-    even = op.add(j, op.bitwise_and(j, _c(1, "int64")))
-    side = op.add(j, op.astype(op.greater(u, h), "int64"))
-    q = op.where(tie, even, side)
-    return op.where(op.less(x, _c(0, "int64")), op.negative(q), q)
+    tie = op.less_equal(op.abs(d), half_ulp)
+    # tie: half to even (j + (j & 1)); else the side of the midpoint (j + (d > 0))
+    step = op.where(tie, op.bitwise_and(j, _c(1, "int64")),
+                    op.astype(op.greater(d, _c(0, "int64")), "int64"))
+    sign = op.subtract(_c(1, "int64"), op.multiply(op.astype(op.less(x, _c(0, "int64")), "int64"),
+                                                   _c(2, "int64")))
+    return op.multiply(op.add(j, step), sign)
 
 
 def _gemmlowp_expr(x: relax.Expr, mult: np.ndarray, shift: np.ndarray,
