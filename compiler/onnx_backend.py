@@ -14,6 +14,8 @@ edgec compiles static shapes, so the backend specialises on the inputs it is giv
   holds them through ml_dtypes) are carried as bytes; ``edgec.converters.narrow_types``
   rewrites the casts and (de)quantizations on them, and ``run`` converts the arrays
   passed and returned. A graph using them elsewhere is refused as unsupported.
+- **Scan** is unrolled over its (now static) length (``edgec.converters.scan``), also
+  where it appears inside an expanded function op (LinearAttention).
 
 Usage: ``edgec.onnx_backend.run_model(model, [x, shape])`` or ``prepare(model).run(...)``,
 and ``onnx.backend.test.BackendTest(edgec.onnx_backend, __name__)``.
@@ -110,6 +112,20 @@ def specialise(
     return out, shapes, [v.name for v in keep]
 
 
+def _unroll_scans(model: onnx.ModelProto, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelProto:
+    """Unroll Scans over their now-static lengths, also those inside function bodies."""
+    from edgec import converters
+    from edgec.converters.scan import unroll_scans
+    from edgec.expand_functions import expand_functions
+    from edgec.frontend import fix_input_shapes
+
+    fixed = fix_input_shapes(model, shapes)
+    expanded = expand_functions(fixed, converters.supported_ops())
+    if not any(n.op_type == "Scan" for n in expanded.graph.node):
+        return model
+    return unroll_scans(expanded)
+
+
 def _castlike_to_cast(graph: onnx.GraphProto) -> None:
     """CastLike(x, like) -> Cast(x, to=type of like) where ``like`` is a graph input."""
     types = {v.name: v.type.tensor_type.elem_type for v in graph.input}
@@ -175,6 +191,7 @@ class EdgecBackendRep(BackendRep):
                 model, narrow = narrow_types.lower(model)
             except narrow_types.NotRewritable as exc:
                 raise ModelError(f"narrow element type not supported here: {exc}") from None
+            model = _unroll_scans(model, shapes)
             self._cache[key] = (compile_proto(model, shapes), runtime, narrow)
         compiled, runtime, narrow = self._cache[key]
         self.last = compiled
