@@ -384,7 +384,8 @@ def _output_projection(block: AttentionBlock, binds: _Bindings
                 merged = shape_of(cur)
                 if w is None or w.ndim != 2 or merged is None:
                     continue
-                width = block.value_dim * max(1, _heads_in(block, steps))
+                # with a merge, every head's values; without one, a per-head projection
+                width = block.value_dim * (block.heads if steps else 1)
                 if merged[-1] != width or w.shape[0] != width:
                     return None, (f"matmul after the block contracts {merged[-1]} values, "
                                   f"not heads x value dim = {width}")
@@ -405,8 +406,3 @@ def _output_projection(block: AttentionBlock, binds: _Bindings
                           "block output")
         cur = nxt
     return None, "no matmul with a constant weight within three merge steps"
-
-
-def _heads_in(block: AttentionBlock, steps: list[tuple[str, Any]]) -> int:
-    """Heads folded into the last axis by the merge steps (1 when there are none)."""
-    return block.heads if steps else 1

@@ -251,6 +251,25 @@ def test_detects_output_projection() -> None:
         "none (the head merge goes straight to the function's output)")
 
 
+def test_matmul_on_part_of_the_heads_is_not_the_output_projection() -> None:
+    """A matmul after a reshape that keeps heads apart (rows of d values) is not the
+    projection of the merged heads: the error stays at softmax.V, with the reason."""
+    n, d = 16, 8
+    t = relax.TensorType([1, 2, n, d], "float32")
+    q, k, v = (relax.Var(x, t) for x in "qkv")
+    bb = relax.BlockBuilder()
+    with bb.function("main", [q, k, v]):
+        with bb.dataflow():
+            o = bb.emit(cost.softmax_block(bb.emit, q, k, v, None))
+            o = bb.emit(relax.op.reshape(relax.op.permute_dims(o, [0, 2, 1, 3]), (1, 2 * n, d)))
+            w = relax.const(np.ones((d, d), np.float32))
+            out = bb.emit_output(relax.op.matmul(o, w))
+        bb.emit_func_output(out)
+    (b,) = find_attention_blocks(bb.get())
+    assert b.projection is None
+    assert b.projection_note == "matmul after the block contracts 8 values, not heads x value dim = 16"
+
+
 def test_projection_replay_is_the_models_projection() -> None:
     """The numpy replay of the merge + projection on the tapped softmax.V is the model's
     own output (ONNX Runtime): the per-block error is measured where the model uses it."""
