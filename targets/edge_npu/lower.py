@@ -14,7 +14,10 @@ Memory plan, as the Edge TPU compiler does it, for all segments of a model at on
   reader); segment inputs and outputs in host buffers (NCHW <-> HWC at the boundary is
   the host driver's job).
 
-Each layer becomes a program from ``programs`` / ``vector_layers`` starting with SYNC;
+Before planning, ``x * lut(x)`` folds into one LUT and a LUT joins the conv before it
+(``fold_gated_luts``, ``fuse_luts``; the segment keeps its unfused layers for the
+integer reference). Each layer becomes a program from ``programs`` / ``vector_layers``
+starting with SYNC, conv layers with their tuned ``Mapping`` if the database has one;
 the segment program is their concatenation plus END.
 """
 
