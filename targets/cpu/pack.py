@@ -8,15 +8,16 @@ width. A tile's inner loop then streams one contiguous ``K x nb`` panel instead 
 maps every row to the same few L1 sets).
 
 The copy into the packed layout is a block annotated
-``meta_schedule.layout_rewrite_preproc``; Relax's ``SplitLayoutRewritePreproc`` moves
-it out of the kernel and ``FoldConstant`` runs it once at build time (see
-``pipeline.schedule_passes``). Without those passes the copy stays in the kernel:
+``meta_schedule.layout_rewrite_preproc``; ``FoldPackedWeights`` (Relax's
+``SplitLayoutRewritePreproc``, then ``FoldConstant``) moves it out of the kernel and
+runs it once at build time (see ``pipeline.schedule_passes``). Without those passes the copy stays in the kernel:
 slower, still correct.
 """
 
 from __future__ import annotations
 
-from tvm import s_tir, tirx
+import tvm
+from tvm import relax, s_tir, tirx
 from tvm.s_tir.dlight.analysis import IterInfo
 
 PREPROC = "meta_schedule.layout_rewrite_preproc"
@@ -62,3 +63,41 @@ def pack_panels(
         sch.annotate(copy, PREPROC, True)
         return True
     return False
+
+
+def has_packing(func: tirx.PrimFunc) -> bool:
+    """True if a schedule left a packing copy (a ``PREPROC`` block) in ``func``."""
+    try:
+        sch = s_tir.Schedule(func)
+        blocks = sch.get_child_blocks(sch.get_sblock("root"))
+    except Exception:  # noqa: BLE001 - TVM raises plain errors; hand-written TIR without blocks
+        return False
+    return any(PREPROC in sch.get(b).annotations for b in blocks)
+
+
+@tvm.transform.module_pass(opt_level=0, name="edgec.FoldPackedWeights")
+class FoldPackedWeights:
+    """Move packing copies out of the kernels and run them at build time.
+
+    Only kernels that were packed keep ``layout_free_buffers`` (nothing else
+    needs the attribute).
+    """
+
+    def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
+        # TVM's split visits every PrimFunc and rejects some unpacked ones (a
+        # scatter's hand-written loops): it sees only the packed kernels and the
+        # Relax functions; the others are put back unchanged.
+        others = {}
+        for gv, func in mod.functions_items():
+            if isinstance(func, tirx.PrimFunc) and not has_packing(func):
+                others[gv] = func.without_attr("layout_free_buffers") if func.attrs is not None \
+                    and "layout_free_buffers" in func.attrs else func
+        if len(others) == sum(isinstance(f, tirx.PrimFunc) for _, f in mod.functions_items()):
+            return mod
+        packed = tvm.IRModule(
+            {gv: f for gv, f in mod.functions_items() if gv not in others}, attrs=mod.attrs
+        )
+        packed = relax.transform.SplitLayoutRewritePreproc()(packed)
+        for gv, func in others.items():
+            packed[gv] = func
+        return relax.transform.FoldConstant()(packed)

@@ -17,6 +17,7 @@ from edgec.targets.cpu.apply import ApplyCPUSchedules
 from edgec.targets.cpu.conv_pointwise import FlattenPointwiseConv
 from edgec.targets.cpu.conv_transpose import UpsampleConvTranspose
 from edgec.targets.cpu.fast_math import FastMath
+from edgec.targets.cpu.pack import FoldPackedWeights
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
@@ -40,7 +41,7 @@ def schedule_passes(
         passes.append(relax.transform.MetaScheduleApplyDatabase(str(tuning_db)))
     passes.append(relax.transform.AttachAttrLayoutFreeBuffers())
     passes.append(defaults if defaults is not None else ApplyCPUSchedules())
-    passes += [relax.transform.SplitLayoutRewritePreproc(), relax.transform.FoldConstant()]
+    passes.append(FoldPackedWeights())
     return passes
 
 

@@ -87,3 +87,15 @@ def test_transposed_weight_packed_in_kernel() -> None:
     out = tvm.runtime.tensor(args[2])
     lib["main"](tvm.runtime.tensor(args[0]), tvm.runtime.tensor(args[1]), out)
     np.testing.assert_allclose(out.numpy(), args[0] @ args[1].T, rtol=1e-5, atol=1e-5)
+
+
+def test_unpacked_hand_written_kernel_beside_packed_dense() -> None:
+    """TVM's split pass rejects a scatter's block-less TIR; it must not see it."""
+
+    def body(x: relax.Expr) -> relax.Expr:
+        y = R.matmul(x, _w(32, 16))
+        idx = relax.const(np.array([[1, 3]] * 4, "int64"))
+        return R.scatter_elements(y, idx, relax.const(np.ones((4, 2), "float32")), axis=1)
+
+    check([(4, 32)], body, "Matmul")
+    assert _prepacked(_scheduled(_module([(4, 32)], body), "host"))
