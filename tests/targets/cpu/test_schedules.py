@@ -167,7 +167,12 @@ def test_conv_transpose_stride2_sigmoid(out_channels: int) -> None:
 def test_pointwise_conv_input_outweighs_weights() -> None:
     # Input tile reused across output-channel blocks (outer loop order swapped);
     # width 40: half-vector tiles on AVX-512.
-    check([(1, 32, 10, 40)], lambda x: R.nn.relu(R.nn.conv2d(x, _w(48, 32, 1, 1))), "Matmul")
+    check([(1, 64, 10, 64)], lambda x: R.nn.relu(R.nn.conv2d(x, _w(48, 64, 1, 1))), "Matmul")
+
+
+def test_pointwise_conv_short_reduction() -> None:
+    # 12 input channels: tiles walk along the output rows (no swap, tiling._SHORT_REDUCTION).
+    check([(1, 12, 10, 64)], lambda x: R.nn.relu(R.nn.conv2d(x, _w(40, 12, 1, 1))), "Matmul")
 
 
 def test_conv3x3_width40() -> None:
