@@ -3,12 +3,17 @@
 
     python scripts/onnx_node_tests.py reports/onnx-node --jobs 2 --timeout 60
     python scripts/onnx_node_tests.py out --filter 'test_(conv|gemm)' --passing-list list.txt
+    python scripts/onnx_node_tests.py out2 --filter 'test_scan' --merge out/report.json
 
 Each case runs in a worker process. A worker that dies (segfault in TVM) marks its case
 ``crash``, one that exceeds ``--timeout`` is killed and marks it ``timeout``; either way
 a fresh worker takes its place and the run goes on. Workers are forked from this
 process after the cases are collected (it never imports TVM), so they share the cases
 without serialising models; they are recycled every ``--recycle`` cases to bound memory.
+
+``--merge OLD/report.json`` reruns only the filtered cases and takes every other case's
+result from the old report (for a change that touches a few ops); the report counts
+the carried-over results and names the report they came from.
 """
 
 from __future__ import annotations
@@ -129,7 +134,8 @@ def run_all(indices: list[int], jobs: int, timeout: float, recycle: int) -> list
     return sorted(results, key=lambda r: r.name)
 
 
-def write_report(results: list[CaseResult], out: Path, seconds: float) -> dict[str, Any]:
+def write_report(results: list[CaseResult], out: Path, seconds: float,
+                 carried: tuple[int, str] | None = None) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     counts = collections.Counter(r.status for r in results)
     folded = sum(1 for r in results if r.status == "pass" and r.folded)
@@ -143,6 +149,8 @@ def write_report(results: list[CaseResult], out: Path, seconds: float) -> dict[s
         "passes_folded_to_constants": folded,
         "seconds": round(seconds, 1),
     }
+    if carried:
+        summary["carried_over"] = {"cases": carried[0], "from": carried[1]}
     report = {
         "summary": summary,
         "per_op": {op: dict(c) for op, c in sorted(per_op.items())},
@@ -155,7 +163,8 @@ def write_report(results: list[CaseResult], out: Path, seconds: float) -> dict[s
         f"{counts['pass']}/{len(results)} pass ({100 * summary['pass_rate']:.1f}%), "
         f"of which {folded} folded to constants by the optimizer; "
         + ", ".join(f"{k} {counts[k]}" for k in STATUSES[1:])
-        + f". {seconds:.0f} s.",
+        + f". {seconds:.0f} s."
+        + (f" {carried[0]} results carried over from {carried[1]}." if carried else ""),
         "",
         "## Failure causes (most common first)",
         "",
@@ -191,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--filter", default=None, help="regex on the test name")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds per case")
     ap.add_argument("--recycle", type=int, default=100, help="cases per worker before restart")
+    ap.add_argument("--merge", type=Path, default=None,
+                    help="take results of cases not rerun from this earlier report.json")
     ap.add_argument("--passing-list", type=Path, default=None,
                     help="also write the names of passing cases to this file")
     args = ap.parse_args(argv)
@@ -200,7 +211,14 @@ def main(argv: list[str] | None = None) -> int:
     _OPS.update(op_names(_CASES))
     print(f"{len(_CASES)} cases", flush=True)
     results = run_all(list(range(len(_CASES))), args.jobs, args.timeout, args.recycle)
-    summary = write_report(results, args.out, time.monotonic() - start)
+    carried = None
+    if args.merge is not None:
+        rerun = {r.name for r in results}
+        old = json.loads(args.merge.read_text())["cases"]
+        kept = [CaseResult(**c) for c in old if c["name"] not in rerun]
+        results = sorted(results + kept, key=lambda r: r.name)
+        carried = (len(kept), str(args.merge))
+    summary = write_report(results, args.out, time.monotonic() - start, carried)
     if args.passing_list is not None:
         names = [r.name for r in results if r.status == "pass"]
         args.passing_list.write_text("\n".join(names) + "\n")

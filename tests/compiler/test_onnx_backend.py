@@ -99,3 +99,27 @@ def test_float8_case_runs_through_conformance(cases: dict[str, object]) -> None:
     name = "test_cast_FLOAT_to_FLOAT8E4M3FN"
     res = run_case(cases[name], "Cast")
     assert res.status == "pass", res.detail
+
+
+def test_script_merges_an_earlier_report(tmp_path: Path) -> None:
+    """--merge reruns the filtered cases and carries the others over, saying so."""
+    import json
+    import subprocess
+    import sys
+
+    old = {"cases": [
+        {"name": "test_abs", "op": "Abs", "status": "mismatch", "detail": "old", "seconds": 0.1,
+         "folded": False},
+        {"name": "test_not_rerun", "op": "X", "status": "unsupported", "detail": "kept",
+         "seconds": 0.1, "folded": False},
+    ]}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    script = Path(__file__).parents[2] / "scripts" / "onnx_node_tests.py"
+    subprocess.run([sys.executable, str(script), str(tmp_path / "out"), "--jobs", "1",
+                    "--filter", "^test_abs$", "--merge", str(tmp_path / "old.json")],
+                   check=True, capture_output=True, timeout=300)
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    status = {c["name"]: c["status"] for c in report["cases"]}
+    assert status == {"test_abs": "pass", "test_not_rerun": "unsupported"}
+    assert report["summary"]["carried_over"]["cases"] == 1
+    assert "1 results carried over" in (tmp_path / "out" / "report.md").read_text()
