@@ -48,7 +48,7 @@ from edgec.passes._rules import const_value
 from edgec.passes.quantize.requant import SATURATE_BITS, binary32_multiplier
 from edgec.passes.registry import register_pass
 from edgec.targets.edge_npu.intmath import quantize_multiplier
-from tvm import relax
+from tvm import relax, te, tirx
 
 QMIN, QMAX = -128, 127
 I32_MIN, I32_MAX = -(2**31), 2**31 - 1
@@ -214,9 +214,7 @@ def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: in
                     real: np.ndarray | None = None) -> relax.Expr:
     """int32 ``acc`` -> int8 in Relax ops (int64 arithmetic), ``clip(R(acc) + zp, lo, hi)``.
 
-    ``rounding="binary32"`` (``requant.binary32_round``; ``mult``/``shift`` are its
-    ``(m, t)``): the exact product rounded to 24 significant bits then to an integer,
-    both half to even, i.e. ONNX Runtime's float32 requantization in integers.
+    (``binary32``, the default, is one TE kernel: ``binary32_te``.)
     ``rounding="single"`` (TFLite's single-rounding variant, ``requant.requantize_single``):
     ``R(acc) = (acc * mult + 2**(t-1)) >> t`` with ``t = 31 - shift``: one rounding,
     half up. ``rounding="gemmlowp"`` (``intmath.requantize``): SaturatingRounding-
@@ -234,9 +232,7 @@ def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: in
         out = op.clip(op.add(r, _c(zp, "int64")), lo, hi)
         return op.astype(out, "int8")
     x = op.astype(acc, "int64")
-    if rounding == "binary32":
-        r = _binary32_expr(x, mult, shift, shape)
-    elif rounding == "single":
+    if rounding == "single":
         total = 31 - shift
         if np.any(total < 1) or np.any(total > 62):
             raise ValueError(f"requantization shift out of range: {shift.min()}..{shift.max()}")
@@ -251,37 +247,40 @@ def requantize_expr(acc: relax.Expr, mult: np.ndarray, shift: np.ndarray, zp: in
     return op.astype(out, "int8")
 
 
-def _binary32_expr(x: relax.Expr, m: np.ndarray, t: np.ndarray,
-                   shape: tuple[int, ...]) -> relax.Expr:
-    """``requant.binary32_round`` in Relax ops (see there for the derivation).
+def binary32_te(acc: te.Tensor, m: te.Tensor, t: te.Tensor, zp: int, lo: int, hi: int,
+                axis: int) -> te.Tensor:
+    """``clip(requant.binary32_round(acc) + zp, lo, hi)`` as one TE kernel; ``m``, ``t``
+    are per-channel along ``axis``.
 
-    Written so each intermediate has few readers: the CPU schedules inline the whole
-    chain into the kernel's write-back as one expression, where every extra reader
-    copies its operand tree (a bit-smearing ``floor_pow2(j)`` made compiles minutes
-    long). ``u - h`` is ``r - 2**(t-1)`` with ``r = u mod 2**t``, and
+    One TIR expression with ``let`` bindings rather than Relax ops: the CPU schedules
+    inline the chain into the conv / matmul write-back, and every extra reader of a
+    Relax intermediate would copy its operand tree there (compiles took minutes).
+    ``u - h`` is ``r - 2**(t-1)`` with ``r = u mod 2**t``, and the binade term is
     ``2**(k+1) = 1 + sum_i [u >= 2**(t+i)] 2**i`` for ``i < SATURATE_BITS``."""
-    op = relax.op
+    def i64(v: int) -> tirx.PrimExpr:
+        return tirx.const(int(v), "int64")
 
-    def c(v: np.ndarray | int) -> relax.Expr:
-        return _c(np.broadcast_to(v, t.shape).reshape(shape), "int64")
+    def f(*idx: tirx.PrimExpr) -> tirx.PrimExpr:
+        c = idx[axis]
+        tc = t[c]
+        x = acc(*idx).astype("int64")
+        u, j, d = (tirx.Var(n, "int64") for n in ("u", "j", "d"))
+        two_k1 = i64(1)
+        for i in range(SATURATE_BITS):
+            two_k1 = two_k1 + tirx.Select(u >= (i64(1) << (tc + i64(i))), i64(1 << i), i64(0))
+        half_ulp = tirx.Select(tc >= i64(25), two_k1 << (tc - i64(25)),
+                               two_k1 >> (i64(25) - tc))
+        ad = tirx.Select(d < i64(0), -d, d)
+        # a tie after the float32 product: half to even; else the side of the midpoint
+        step = tirx.Select(ad <= half_ulp, j & i64(1), tirx.Select(d > i64(0), i64(1), i64(0)))
+        q = tirx.Select(x < i64(0), -(j + step), j + step) + i64(zp)
+        out = tirx.max(tirx.min(q, i64(hi)), i64(lo)).astype("int8")
+        body = tirx.Let(d, (u & ((i64(1) << tc) - i64(1))) - (i64(1) << (tc - i64(1))), out)
+        body = tirx.Let(j, u >> tc, body)
+        ax = tirx.Select(x < i64(0), -x, x)
+        return tirx.Let(u, tirx.min(ax * m[c], i64(1) << (tc + i64(SATURATE_BITS))), body)
 
-    one = np.int64(1)
-    u = op.minimum(op.multiply(op.abs(x), c(m)), c(one << (t + SATURATE_BITS)))
-    j = op.right_shift(u, c(t))
-    d = op.subtract(op.bitwise_and(u, c((one << t) - 1)), c(one << (t - 1)))  # u - h
-    two_k1: relax.Expr = _c(1, "int64")
-    for i in range(SATURATE_BITS):
-        bit = op.astype(op.greater_equal(u, c(one << (t + i))), "int64")
-        two_k1 = op.add(two_k1, bit if i == 0 else op.left_shift(bit, _c(i, "int64")))
-    half_ulp = op.right_shift(op.left_shift(two_k1, c(np.maximum(t - 25, 0))),
-                              c(np.maximum(25 - t, 0)))
-    tie = op.less_equal(op.abs(d), half_ulp)
-    # tie: half to even (j + (j & 1)); else the side of the midpoint (j + (d > 0))
-    step = op.where(tie, op.bitwise_and(j, _c(1, "int64")),
-                    op.astype(op.greater(d, _c(0, "int64")), "int64"))
-    sign = op.subtract(_c(1, "int64"), op.multiply(op.astype(op.less(x, _c(0, "int64")), "int64"),
-                                                   _c(2, "int64")))
-    return op.multiply(op.add(j, step), sign)
+    return te.compute(acc.shape, f, name="requantize_binary32")
 
 
 def _gemmlowp_expr(x: relax.Expr, mult: np.ndarray, shift: np.ndarray,
@@ -305,8 +304,10 @@ def _gemmlowp_expr(x: relax.Expr, mult: np.ndarray, shift: np.ndarray,
     return op.add(op.right_shift(h, _c(right, "int64")), op.astype(op.greater(rem, thr), "int64"))
 
 
-def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = DEFAULT_ROUNDING) -> relax.Expr:
-    """The integer replacement of ``layer`` reading the int8 tensor ``xq``."""
+def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = DEFAULT_ROUNDING,
+               bb: relax.BlockBuilder | None = None) -> relax.Expr:
+    """The integer replacement of ``layer`` reading the int8 tensor ``xq`` (``binary32``
+    emits the accumulator into ``bb`` and returns a ``call_tir`` of ``binary32_te``)."""
     op = relax.op
     mult, shift = requant_params(layer, rounding)
     bias = effective_bias(layer)
@@ -325,6 +326,14 @@ def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = DEFAULT_ROUNDING
         acc = op.matmul(xq, _c(layer.w_q, "int8"), out_dtype="int32")
         shape = (-1,)
     acc = op.add(acc, _c(bias.reshape(shape), "int32"))
+    if rounding == "binary32":
+        if bb is None:
+            raise ValueError("binary32 requantization needs the block builder")
+        acc = bb.emit(acc)
+        axis = 1 if layer.kind == "conv2d" else len(acc.ty.shape) - 1
+        return bb.call_te(binary32_te, acc, _c(mult, "int64"), _c(shift, "int64"),
+                          layer.zp_y, layer.lo, layer.hi, axis,
+                          primfunc_name_hint="requantize_binary32")
     return requantize_expr(acc, mult, shift, layer.zp_y, layer.lo, layer.hi, shape, rounding,
                            real_multipliers(layer))
 
@@ -346,7 +355,8 @@ class _Lower(relax.PyExprMutator):  # type: ignore[misc]
         if q is not None and isinstance(binding.var, relax.DataflowVar):
             m = self.matcher.match(q)
             if isinstance(m, IntLayer):
-                new = self.builder_.emit(int_kernel(m, self.visit_expr(m.xq), self.rounding))
+                new = self.builder_.emit(int_kernel(m, self.visit_expr(m.xq), self.rounding,
+                                                    self.builder_))
                 self.set_var_remap(binding.var, new)
                 self.fired[m.kind] += 1
                 return
@@ -388,6 +398,11 @@ def quantize_int8(mod: tvm.IRModule, ctx: Any = None) -> tvm.IRModule:
         skipped += lower.skipped
         if lower.fired:
             out[gv] = relax.analysis.remove_all_unused(new)
+            # the binary32 kernels the builder added as PrimFuncs
+            for kgv, kernel in lower.builder_.get().functions_items():
+                if isinstance(kernel, tirx.PrimFunc) and kgv.name_hint not in \
+                        {g.name_hint for g in out.get_global_vars()}:
+                    out[kgv] = kernel
     if ctx is not None:
         ctx.report["quantize-int8"] = {"lowered": dict(fired), "left_float": dict(skipped)}
     return out

@@ -137,9 +137,9 @@ def test_requant_binary32_matches_float32_arithmetic() -> None:
 
 
 def test_binary32_relax_kernel_matches_reference() -> None:
-    """The Relax form of ``binary32`` (as compiled) equals ``requant.binary32_round`` on
+    """The TE kernel of ``binary32`` (as compiled) equals ``requant.binary32_round`` on
     near-tie accumulators, for multipliers above and below 2**-25 scale."""
-    from edgec.passes.quantize.lower import requantize_expr
+    from edgec.passes.quantize.lower import binary32_te
 
     rng = np.random.default_rng(3)
     for real in (2.0**-26 * 1.37, 0.00071, 0.0123, 0.31, 1.7):
@@ -147,11 +147,12 @@ def test_binary32_relax_kernel_matches_reference() -> None:
         near = np.round((rng.integers(-300, 300, 3000) + 0.5) / real).astype(np.int64)
         acc = np.clip(np.concatenate([near - 1, near, near + 1,
                                       rng.integers(-(2**24), 2**24, 3000)]),
-                      -(2**24) + 1, 2**24 - 1).astype(np.int32)
+                      -(2**24) + 1, 2**24 - 1).astype(np.int32).reshape(-1, 1)
         x = relax.Var("acc", relax.TensorType(acc.shape, "int32"))
         bb = relax.BlockBuilder()
         with bb.function("main", [x]):
-            bb.emit_func_output(bb.emit(requantize_expr(x, m, t, 3, -128, 127, (-1,))))
+            bb.emit_func_output(bb.emit_te(binary32_te, x, relax.const(m), relax.const(t),
+                                           3, -128, 127, 1))
         got = _run(bb.get(), acc)
         want = requant.requantize_binary32(acc, m, t, 3, -128, 127)
         np.testing.assert_array_equal(got, want)
