@@ -19,6 +19,8 @@ channels are blocked and all ``f`` blocks run inside each channel block:
 
 from __future__ import annotations
 
+import logging
+
 from edgec.targets.cpu.common import (
     Roles,
     divisor_at_most,
@@ -41,6 +43,8 @@ from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import IterInfo
 from tvm.target import Target
 
+log = logging.getLogger(__name__)
+
 # Input channels per block: 16 channels x 3 rows x 34 floats (6.5 KB) plus their
 # weights for 24 output channels (14 KB) fit a 32 KB L1. Measured on det's 160x160
 # 3x3 conv (one thread, AVX-512): blocks of 16-32 channels and 12-row register tiles
@@ -62,8 +66,8 @@ class Conv(CPURule):
             if _blockable(sch, roles):
                 try:
                     return _channel_blocked(sch, roles, target)
-                except Exception:  # noqa: BLE001 - TVM raises plain errors; the plain tile below still applies
-                    pass
+                except Exception as exc:  # noqa: BLE001 - TVM raises plain errors; the plain tile below still applies
+                    log.debug("channel-blocked conv refused: %s", str(exc).splitlines()[0:1])
         return schedule_two_operand(func, target, plain_indices=False)
 
 

@@ -33,8 +33,8 @@ from edgec.targets.cpu.common import (
 from edgec.targets.cpu.rule import CPURule
 from edgec.targets.cpu.tiling import read_vars, reduction_kernel, vector_axis
 from tvm import s_tir, tirx
-from tvm.sym.pattern import detect_linear_equation
 from tvm.s_tir.dlight.analysis import IterInfo
+from tvm.sym.pattern import detect_linear_equation
 from tvm.target import Target
 
 # Output rows per band: measured 4-6 best on the PP-OCR det layers (AVX-512, 1 thread);

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import tvm
 from edgec.targets.cpu.common import vector_lanes, vector_width
-from edgec.targets.cpu.conv_transpose import static_shape
+from edgec.targets.cpu.conv_transpose import out_dtype_of, static_shape
 from tvm import relax
 from tvm.relax import op as R
 from tvm.target import Target
@@ -54,7 +54,7 @@ class _Rewriter(relax.PyExprMutator):
         self.lanes = lanes
         self.fired = 0
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102 - visitor hook
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
             return call
@@ -63,8 +63,7 @@ class _Rewriter(relax.PyExprMutator):
         x, w = call.args
         n, c, h, wd = static_shape(x)  # type: ignore[misc]
         f = static_shape(w)[0]  # type: ignore[index]
-        out_dtype = str(call.attrs.out_dtype)
-        out_dtype = None if out_dtype in ("", "void", "None") else out_dtype
+        out_dtype = out_dtype_of(call)
         w2 = self.builder_.emit(R.reshape(w, (f, c)))
         x2 = self.builder_.emit(R.reshape(x, (n, c, h * wd)))
         y = self.builder_.emit(R.matmul(w2, x2, out_dtype=out_dtype))

@@ -41,6 +41,12 @@ def static_shape(expr: relax.Expr) -> list[int] | None:
         return None
 
 
+def out_dtype_of(call: relax.Call) -> str | None:
+    """The op's explicit ``out_dtype``, or None when it follows the inputs."""
+    dtype = str(call.attrs.out_dtype)
+    return None if dtype in ("", "void", "None") else dtype
+
+
 def _why_not(call: relax.Call) -> str:
     """Why ``call`` is not an upsampling transposed conv ("" if it is)."""
     a = call.attrs
@@ -66,7 +72,7 @@ class _Rewriter(relax.PyExprMutator):
         super().__init__(mod)
         self.fired = 0
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:  # noqa: D102 - visitor hook
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
         call = super().visit_call_(call)
         if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d_transpose":
             return call
@@ -76,8 +82,7 @@ class _Rewriter(relax.PyExprMutator):
         n, _c, h, wd = static_shape(x)  # type: ignore[misc]
         c, f, s, t = static_shape(w)  # type: ignore[misc]
         w2 = R.reshape(R.permute_dims(w, [1, 2, 3, 0]), (f * s * t, c, 1, 1))
-        out_dtype = str(call.attrs.out_dtype)
-        out_dtype = None if out_dtype in ("", "void", "None") else out_dtype
+        out_dtype = out_dtype_of(call)
         z = self.builder_.emit(R.nn.conv2d(x, self.builder_.emit(w2), out_dtype=out_dtype))
         z = self.builder_.emit(R.reshape(z, (n, f, s, t, h, wd)))
         z = self.builder_.emit(R.permute_dims(z, [0, 1, 4, 2, 5, 3]))
