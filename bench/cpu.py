@@ -1,21 +1,27 @@
 """edgec on the host CPU vs ONNX Runtime, for every real model, in one run.
 
 For each model: ONNX Runtime ms, edgec with TVM's plain loops ("before": the
-default schedules switched off), edgec with the default schedules ("after"),
-and with ``--tuning-db`` also edgec built with that database ("tuned", with the
-trials and tuning seconds ``edgec tune`` recorded there), and the ratios to ONNX
-Runtime. Medians of ``--repeat`` runs; the machine may be shared, so treat small
-differences as noise. Writes cpu.json, cpu.md (the table the README shows) and
-cpu.png to ``--out``.
+default schedules switched off), edgec untuned, with the default schedules
+("after"), and, for each model with a database ``--tuning-db-root/<model>``,
+edgec built with it ("tuned", with the trials and tuning seconds ``edgec tune``
+recorded in that database's summary), and the ratios to ONNX Runtime. Medians
+of ``--repeat`` runs; the machine may be shared, so treat small differences as
+noise (the load average before and after each model is recorded). Writes
+cpu.json, cpu.md (the table the README shows) and cpu.png to ``--out``.
 
-Usage: python bench/cpu.py [--models ppocr-cls,minilm] [--no-before] [--tuning-db DIR]
-       [--out bench/out]
+Tune first, outside the repository (databases are not committed), e.g.
+``edgec tune $(python -m edgec.examples minilm --print-path) --input-shape ...
+--time-budget 15m --db ~/.cache/edgec/tuning/minilm``.
+
+Usage: python bench/cpu.py [--models ppocr-cls,minilm] [--no-before]
+       [--tuning-db-root ~/.cache/edgec/tuning] [--out bench/out]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -50,10 +56,18 @@ def _max_err(pkg: Any, feeds: dict[str, np.ndarray], ref: dict[str, np.ndarray])
     )
 
 
+def tuning_db_for(root: Path | None, name: str) -> Path | None:
+    """``root/name`` if it holds a tuning database with a summary, else None."""
+    if root is None:
+        return None
+    db = root.expanduser() / name
+    return db if read_summary(db) is not None else None
+
+
 def bench_model(name: str, repeat: int, before: bool, tuning_db: Path | None = None) -> dict[str, Any]:
     path = model_path(name)
     feeds = example_inputs(name)[0]
-    row: dict[str, Any] = {"model": name}
+    row: dict[str, Any] = {"model": name, "load_before": os.getloadavg()[0]}
     row["ort_ms"] = time_onnxruntime(path, feeds, repeat=repeat)["median_ms"]
     ref = run_onnxruntime(path, feeds)
     variants = [("after", True, None)] + ([("tuned", True, tuning_db)] if tuning_db else [])
@@ -68,8 +82,11 @@ def bench_model(name: str, repeat: int, before: bool, tuning_db: Path | None = N
         row[f"{label}_over_ort"] = row[f"edgec_{label}_ms"] / row["ort_ms"]
     if tuning_db is not None:
         summary = read_summary(tuning_db) or {}
+        row["tuning_db"] = str(tuning_db)
         row["tuning_trials"] = summary.get("trials")
         row["tuning_s"] = summary.get("seconds")
+        row["tuning_tasks"] = summary.get("tasks")
+    row["load_after"] = os.getloadavg()[0]
     print(json.dumps(row), flush=True)
     return row
 
@@ -82,7 +99,7 @@ def markdown(rows: list[dict[str, Any]]) -> str:
     cols = [c for c in cols if any(c[0] in r for r in rows)]
     tuned = any("tuning_trials" in r for r in rows)
     head = ["model", "ONNX Runtime ms", *[c[2] for c in cols]]
-    head += ["tuning (trials, s)"] if tuned else []
+    head += ["tuning (trials, min)"] if tuned else []
     lines = ["| " + " | ".join(head) + " |", "|" + " --- |" * len(head)]
     for r in rows:
         if "error" in r:
@@ -91,7 +108,8 @@ def markdown(rows: list[dict[str, Any]]) -> str:
         cells = [r["model"], f"{r['ort_ms']:.2f}"]
         cells += [f"{r[ms]:.2f} ({r[ratio]:.2f}x)" if ms in r else "-" for ms, ratio, _ in cols]
         if tuned:
-            cells.append(f"{r.get('tuning_trials')}, {r.get('tuning_s')}")
+            has = "tuning_trials" in r
+            cells.append(f"{r['tuning_trials']}, {r['tuning_s'] / 60:.1f}" if has else "-")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -104,12 +122,13 @@ def plot(rows: list[dict[str, Any]], png: Path) -> None:
 
     keys = [("ort_ms", "ONNX Runtime"), ("edgec_before_ms", "edgec plain loops"),
             ("edgec_after_ms", "edgec default schedules"), ("edgec_tuned_ms", "edgec tuned")]
-    keys = [k for k in keys if all(k[0] in r for r in rows)]
+    keys = [k for k in keys if any(k[0] in r for r in rows)]
     x = np.arange(len(rows))
     width = 0.8 / len(keys)
     fig, ax = plt.subplots(figsize=(2 + 2 * len(rows), 4))
     for i, (key, label) in enumerate(keys):
-        ax.bar(x + i * width, [r[key] for r in rows], width, label=label)
+        # A model without that variant (no tuning database) gets no bar.
+        ax.bar(x + i * width, [r.get(key, np.nan) for r in rows], width, label=label)
     ax.set_xticks(x + width * (len(keys) - 1) / 2, [r["model"] for r in rows])
     ax.set_yscale("log")
     ax.set_ylabel("ms per inference (log scale)")
@@ -124,13 +143,15 @@ def main() -> None:
     ap.add_argument("--models", default=",".join(REAL_MODELS))
     ap.add_argument("--repeat", type=int, default=20)
     ap.add_argument("--no-before", action="store_true", help="skip the plain-loop builds")
-    ap.add_argument("--tuning-db", type=Path, default=None)
+    ap.add_argument("--tuning-db-root", type=Path, default=None, metavar="DIR",
+                    help="DIR/<model> is the tuning database of each model (edgec tune --db)")
     ap.add_argument("--out", type=Path, default=Path("bench/out"))
     args = ap.parse_args()
     rows = []
     for name in args.models.split(","):
         try:
-            rows.append(bench_model(name, args.repeat, not args.no_before, args.tuning_db))
+            db = tuning_db_for(args.tuning_db_root, name)
+            rows.append(bench_model(name, args.repeat, not args.no_before, db))
         except Exception as exc:  # noqa: BLE001 - TVM raises plain errors; one model failing should not lose the others' numbers
             print(f"{name}: {type(exc).__name__}: {str(exc).splitlines()[0]}", flush=True)
             rows.append({"model": name, "error": str(exc).splitlines()[0]})

@@ -22,7 +22,8 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     t.add_argument("model", help="ONNX model")
     t.add_argument("--target", default="host", help="host or arm-cpu[:preset]")
     t.add_argument("--trials", type=int, default=None,
-                   help="total measurements, counting those already in the database")
+                   help="total measurements, counting those already in the database "
+                   "(--trials 0: only the per-kernel report)")
     t.add_argument("--time-budget", type=parse_duration, default=None, metavar="DURATION",
                    help="stop after this long, e.g. 90s, 10m, 1h (the batch in flight finishes)")
     t.add_argument("--db", default="edgec-tuning", metavar="DIR", help="tuning database folder")
@@ -35,6 +36,8 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help="fix an input shape, e.g. x=1x3x224x224 (repeatable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
     t.add_argument("--json", action="store_true", help="print the result as JSON")
+    t.add_argument("--no-report", action="store_true",
+                   help="skip measuring each kernel's default schedule against its best record")
     # edge-npu tunes layer mappings of the int8 model, as `build --quantize` makes it
     t.add_argument("--quantize", choices=("int8",), help="edge-npu: quantize first (needs --calib)")
     t.add_argument("--calib", metavar="PATH", help="edge-npu: calibration samples for --quantize")
@@ -58,6 +61,7 @@ def cmd_tune(args: argparse.Namespace) -> int:
     from edgec.shapes import parse_input_shapes
     from edgec.targets import get_target
     from edgec.tuning import tune
+    from edgec.tuning_report import format_table
 
     if get_target(args.target).family == "edge-npu":
         from edgec.targets.edge_npu.tuner import cmd_tune_npu
@@ -79,12 +83,15 @@ def cmd_tune(args: argparse.Namespace) -> int:
         progress=not (args.quiet or args.json),
         input_shapes=parse_input_shapes(args.input_shape),
         batch=args.batch,
+        report=not args.no_report,
     )
     if args.json:
-        print(json.dumps({**vars(result), "db_dir": str(result.db_dir)}, indent=2))
+        print(json.dumps(result.as_json(), indent=2))
         return 0
     if result.message:
         print(f"edgec tune: {result.message}", file=sys.stderr)
+    if result.report:
+        print(format_table(result.report))
     if result.trials:
         print(f"{result.trials} trials on {result.tasks} kernels in {result.seconds:.0f} s "
               f"({result.resumed_trials} already in {result.db_dir}); "

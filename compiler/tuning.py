@@ -22,10 +22,12 @@ from typing import Any
 
 from edgec.errors import EdgecError
 from edgec.targets import TargetDesc, get_target
+from edgec.tuning_report import KernelReport, measure_report
+from edgec.tuning_report import as_json as report_json
 
 WORKLOADS = "database_workload.json"
-# MetaSchedule's 30 s default is shorter than a fresh build worker's start (it
-# imports TVM) on a loaded 2-core machine: every trial then "fails to build".
+# MetaSchedule's 30 s default is shorter than a fresh build or run worker's start
+# (it imports TVM) on a loaded 2-core machine: every trial then fails.
 _BUILD_TIMEOUT_S = 180.0
 RECORDS = "database_tuning_record.json"
 # What `tune` did, for reports (bench/cpu.py): total trials and seconds over all runs.
@@ -53,6 +55,14 @@ class TuneResult:
     seconds: float = 0.0
     best_ms: dict[str, float] = field(default_factory=dict)  # task name -> best latency
     message: str = ""
+    report: list[KernelReport] = field(default_factory=list)  # default vs tuned, per kernel
+    # Records the reports added (re-measured default and best schedules), per workload.
+    report_records: dict[str, int] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        """What ``tune --json`` prints."""
+        out = {k: v for k, v in vars(self).items() if k not in ("report", "report_records")}
+        return {**out, "db_dir": str(self.db_dir), "report": report_json(self.report)}
 
 
 @dataclass(frozen=True)
@@ -83,8 +93,13 @@ def tune(
     progress: bool = True,
     input_shapes: dict[str, tuple[int, ...]] | None = None,
     batch: int = 32,
+    report: bool = True,
 ) -> TuneResult:
-    """Tune ``model_path`` for ``target`` until ``trials`` measurements or ``time_budget`` s."""
+    """Tune ``model_path`` for ``target`` until ``trials`` measurements or ``time_budget`` s.
+
+    With ``report``, each kernel's default schedule and best record are measured
+    afterwards (also when the database already held all the trials asked for).
+    """
     desc = get_target(target) if isinstance(target, str) else target
     db = Path(db_dir)
     if trials is None and time_budget is None:
@@ -100,7 +115,7 @@ def tune(
 
     mod = relax_kernels(model_path, desc, input_shapes)
     return tune_module(mod, desc, trials=trials, time_budget=time_budget, db_dir=db,
-                       rpc=rpc, progress=progress, batch=batch)
+                       rpc=rpc, progress=progress, batch=batch, report=report)
 
 
 def relax_kernels(
@@ -130,6 +145,7 @@ def tune_module(
     rpc: RPC | None = None,
     progress: bool = True,
     batch: int = 32,
+    report: bool = True,
 ) -> TuneResult:
     """Tune the TIR kernels of a legalized, fused Relax module (see ``relax_kernels``)."""
     from tvm.s_tir import meta_schedule as ms
@@ -137,26 +153,30 @@ def tune_module(
     db_dir.mkdir(parents=True, exist_ok=True)
     repair_database(db_dir)
     target = desc.tvm_target()
-    extracted = [
+    extracted = _heaviest_first([
         t for t in ms.relax_integration.extract_tasks(mod, target)
         if not t.mod.attrs.get("tirx.is_scheduled", False)
-    ]
+    ])
     result = TuneResult(db_dir=db_dir, tasks=len(extracted))
     if not extracted:
         result.message = "no kernels to tune"
         return result
     database = ms.database.JSONDatabase(work_dir=str(db_dir))
-    done = sum(
+    reported = sum((read_summary(db_dir) or {}).get("report_records", {}).values())
+    done = max(0, sum(
         len(database.get_top_k(database.commit_workload(t.dispatched[0]), 1 << 30))
         for t in extracted
-    )
+    ) - reported)
     result.resumed_trials = done
     budget = (trials - done) if trials is not None else 1 << 30
+    boards = check_tracker(rpc) if rpc is not None else 0
     if budget <= 0:
         result.message = f"already {done} trials in {db_dir}; nothing left of --trials {trials}"
+        if report:
+            _report(result, extracted, database, desc, rpc, boards, progress)
+            write_summary(db_dir, desc, result, rpc, new_run=False)
         return result
 
-    boards = check_tracker(rpc) if rpc is not None else 0
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(db_dir / "logs"), num_threads=os.cpu_count() or 1
     )
@@ -185,7 +205,39 @@ def tune_module(
         result.best_ms = dict(bar.best_ms)
         # Also after Ctrl-C: the trials measured so far are in the database.
         write_summary(db_dir, desc, result, rpc)
+    if report:
+        _report(result, extracted, database, desc, rpc, boards, progress)
+        write_summary(db_dir, desc, result, rpc, new_run=False)
     return result
+
+
+def _heaviest_first(tasks: list[Any]) -> list[Any]:
+    """Tasks by FLOPs x calls, largest first.
+
+    The task scheduler's first round visits tasks in this order, and a short
+    budget (a model has 20-60 kernels) may end before the round does.
+    """
+    from tvm.s_tir.analysis import estimate_tir_flops
+
+    def work(task: Any) -> float:
+        try:
+            return float(estimate_tir_flops(task.dispatched[0])) * int(task.weight)
+        except Exception:  # noqa: BLE001 - TVM raises plain errors; unknown work sorts last
+            return 0.0
+
+    return sorted(tasks, key=work, reverse=True)
+
+
+def _report(result: TuneResult, tasks: list[Any], database: Any, desc: TargetDesc,
+            rpc: RPC | None, boards: int, progress: bool) -> None:
+    import sys
+
+    if progress:
+        print(f"measuring {len(tasks)} kernels: default schedule vs best record", file=sys.stderr)
+    extra = dict((read_summary(result.db_dir) or {}).get("report_records", {}))
+    result.report = measure_report(tasks, database, desc.tvm_target(), _builder(desc),
+                                   _runner(rpc, boards), extra)
+    result.report_records = extra
 
 
 def read_summary(db_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
@@ -197,26 +249,37 @@ def read_summary(db_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
         return None
 
 
-def write_summary(db_dir: Path, desc: TargetDesc, result: TuneResult, rpc: RPC | None) -> None:
-    """Add this run to ``db_dir/edgec_tuning.json``; totals count every run so far."""
+def write_summary(
+    db_dir: Path, desc: TargetDesc, result: TuneResult, rpc: RPC | None, new_run: bool = True
+) -> None:
+    """Add this run to ``db_dir/edgec_tuning.json``; totals count every run so far.
+
+    ``new_run=False`` only updates the per-kernel report (kept from the last run
+    that made one).
+    """
     from edgec.atomic import atomic_write_text
 
     old = read_summary(db_dir) or {}
-    runs = [*old.get("runs", []), {
-        "trials": result.trials,
-        "seconds": round(result.seconds, 1),
-        "tasks": result.tasks,
-        "rpc": f"{rpc.host}:{rpc.port}:{rpc.key}" if rpc else None,
-        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-    }]
+    extra = result.report_records or old.get("report_records", {})
+    runs = list(old.get("runs", []))
+    if new_run:
+        runs.append({
+            "trials": result.trials,
+            "seconds": round(result.seconds, 1),
+            "tasks": result.tasks,
+            "rpc": f"{rpc.host}:{rpc.port}:{rpc.key}" if rpc else None,
+            "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        })
     summary = {
         "target": desc.name,
         # Records in the database (a run cut by kill -9 never wrote its run entry,
-        # but its records count).
-        "trials": _count_records(db_dir),
+        # but its records count), less those the reports added.
+        "trials": _count_records(db_dir) - sum(extra.values()),
         "seconds": round(sum(r["seconds"] for r in runs), 1),
         "tasks": result.tasks,
         "runs": runs,
+        "report": report_json(result.report) if result.report else old.get("report"),
+        "report_records": extra,
     }
     atomic_write_text(db_dir / SUMMARY, json.dumps(summary, indent=2) + "\n")
 
@@ -280,7 +343,8 @@ def _builder(desc: TargetDesc) -> Any:
         # Workers import edgec and export with the aarch64 cross compiler.
         return ms.builder.LocalBuilder(f_export=_export_aarch64, max_workers=1,
                                        timeout_sec=_BUILD_TIMEOUT_S)
-    return ms.builder.LocalBuilder(max_workers=1, timeout_sec=_BUILD_TIMEOUT_S)
+    # Building (LLVM) is most of a trial's time; measuring runs one at a time anyway.
+    return ms.builder.LocalBuilder(max_workers=os.cpu_count() or 1, timeout_sec=_BUILD_TIMEOUT_S)
 
 
 def _export_aarch64(mod: Any) -> str:
@@ -300,7 +364,8 @@ def _runner(rpc: RPC | None, boards: int = 1) -> Any:
     # number x repeat chosen so one trial costs ~0.1 s on small kernels.
     evaluator = ms.runner.EvaluatorConfig(number=3, repeat=1, min_repeat_ms=40)
     if rpc is None:
-        return ms.runner.LocalRunner(evaluator_config=evaluator)
+        # The same worker start as the builder's: 30 s is too short on a loaded machine.
+        return ms.runner.LocalRunner(evaluator_config=evaluator, timeout_sec=_BUILD_TIMEOUT_S)
     config = ms.runner.RPCConfig(
         tracker_host=rpc.host, tracker_port=rpc.port, tracker_key=rpc.key,
         session_timeout_sec=120,

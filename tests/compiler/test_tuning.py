@@ -51,8 +51,18 @@ def test_tune_resume_and_apply(tmp_path: Path) -> None:
     first = tune_module(_legalized(_matmul()), HOST, trials=2, time_budget=None, db_dir=db,
                         progress=False, batch=2)
     assert first.tasks == 1 and first.trials == 2
+    (row,) = first.report
+    # The report re-measures the default schedule and the best of the 2 trials, and
+    # commits both with those latencies (records, not trials).
+    assert row.kernel == "matmul" and row.trials == 2 and row.default_rule == "Matmul"
+    assert row.before_ms > 0 and row.tuned_ms > 0
+    assert row.after_ms == min(row.before_ms, row.tuned_ms)
+    assert row.build_uses == ("tuned" if row.tuned_ms <= row.before_ms else "default")
     records = (db / RECORDS).read_text().splitlines()
-    assert len(records) == 2
+    assert len(records) == 2 + 2
+    summary = read_summary(db)
+    assert summary is not None and summary["trials"] == 2
+    assert summary["report"]["kernels"][0]["tuned_ms"] == row.tuned_ms
     # A kill -9 mid-write leaves a torn line: the next run drops it and resumes.
     with (db / RECORDS).open("a") as f:
         f.write(records[0][: len(records[0]) // 2])
@@ -61,7 +71,9 @@ def test_tune_resume_and_apply(tmp_path: Path) -> None:
     assert again.resumed_trials >= 1 and again.trials >= 1
     summary = read_summary(db)
     assert summary is not None and len(summary["runs"]) == 2
-    assert summary["trials"] == len((db / RECORDS).read_text().splitlines())
+    lines = len((db / RECORDS).read_text().splitlines())
+    assert summary["trials"] == lines - sum(summary["report_records"].values())
+    assert summary["report"]["kernels"][0]["trials"] == summary["trials"]
 
     defaults = ApplyCPUSchedules()
     ex = tvm.compile(_matmul(), HOST.tvm_target(),

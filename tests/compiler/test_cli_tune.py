@@ -1,0 +1,49 @@
+"""``edgec tune --trials 0``: the per-kernel report alone (no search), as a user runs it,
+and a build with the records it leaves still matches ONNX Runtime."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+
+from tests.conftest import make_mlp, run_cli
+
+
+def test_report_only_then_build(tmp_path: Path) -> None:
+    model = make_mlp(tmp_path / "mlp.onnx")
+    db = tmp_path / "db"
+    proc = run_cli("tune", str(model), "--trials", "0", "--db", str(db), "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    kernels = result["report"]["kernels"]
+    assert result["trials"] == 0 and len(kernels) == result["tasks"] >= 2
+    for k in kernels:
+        # Nothing searched: each kernel is its default schedule, measured.
+        assert k["trials"] == 0 and k["tuned_ms"] is None and k["build_uses"] == "default"
+        assert k["before_ms"] > 0 and k["after_ms"] == k["before_ms"]
+    assert {k["default_rule"] for k in kernels} >= {"Matmul"}
+    summary = json.loads((db / "edgec_tuning.json").read_text())
+    assert summary["report"]["kernels"] == kernels
+    # The re-measured defaults are records, but not trials.
+    assert summary["trials"] == 0 and sum(summary["report_records"].values()) == len(kernels)
+
+    pkg = tmp_path / "mlp.edgec"
+    proc = run_cli("build", str(model), "--tuning-db", str(db), "-o", str(pkg))
+    assert proc.returncode == 0, proc.stderr
+    x = np.random.default_rng(5).standard_normal((2, 8)).astype(np.float32)
+    np.save(tmp_path / "x.npy", x)
+    proc = run_cli("run", str(pkg), "--input", f"x={tmp_path / 'x.npy'}", "--output-dir",
+                   str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    want = ort.InferenceSession(str(model)).run(None, {"x": x})[0]
+    np.testing.assert_allclose(np.load(tmp_path / "out" / "y.npy"), want, rtol=1e-5, atol=1e-6)
+
+    # Text mode prints the table; a second report keeps trials at 0.
+    proc = run_cli("tune", str(model), "--trials", "0", "--db", str(db))
+    assert proc.returncode == 0, proc.stderr
+    assert "default ms" in proc.stdout and "total (x calls)" in proc.stdout
+    summary = json.loads((db / "edgec_tuning.json").read_text())
+    assert summary["trials"] == 0
