@@ -22,5 +22,6 @@ def constant_value(expr: Any, params: Any, what: str) -> np.ndarray:
     """The NumPy value of a constant input, or ValueError naming ``what``."""
     value = get_constant(expr, params)
     if not isinstance(value, tvm.ir.GenericConst):
-        raise ValueError(f"{what} must be a constant (edgec specialises on its value)")
+        raise ValueError(  # noqa: TRY004  TVM's importer reports converter ValueErrors per node
+            f"{what} must be a constant (edgec specialises on its value)")
     return np.asarray(value.value.numpy())

@@ -25,6 +25,7 @@ from __future__ import annotations
 import itertools
 from dataclasses import dataclass
 from functools import cache
+from typing import Any
 
 import numpy as np
 import onnx
@@ -158,12 +159,12 @@ class _Builder:
                 self._taken.add(name)
                 return name
 
-    def const(self, value: np.ndarray | int | float, dtype: type | np.dtype) -> str:
+    def const(self, value: np.ndarray | float | list[int], dtype: type | np.dtype) -> str:
         name = self.name("c")
         self.inits.append(numpy_helper.from_array(np.asarray(value, dtype=dtype), name))
         return name
 
-    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: object) -> str:
+    def op(self, op_type: str, inputs: list[str], out: str | None = None, **attrs: Any) -> str:
         out = out or self.name(op_type.lower())
         self.nodes.append(helper.make_node(op_type, inputs, [out], **attrs))
         return out
@@ -229,7 +230,7 @@ def uses_narrow(model: onnx.ModelProto) -> bool:
 def _types(model: onnx.ModelProto) -> dict[str, int]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001  onnx raises several types; all mean "cannot type it"
         raise NotRewritable(f"shape inference failed: {exc}") from None
     g = inferred.graph
     types = {v.name: v.type.tensor_type.elem_type for v in [*g.input, *g.output, *g.value_info]}

@@ -40,7 +40,7 @@ def _ints(node: onnx.NodeProto, name: str, n: int) -> list[int]:
 def _shapes(model: onnx.ModelProto) -> dict[str, list[int | None]]:
     try:
         inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False, data_prop=True)
-    except Exception:
+    except Exception:  # noqa: BLE001  no shapes: every Scan stays as it is (reported unsupported)
         return {}
     g = inferred.graph
     out: dict[str, list[int | None]] = {}
