@@ -27,6 +27,7 @@ from edgec.converters.lp_normalization import LpNormalization
 from edgec.converters.lstm import LSTM
 from edgec.converters.onehot import OneHot
 from edgec.converters.pow import Pow
+from edgec.converters.rnn import RNN
 from tvm.relax.frontend.onnx import onnx_frontend
 
 CONVERTERS: dict[str, type] = {
@@ -42,6 +43,7 @@ CONVERTERS: dict[str, type] = {
     "Selu": Selu,
     "LpNormalization": LpNormalization,
     "OneHot": OneHot,
+    "RNN": RNN,
 }
 
 # Ops the importer handles itself, outside the converter map.
