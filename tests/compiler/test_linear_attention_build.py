@@ -78,7 +78,7 @@ def test_build_force_reports_block_error(model: tuple[Path, Path, list[dict]], t
 def test_build_auto_reports_planning_budget(model: tuple[Path, Path, list[dict]],
                                             tmp_path: Path) -> None:
     """auto on the same model: every block says what it measured and why it decided."""
-    path, npz, calib = model
+    path, npz, _ = model
     pkg = tmp_path / "attn.edgec"
     proc = run_cli("build", str(path), "--target", "host", "-o", str(pkg), "-q",
                    "--linear-attention", "auto", "--attention-error", "0.05",
