@@ -31,6 +31,22 @@ def _report(pkg: Path) -> dict:
         return json.loads(z.read("report.json"))
 
 
+def _build(model: Path, npz: Path, pkg: Path, cli: bool, *flags: str) -> None:
+    """``edgec build`` as a subprocess (``cli``), else the same options through
+    ``driver.build`` in this process (what cmd_build passes; saves a TVM start-up)."""
+    if cli:
+        proc = run_cli("build", str(model), "--target", "host", "-o", str(pkg), "-q",
+                       "--calib", str(npz), *flags)
+        assert proc.returncode == 0, proc.stderr
+        return
+    from edgec.driver import build
+
+    opts = dict(zip(flags[::2], flags[1::2], strict=True))
+    options = {"linear_attention": opts["--linear-attention"],
+               "attention_error": float(opts.get("--attention-error", 0.02))}
+    build(model, "host", output=pkg, passes=["linear-attention"], options=options, calib=npz)
+
+
 @pytest.fixture(scope="module")
 def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[dict]]:
     d = tmp_path_factory.mktemp("la-build")
@@ -41,15 +57,13 @@ def model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, list[di
     return path, npz, calib
 
 
-@pytest.mark.parametrize("mode,label", [("force:favor:m=16", "favor(m=16)"),
-                                        ("force:elu", "elu")])
+@pytest.mark.parametrize("mode,label,cli", [("force:favor:m=16", "favor(m=16)", True),
+                                            ("force:elu", "elu", False)])
 def test_build_force_reports_block_error(model: tuple[Path, Path, list[dict]], tmp_path: Path,
-                                         mode: str, label: str) -> None:
+                                         mode: str, label: str, cli: bool) -> None:
     path, npz, calib = model
     pkg = tmp_path / "attn.edgec"
-    proc = run_cli("build", str(path), "--target", "host", "-o", str(pkg), "-q",
-                   "--linear-attention", mode, "--calib", str(npz))
-    assert proc.returncode == 0, proc.stderr
+    _build(path, npz, pkg, cli, "--linear-attention", mode)
     rep = _report(pkg)["passes"]["linear-attention"]
     assert rep["mode"] == mode.split(":m=")[0]
     assert rep["changed"] == [f"attn0: {label}"]
@@ -80,10 +94,7 @@ def test_build_auto_reports_planning_budget(model: tuple[Path, Path, list[dict]]
     """auto on the same model: every block says what it measured and why it decided."""
     path, npz, _ = model
     pkg = tmp_path / "attn.edgec"
-    proc = run_cli("build", str(path), "--target", "host", "-o", str(pkg), "-q",
-                   "--linear-attention", "auto", "--attention-error", "0.05",
-                   "--calib", str(npz))
-    assert proc.returncode == 0, proc.stderr
+    _build(path, npz, pkg, False, "--linear-attention", "auto", "--attention-error", "0.05")
     rep = _report(pkg)["passes"]["linear-attention"]
     assert rep["mode"] == "auto" and rep["error_budget"] == 0.05
     assert rep["planning_budget"] == pytest.approx(0.025)
