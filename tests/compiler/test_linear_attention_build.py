@@ -91,7 +91,7 @@ def test_build_force_reports_block_error(model: tuple[Path, Path, list[dict]], t
 
 def test_build_auto_reports_planning_budget(model: tuple[Path, Path, list[dict]],
                                             tmp_path: Path) -> None:
-    """auto on the same model: every block says what it measured and why it decided."""
+    """auto on the same model: the block says what it measured and why it declined."""
     path, npz, _ = model
     pkg = tmp_path / "attn.edgec"
     _build(path, npz, pkg, False, "--linear-attention", "auto", "--attention-error", "0.05")
@@ -101,10 +101,10 @@ def test_build_auto_reports_planning_budget(model: tuple[Path, Path, list[dict]]
     (blk,) = rep["blocks"]
     assert blk["error_at"].startswith("after the output projection")
     assert blk["errors"] and all(e >= 0 for e in blk["errors"].values())
-    assert blk["why"]
-    if rep["changed"]:  # rewritten: within the planning budget, measured after projection
-        assert blk["error"] <= rep["planning_budget"]
-        assert rep["model_output_rel_error"] <= rep["error_budget"]
-    else:
-        assert blk["decision"] == "softmax"
+    # Random weights at N = 32 give logits of a trained model's size: every candidate
+    # misses the budget, so auto keeps softmax and says so with the numbers it measured.
+    assert min(blk["errors"].values()) > rep["planning_budget"]
+    assert rep["changed"] == [] and blk["decision"] == "softmax"
+    assert blk["why"].startswith("no variant meets the error budget 0.05 (planning at 0.025)")
+    assert "model_output_rel_error" not in rep  # nothing rewritten, nothing to measure
 
