@@ -10,14 +10,13 @@ import numpy as np
 import onnx
 import pytest
 import tvm
-from onnx import TensorProto, helper, numpy_helper
-from tvm import relax
-
 from edgec import frontend
 from edgec.passes.quantize import calibrate as cal
 from edgec.passes.quantize.lower import quantize_int8
 from edgec.passes.quantize.ptq import quantize_onnx, run
 from edgec.passes.registry import PassContext
+from onnx import TensorProto, helper, numpy_helper
+from tvm import relax
 
 pytestmark = pytest.mark.slow
 SHAPE = {"x": (1, 3, 48, 192)}

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pytest
-
 from edgec.cli_quantize import load_static
 from edgec.examples import data, models
 from edgec.passes.quantize.calibrate import session
