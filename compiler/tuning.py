@@ -343,8 +343,7 @@ def _builder(desc: TargetDesc) -> Any:
         # Workers import edgec and export with the aarch64 cross compiler.
         return ms.builder.LocalBuilder(f_export=_export_aarch64, max_workers=1,
                                        timeout_sec=_BUILD_TIMEOUT_S)
-    # Building (LLVM) is most of a trial's time; measuring runs one at a time anyway.
-    return ms.builder.LocalBuilder(max_workers=os.cpu_count() or 1, timeout_sec=_BUILD_TIMEOUT_S)
+    return ms.builder.LocalBuilder(max_workers=1, timeout_sec=_BUILD_TIMEOUT_S)
 
 
 def _export_aarch64(mod: Any) -> str:
