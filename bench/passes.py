@@ -4,7 +4,8 @@
 
 A "kernel" is one ``call_tir`` left in ``main`` after TVM's CPU legalize/fuse passes
 (LegalizeOps, FoldConstant, FuseOps, FuseTIR): what the VM launches per inference.
-Latency is the median of ``--repeat`` runs on the host CPU, untuned kernels; rows
+Latency is the median of ``--repeat`` runs on the host CPU, compiled as ``edgec build``
+compiles (default schedules, no tuning records); rows
 where the pass changed nothing reuse the previous row's build.
 """
 
@@ -43,9 +44,13 @@ def kernel_count(mod: tvm.IRModule, target: tvm.target.Target) -> int:
     )
 
 
-def latency_ms(mod: tvm.IRModule, feeds: dict[str, np.ndarray], target: Any,
-               repeat: int) -> tuple[float, np.ndarray]:
-    vm = relax.VirtualMachine(tvm.compile(mod, target=target), tvm.cpu())
+def latency_ms(mod: tvm.IRModule, feeds: dict[str, np.ndarray], repeat: int
+               ) -> tuple[float, np.ndarray]:
+    """Median ms on the host, compiled as `edgec build` compiles (default CPU schedules)."""
+    from edgec.driver import compile_relax
+    from edgec.targets import get_target
+
+    vm = relax.VirtualMachine(compile_relax(mod, get_target("host")), tvm.cpu())
     args = [tvm.runtime.tensor(v) for v in feeds.values()]
     out = vm["main"](*args)
     first = out if hasattr(out, "numpy") else out[0]  # a tuple for multi-output models
@@ -66,7 +71,7 @@ def bench_model(name: str, repeat: int) -> list[dict[str, Any]]:
     target = host_target()
     mod, feeds = load(name)
     ctx = PassContext(target=None)
-    ms, ref = latency_ms(mod, feeds, target, repeat)
+    ms, ref = latency_ms(mod, feeds, repeat)
     rows = [{"model": name, "after": "import", "fired": "", "kernels": kernel_count(mod, target),
              "ms": ms, "max_err": 0.0}]
     for p in resolve():
@@ -76,7 +81,7 @@ def bench_model(name: str, repeat: int) -> list[dict[str, Any]]:
         if not tvm_ffi.structural_equal(new, mod):
             mod = new
             row["kernels"] = kernel_count(mod, target)
-            row["ms"], out = latency_ms(mod, feeds, target, repeat)
+            row["ms"], out = latency_ms(mod, feeds, repeat)
             row["max_err"] = float(np.max(np.abs(out - ref)))
         rows.append(row)
     return rows

@@ -400,9 +400,11 @@ def output_error(mod: tvm.IRModule, new: tvm.IRModule, calib: list[dict[str, np.
 
 def _run(mod: tvm.IRModule, calib: list[dict[str, np.ndarray]], target: Any
          ) -> list[list[np.ndarray]]:
-    tvm_target = target.tvm_target() if target is not None and cost.can_measure(target) \
-        else tvm.target.Target({"kind": "llvm"})
-    vm = relax.VirtualMachine(tvm.compile(mod, target=tvm_target), tvm.cpu())
+    from edgec.driver import compile_relax
+    from edgec.targets import get_target
+
+    desc = target if target is not None and cost.can_measure(target) else get_target("host")
+    vm = relax.VirtualMachine(compile_relax(mod, desc), tvm.cpu())
     names = [p.name for p in mod["main"].params]
     outs = []
     for feeds in calib:

@@ -27,7 +27,7 @@ from tvm import relax
 
 _CACHE_ENV = "EDGEC_CACHE_DIR"
 # Bump when lowerings or default schedules change: cached timings would be stale.
-_COST_VERSION = 1
+_COST_VERSION = 2  # 2: timed with edgec's CPU schedules (1 timed TVM's plain loops)
 
 
 @dataclass(frozen=True)
@@ -148,9 +148,12 @@ def measure(shape: Shape, choice: la.Choice | None, target: Any = None,
     cache = _load_cache() if use_cache else {}
     if key in cache:
         return float(cache[key])
-    tvm_target = (target.tvm_target() if target is not None
-                  else tvm.target.Target({"kind": "llvm"}))
-    ex = tvm.compile(standalone(shape, choice), target=tvm_target)
+    from edgec.driver import compile_relax
+    from edgec.targets import get_target
+
+    # The same pipeline as `edgec build`: timing TVM's unscheduled loops would favour
+    # whichever variant happens to suffer least from them.
+    ex = compile_relax(standalone(shape, choice), target if target is not None else get_target("host"))
     vm = relax.VirtualMachine(ex, tvm.cpu())
     args = [tvm.runtime.tensor(a) for a in random_inputs(shape)]
     t0 = time.perf_counter()
