@@ -47,7 +47,7 @@ def compile_proto(
 ) -> Compiled:
     """ONNX ModelProto -> host executable, raising ``EdgecError`` on any user-caused failure."""
     import tvm
-    from edgec.driver import _compile
+    from edgec.driver import compile_relax
     from edgec.pass_runner import run_passes
     from edgec.passes.registry import PassContext, resolve
     from edgec.targets import get_target
@@ -61,7 +61,7 @@ def compile_proto(
     fixed, simple = frontend.prepare(proto, input_shapes)
     mod = frontend.to_relax(simple)
     mod, _, _ = run_passes(mod, resolve(passes, None), PassContext(target=desc))
-    executable = _compile(mod, desc)
+    executable = compile_relax(mod, desc)
     dev = tvm.cpu()
     return Compiled(
         inputs=frontend.graph_inputs(fixed),
