@@ -170,7 +170,8 @@ def _measure(mods: list[Any], target: Any, builder: Any, runner: Any) -> list[fl
     for i, res in zip(todo, built):
         if res.error_msg is None and res.artifact_path:
             inputs.append(ms.runner.RunnerInput(
-                res.artifact_path, target.kind.name,
+                # The runner names devices as TVM does ("cpu"), not by target kind ("llvm").
+                res.artifact_path, "cpu" if target.kind.name in ("llvm", "c") else target.kind.name,
                 ms.arg_info.ArgInfo.from_prim_func(mods[i]["main"])))
             where.append(i)
     for i, future, inp in zip(where, runner.run(inputs), inputs):
