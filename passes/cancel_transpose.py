@@ -54,8 +54,12 @@ def _compose_transposes(expr: relax.Expr, m: Matches) -> relax.Expr | str:
 
 
 def _drop_identity_transpose(expr: relax.Expr, m: Matches) -> relax.Expr | str:
-    rank = _rank(m[_x])
-    if rank < 0 or _perm(expr, rank) != list(range(rank)):
+    # ``expr`` can be the variable bound to the call (rewrite_call revisits bindings);
+    # the call itself, with its axes, is the root pattern's match.
+    call, rank = m[_any_t], _rank(m[_x])
+    if not isinstance(call, relax.Call):
+        return "the permute_dims call is not visible here"
+    if rank < 0 or _perm(call, rank) != list(range(rank)):
         return "not the identity permutation"
     return m[_x]
 

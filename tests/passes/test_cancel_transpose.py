@@ -86,3 +86,16 @@ def test_matches_onnxruntime() -> None:
                               "cancel-transpose")
     assert fired.get("permute(permute(x)) -> composed permute", 0) == 2
     assert fired.get("reshape(reshape(x)) -> reshape(x)", 0) == 1
+
+
+def test_affine_grid_node_tests_pass() -> None:
+    """Regression: on AffineGrid's expansion rewrite_call hands the rule the bound
+    variable instead of the permute_dims call; the rule used to crash on ``.attrs``."""
+    from edgec.conformance import collect, run_case
+
+    cases = [c for c in collect()
+             if c.name.startswith("test_affine_grid_2d") and not c.name.endswith("_expanded")]
+    assert cases
+    results = {c.name: run_case(c) for c in cases}
+    assert {n: r.status for n, r in results.items()} == {n: "pass" for n in results}, \
+        {n: r.detail for n, r in results.items()}
