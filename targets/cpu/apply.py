@@ -14,6 +14,7 @@ import tvm
 from edgec.targets.cpu.conv import Conv
 from edgec.targets.cpu.conv_depthwise import ConvDepthwise
 from edgec.targets.cpu.elementwise import Elementwise
+from edgec.targets.cpu.int8 import repair_ssa
 from edgec.targets.cpu.matmul import Matmul
 from edgec.targets.cpu.norm import Norm
 from edgec.targets.cpu.pool import Pool
@@ -46,6 +47,9 @@ def schedule_func(
             new = result.mod["main"]
             # A schedule TVM accepted can still be malformed (a buffer read after the
             # block writing it was inlined away); such a kernel keeps its plain loops.
+            if not _well_formed(new):
+                # a let-bound int8 epilogue inlined at two reads: rename, then recheck
+                new = repair_ssa(new)
             if not _well_formed(new):
                 log.debug("%s produced a malformed kernel", type(rule).__name__)
                 continue
