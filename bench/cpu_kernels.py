@@ -50,9 +50,8 @@ def profile(name: str, tuning_db: Path | None, runs: int, cpu_time: bool = False
     from edgec.examples.models import model_path, real_model
     from edgec.targets import get_target
     from edgec.targets.cpu import cpu_pipeline
-    from edgec.targets.cpu.pipeline import graph_passes
+    from edgec.targets.cpu.pipeline import kernel_passes
     from tvm import relax
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
     desc = get_target("host")
     path = model_path(name)
@@ -60,11 +59,7 @@ def profile(name: str, tuning_db: Path | None, runs: int, cpu_time: bool = False
     mod = import_model(path, desc, input_shapes=real_model(name).input_shapes).mod
     target = desc.tvm_target()
     with target:
-        legal = tvm.transform.Sequential(
-            graph_passes()
-            + cpu_generic.library_dispatch_passes(target)
-            + cpu_generic.legalize_passes(target)
-        )(mod)
+        legal = tvm.transform.Sequential(kernel_passes(target))(mod)
         rules = kernel_rules(legal)
     ex = tvm.compile(mod, target, relax_pipeline=cpu_pipeline(desc, tuning_db))
     args = [tvm.runtime.tensor(np.ascontiguousarray(v)) for v in feeds.values()]

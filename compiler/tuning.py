@@ -124,15 +124,14 @@ def relax_kernels(
     """The model as ``build`` compiles it, legalized and fused into TIR kernels."""
     import tvm
     from edgec.driver import import_model
-    from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
+    from edgec.targets.cpu.pipeline import kernel_passes
 
     # The same front half as build(), so the kernels tuned here are the ones build()
     # looks up in the database (records match by structure).
     mod = import_model(model_path, desc, input_shapes=input_shapes).mod
     target = desc.tvm_target()
     with target:
-        seq = cpu_generic.library_dispatch_passes(target) + cpu_generic.legalize_passes(target)
-        return tvm.transform.Sequential(seq)(mod)
+        return tvm.transform.Sequential(kernel_passes(target))(mod)
 
 
 def tune_module(

@@ -27,6 +27,16 @@ def graph_passes() -> list[tvm.transform.Pass]:
     return [UpsampleConvTranspose(), FlattenPointwiseConv(), FastMath()]
 
 
+def kernel_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:
+    """Relax -> fused TIR kernels: the kernels the schedules (tuned or default) see.
+
+    ``edgec tune`` extracts its tasks with these same passes, so its records match the
+    kernels ``build`` looks up.
+    """
+    return (graph_passes() + cpu_generic.library_dispatch_passes(target)
+            + cpu_generic.legalize_passes(target))
+
+
 def schedule_passes(
     tuning_db: Path | None, defaults: ApplyCPUSchedules | None = None
 ) -> list[tvm.transform.Pass]:
@@ -62,9 +72,7 @@ def cpu_pipeline(
     def _pipeline(mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         with target:
             seq = tvm.transform.Sequential(
-                graph_passes()
-                + cpu_generic.library_dispatch_passes(target)
-                + cpu_generic.legalize_passes(target)
+                kernel_passes(target)
                 + schedule_passes(tuning_db, defaults)
                 + cpu_generic.dataflow_lower_passes(target)
                 + cpu_generic.finalize_passes(target)
