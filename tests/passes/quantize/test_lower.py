@@ -138,7 +138,8 @@ def test_requant_binary32_matches_float32_arithmetic() -> None:
 
 def test_binary32_relax_kernel_matches_reference() -> None:
     """The TE kernel of ``binary32`` (as compiled) equals ``requant.binary32_round`` on
-    near-tie accumulators, for multipliers above and below 2**-25 scale."""
+    near-tie accumulators and on saturating ones, for multipliers above and below
+    2**-25 scale."""
     from edgec.passes.quantize.lower import binary32_te
 
     rng = np.random.default_rng(3)
@@ -147,7 +148,10 @@ def test_binary32_relax_kernel_matches_reference() -> None:
         near = np.round((rng.integers(-300, 300, 3000) + 0.5) / real).astype(np.int64)
         acc = np.clip(np.concatenate([near - 1, near, near + 1,
                                       rng.integers(-(2**24), 2**24, 3000)]),
-                      -(2**24) + 1, 2**24 - 1).astype(np.int32).reshape(-1, 1)
+                      -(2**24) + 1, 2**24 - 1)
+        # and the saturated range (the clamp at 2**SATURATE_BITS steps)
+        acc = np.concatenate([acc, rng.integers(-(2**31), 2**31 - 1, 3000)])
+        acc = acc.astype(np.int32).reshape(-1, 1)
         x = relax.Var("acc", relax.TensorType(acc.shape, "int32"))
         bb = relax.BlockBuilder()
         with bb.function("main", [x]):
