@@ -32,15 +32,17 @@ from edgec.targets.cpu.common import (
 )
 from edgec.targets.cpu.rule import CPURule
 from edgec.targets.cpu.tiling import (
+    extent,
     index_is_plain,
     read_vars,
     reduction_kernel,
     register_axis,
+    register_tile,
     schedule_two_operand,
     vector_axis,
+    vectorize_last,
 )
 from tvm import s_tir, tirx
-from tvm.s_tir.dlight.analysis import IterInfo
 from tvm.target import Target
 
 log = logging.getLogger(__name__)
@@ -88,10 +90,10 @@ def _blockable(sch: s_tir.Schedule, roles: Roles) -> bool:
     inp = [d for d in read_vars(sch, main) if any(x.same_as(v.var) for x in d)]
     if len(inp) != 1 or any(x.same_as(u.var) for x in inp[0]):
         return False  # depthwise-like: f indexes the input too
-    if _ext(reduce[0]) < 2 * _CHANNEL_BLOCK:
+    if extent(reduce[0]) < 2 * _CHANNEL_BLOCK:
         return False
     lanes_bytes = 64  # the widest vector (AVX-512): the narrowest tile _channel_blocked takes
-    return _ext(u) * lanes_bytes <= _MAX_ACC_BYTES
+    return extent(u) * lanes_bytes <= _MAX_ACC_BYTES
 
 
 def _channel_blocked(sch: s_tir.Schedule, roles: Roles, target: Target) -> s_tir.Schedule:
@@ -103,13 +105,13 @@ def _channel_blocked(sch: s_tir.Schedule, roles: Roles, target: Target) -> s_tir
     reduce = [it for it in roles.main.iters if it.kind == "R"]
     bits = sch.get(main).writes[0].source.dtype.bits
     lanes = vector_lanes(target, bits)
-    vi = vector_width(_ext(v), lanes)
+    vi = vector_width(extent(v), lanes)
     # Accumulators for every output channel at vi columns: narrow vi until they fit L1.
-    while vi > lanes and _ext(u) * vi * bits // 8 > _MAX_ACC_BYTES and _ext(v) % (vi // 2) == 0:
+    while vi > lanes and extent(u) * vi * bits // 8 > _MAX_ACC_BYTES and extent(v) % (vi // 2) == 0:
         vi //= 2
     budget = (num_vector_registers(target) - _SPARE_REGISTERS) // max(1, -(-vi // lanes))
-    ui = divisor_at_most(_ext(u), min(_MAX_ROWS, max(1, budget)))
-    cb = divisor_at_most(_ext(reduce[0]), _CHANNEL_BLOCK)
+    ui = divisor_at_most(extent(u), min(_MAX_ROWS, max(1, budget)))
+    cb = divisor_at_most(extent(reduce[0]), _CHANNEL_BLOCK)
 
     for p in roles.producers:
         if not has_condition(sch, p.block_rv):
@@ -121,35 +123,22 @@ def _channel_blocked(sch: s_tir.Schedule, roles: Roles, target: Target) -> s_tir
     c_o, c_i = sch.split(reduce[0].loop_rv, factors=[None, cb])
     sch.reorder(*others, x_o, c_o, f_o, c_i, *[r.loop_rv for r in reduce[1:]], f_i, x_i)
 
-    wb = sch.cache_write(main, 0, "local")
-    late = []
-    for c in roles.consumers[:-1]:
-        try:
-            sch.compute_inline(c.block_rv)
-        except Exception:  # noqa: BLE001 - TVM raises plain errors; e.g. read twice: runs per tile
-            late.append(c.block_rv)
-    late += [c.block_rv for c in roles.consumers[-1:]]
-    tile_late = []
-    for c in late:
-        try:
-            sch.reverse_compute_inline(c)
-        except Exception:  # noqa: BLE001 - TVM raises plain errors
-            tile_late.append(c)
+    wb, tile_late = register_tile(sch, main, roles.consumers)
     sch.reverse_compute_at(wb, x_o, preserve_unit_loops=True)
-    _vectorize_last(sch, wb)
+    vectorize_last(sch, wb)
     for c in tile_late:
         sch.reverse_compute_at(c, x_o, preserve_unit_loops=True)
-        _vectorize_last(sch, c)
+        vectorize_last(sch, c)
 
     sch.vectorize(x_i)
     if ui > 1:
         sch.unroll(f_i)
     work = 1
     for it in roles.main.iters:
-        work *= _ext(it)
+        work *= extent(it)
     parallelize(sch, [*others, x_o], work)
     init = sch.decompose_reduction(main, c_o)
-    _vectorize_last(sch, init)
+    vectorize_last(sch, init)
 
     from edgec.targets.cpu.conv_pad import schedule_padding
 
@@ -157,15 +146,3 @@ def _channel_blocked(sch: s_tir.Schedule, roles: Roles, target: Target) -> s_tir
         if has_condition(sch, p.block_rv):
             schedule_padding(sch, p.block_rv, target)
     return sch
-
-
-def _vectorize_last(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
-    loops = sch.get_loops(block)
-    ext = sch.get(loops[-1]).extent
-    if isinstance(ext, tirx.IntImm) and ext.value > 1:
-        sch.vectorize(loops[-1])
-
-
-def _ext(it: IterInfo) -> int:
-    d = it.dom
-    return int(d.value) if isinstance(d, tirx.IntImm) else int(d)

@@ -31,7 +31,15 @@ from edgec.targets.cpu.common import (
     vector_width,
 )
 from edgec.targets.cpu.rule import CPURule
-from edgec.targets.cpu.tiling import read_vars, reduction_kernel, vector_axis
+from edgec.targets.cpu.tiling import (
+    extent,
+    read_vars,
+    reduction_kernel,
+    register_tile,
+    uses,
+    vector_axis,
+    vectorize_last,
+)
 from tvm import s_tir, tirx
 from tvm.s_tir.dlight.analysis import IterInfo
 from tvm.sym.pattern import detect_linear_equation
@@ -60,10 +68,10 @@ class ConvDepthwise(CPURule):
             return "no vector axis"
         spatial = [it for it in roles.main.iters if it.kind == "S"]
         reduce = [it for it in roles.main.iters if it.kind == "R"]
-        inp = [d for d in deps if _uses(d, v.var)]
+        inp = [d for d in deps if uses(d, v.var)]
         if len(inp) != 1 or not reduce:
             return "not a conv"
-        if any(not _uses(inp[0], it.var) for it in spatial if _ext(it) > 1):
+        if any(not uses(inp[0], it.var) for it in spatial if extent(it) > 1):
             return "an output axis reuses the input (regular conv)"
         if [it.kind for it in roles.main.iters] != ["S"] * len(spatial) + ["R"] * len(reduce):
             return "reduction axes are not innermost"
@@ -89,9 +97,9 @@ def _schedule(
 ) -> s_tir.Schedule:
     main = roles.main.block_rv
     lanes = vector_lanes(target, sch.get(main).writes[0].source.dtype.bits)
-    vi = vector_width(_ext(v), lanes)
+    vi = vector_width(extent(v), lanes)
     row = _row_axis(sch, main, spatial, v)
-    rows = divisor_at_most(_ext(row), _ROWS) if row is not None else 1
+    rows = divisor_at_most(extent(row), _ROWS) if row is not None else 1
 
     outer = [it.loop_rv for it in spatial if it is not v and it is not row]
     inner = []
@@ -103,39 +111,26 @@ def _schedule(
     inner.append(x_i)
     sch.reorder(*outer, x_o, *[r.loop_rv for r in reduce], *inner)
 
-    wb = sch.cache_write(main, 0, "local")
-    late = []
-    for c in roles.consumers[:-1]:
-        try:
-            sch.compute_inline(c.block_rv)
-        except Exception:  # noqa: BLE001 - TVM raises plain errors; e.g. read twice: runs after the tile
-            late.append(c.block_rv)
-    late += [c.block_rv for c in roles.consumers[-1:]]
-    tile_late = []
-    for c in late:
-        try:
-            sch.reverse_compute_inline(c)
-        except Exception:  # noqa: BLE001 - TVM raises plain errors
-            tile_late.append(c)
+    wb, tile_late = register_tile(sch, main, roles.consumers)
     sch.reverse_compute_at(wb, x_o, preserve_unit_loops=True)
-    _vectorize_last(sch, wb)
+    vectorize_last(sch, wb)
     for c in tile_late:
         sch.reverse_compute_at(c, x_o, preserve_unit_loops=True)
-        _vectorize_last(sch, c)
+        vectorize_last(sch, c)
 
     if vi > 1:
         sch.vectorize(x_i)
     if rows > 1:
         sch.unroll(inner[0])
     for r in reduce:
-        if _ext(r) <= _MAX_UNROLLED_TAPS:
+        if extent(r) <= _MAX_UNROLLED_TAPS:
             sch.unroll(r.loop_rv)  # the window taps
     work = 1
     for it in roles.main.iters:
-        work *= _ext(it)
+        work *= extent(it)
     band = parallelize(sch, outer, work)
     init = sch.decompose_reduction(main, reduce[0].loop_rv)
-    _vectorize_last(sch, init)
+    vectorize_last(sch, init)
 
     for p in roles.producers:
         # The padded band is computed per band; TVM then allocates it per iteration.
@@ -161,7 +156,7 @@ def _row_axis(
     if len(region) < 2:
         return None
     used = vars_in(region[-2].min)
-    rows = [it for it in spatial if it is not v and _uses(used, it.var) and _ext(it) > 1]
+    rows = [it for it in spatial if it is not v and uses(used, it.var) and extent(it) > 1]
     return rows[0] if rows else None
 
 
@@ -170,24 +165,8 @@ def _stride(sch: s_tir.Schedule, main: s_tir.schedule.SBlockRV, v: IterInfo) -> 
     stmt = sch.get(main)
     for region in stmt.reads:
         last = region.region[-1].min
-        if _uses(vars_in(last), v.var) and not region.source.same_as(stmt.writes[0].source):
+        if uses(vars_in(last), v.var) and not region.source.same_as(stmt.writes[0].source):
             coef = detect_linear_equation(last, [v.var])
             if len(coef) == 2 and isinstance(coef[0], tirx.IntImm):
                 return max(1, int(coef[0].value))
     return 1
-
-
-def _vectorize_last(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
-    loops = sch.get_loops(block)
-    ext = sch.get(loops[-1]).extent
-    if isinstance(ext, tirx.IntImm) and ext.value > 1:
-        sch.vectorize(loops[-1])
-
-
-def _ext(it: IterInfo) -> int:
-    d = it.dom
-    return int(d.value) if isinstance(d, tirx.IntImm) else int(d)
-
-
-def _uses(deps: set[tirx.Var], var: tirx.Var) -> bool:
-    return any(d.same_as(var) for d in deps)

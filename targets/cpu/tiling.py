@@ -57,7 +57,7 @@ def read_vars(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> list[set[t
 
 def vector_axis(sch: s_tir.Schedule, roles: Roles) -> IterInfo | None:
     """The spatial iter indexing the output's innermost dimension (else the last one > 1)."""
-    spatial = [it for it in roles.main.iters if it.kind == "S" and _ext(it) > 1]
+    spatial = [it for it in roles.main.iters if it.kind == "S" and extent(it) > 1]
     if not spatial:
         return None
     last = sch.get(roles.main.block_rv).writes[0].region[-1].min
@@ -67,11 +67,11 @@ def vector_axis(sch: s_tir.Schedule, roles: Roles) -> IterInfo | None:
 
 def register_axis(sch: s_tir.Schedule, roles: Roles, v: IterInfo) -> IterInfo | None:
     """A spatial iter the vector-loaded operands do not depend on (loads reused across it)."""
-    spatial = [it for it in roles.main.iters if it.kind == "S" and _ext(it) > 1 and it is not v]
+    spatial = [it for it in roles.main.iters if it.kind == "S" and extent(it) > 1 and it is not v]
     if not spatial:
         return None
-    vec_loaded = [d for d in read_vars(sch, roles.main.block_rv) if _uses(d, v.var)]
-    reusing = [it for it in spatial if not any(_uses(d, it.var) for d in vec_loaded)]
+    vec_loaded = [d for d in read_vars(sch, roles.main.block_rv) if uses(d, v.var)]
+    reusing = [it for it in spatial if not any(uses(d, it.var) for d in vec_loaded)]
     return (reusing or spatial)[-1]
 
 
@@ -84,7 +84,7 @@ def tile_reduction(
     lanes = vector_lanes(target, dtype_bits)
     work = 1
     for it in roles.main.iters:
-        work *= _ext(it)
+        work *= extent(it)
 
     # Unguarded producers (identity "pads" of 1x1 convs, reshapes) read in place;
     # real padding stays a separate pass so no branch enters the vector loop.
@@ -107,9 +107,9 @@ def tile_reduction(
     if [it.kind for it in roles.main.iters] != ["S"] * len(spatial) + ["R"] * len(reduce):
         sch.reorder(*[it.loop_rv for it in spatial + reduce])
 
-    vi = vector_width(_ext(v), lanes) if v is not None else 1
+    vi = vector_width(extent(v), lanes) if v is not None else 1
     rows_budget = (num_vector_registers(target) - _SPARE_REGISTERS) // max(1, -(-vi // lanes))
-    ui = divisor_at_most(_ext(u), min(_MAX_ROWS, max(1, rows_budget))) if u is not None else 1
+    ui = divisor_at_most(extent(u), min(_MAX_ROWS, max(1, rows_budget))) if u is not None else 1
 
     outer: list[s_tir.schedule.LoopRV] = []
     inner: list[s_tir.schedule.LoopRV] = []
@@ -124,7 +124,7 @@ def tile_reduction(
             outer.append(it.loop_rv)
     depth = 1
     for it in reduce:
-        depth *= _ext(it)
+        depth *= extent(it)
     if (
         u_outer is not None
         and v is not None
@@ -141,25 +141,9 @@ def tile_reduction(
         inner.reverse()
     sch.reorder(*outer, *[it.loop_rv for it in reduce], *inner)
 
-    # Accumulate into a register tile; the epilogue then reads it once per element.
-    wb = sch.cache_write(main, 0, "local")
-    # Fold the epilogue chain into its last block (x*relu6(x+3)/6 reads x twice, so
-    # chain blocks are inlined forward), then that block into the write-back.
-    epilogue = []
-    for c in roles.consumers[:-1]:
-        try:
-            sch.compute_inline(c.block_rv)
-        except Exception:  # noqa: BLE001 - TVM raises plain errors
-            epilogue.append(c.block_rv)
-    epilogue += [c.block_rv for c in roles.consumers[-1:]]
-    tile_local = []
-    for c in epilogue:
-        try:
-            sch.reverse_compute_inline(c)
-        except Exception:  # noqa: BLE001 - TVM raises plain errors; e.g. reads the output twice: runs per tile after it
-            tile_local.append(c)
+    wb, tile_local = register_tile(sch, main, roles.consumers)
     sch.reverse_compute_at(wb, outer[-1], preserve_unit_loops=True)
-    _vectorize_last(sch, wb)
+    vectorize_last(sch, wb)
     if v is not None and vi > 1:
         sch.vectorize(inner[-1])
     if u is not None and ui > 1 and len(inner) == 2:
@@ -168,12 +152,12 @@ def tile_reduction(
     # Last: loop annotations need the update to still be a reduction block.
     if reduce:
         init = sch.decompose_reduction(main, reduce[0].loop_rv)
-        _vectorize_last(sch, init)
+        vectorize_last(sch, init)
 
     for c in tile_local:
         try:
             sch.reverse_compute_at(c, fused, preserve_unit_loops=True)
-            _vectorize_last(sch, c)
+            vectorize_last(sch, c)
         except Exception:  # noqa: BLE001 - TVM raises plain errors; not tile-aligned (e.g. a transpose): its own loop nest
             leftovers.append(c)
 
@@ -212,7 +196,7 @@ def _vector_operand_larger(
         deps: set[tirx.Var] = set()
         for rng in region.region:
             deps |= vars_in(rng.min)
-        if _uses(deps, v.var):
+        if uses(deps, v.var):
             vec += size
         else:
             other += size
@@ -227,19 +211,47 @@ def _try_inline(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
         return False
 
 
-def _vectorize_last(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+def register_tile(
+    sch: s_tir.Schedule, main: s_tir.schedule.SBlockRV, consumers: list
+) -> tuple[s_tir.schedule.SBlockRV, list[s_tir.schedule.SBlockRV]]:
+    """Accumulate ``main`` into a register tile and fold its epilogue into the write-back.
+
+    The epilogue chain is folded into its last block first (x*relu6(x+3)/6 reads x
+    twice, so chain blocks are inlined forward), then that block into the write-back,
+    which the caller attaches to its tile loop. Returns the write-back block and the
+    epilogue blocks that would not fold (e.g. they read the output twice): those must
+    run per tile after it.
+    """
+    wb = sch.cache_write(main, 0, "local")
+    epilogue = []
+    for c in consumers[:-1]:
+        try:
+            sch.compute_inline(c.block_rv)
+        except Exception:  # noqa: BLE001 - TVM raises plain errors
+            epilogue.append(c.block_rv)
+    epilogue += [c.block_rv for c in consumers[-1:]]
+    tile_local = []
+    for c in epilogue:
+        try:
+            sch.reverse_compute_inline(c)
+        except Exception:  # noqa: BLE001 - TVM raises plain errors
+            tile_local.append(c)
+    return wb, tile_local
+
+
+def vectorize_last(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
     loops = sch.get_loops(block)
     ext = sch.get(loops[-1]).extent
     if isinstance(ext, tirx.IntImm) and ext.value > 1:
         sch.vectorize(loops[-1])
 
 
-def _ext(it: IterInfo) -> int:
+def extent(it: IterInfo) -> int:
     d = it.dom
     return int(d.value) if isinstance(d, tirx.IntImm) else int(d)
 
 
-def _uses(deps: set[tirx.Var], var: tirx.Var) -> bool:
+def uses(deps: set[tirx.Var], var: tirx.Var) -> bool:
     return any(d.same_as(var) for d in deps)
 
 
