@@ -1,4 +1,5 @@
-"""The integer CPU path: NPU layers run directly in numpy with ``intmath``.
+"""The integer CPU path: NPU layers run directly in numpy with ``rounding`` (the layer's
+requantization rounding, binary32 or gemmlowp, as the vector unit applies it).
 
 Same integer algebra as the NPU (so an NPU segment must match it bit for bit) but none
 of its machinery: no tiling, bands, DMA, placement or instruction encoding. Tensors are
@@ -9,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from . import intmath
+from . import rounding
 from .layers import Layer
 from .lower import Segment
 
@@ -37,23 +38,26 @@ def _conv_acc(x: np.ndarray, layer: Layer) -> np.ndarray:
 def run_layer(layer: Layer, xs: list[np.ndarray]) -> np.ndarray:
     """One layer on HWC int8 inputs -> HWC int8 output."""
     a, at = layer.arrays, layer.attrs
+    rnd = rounding.of_attrs(at)
     if layer.kind == "conv":
         acc = _conv_acc(xs[0], layer) + a["bias"]
-        return intmath.requantize(acc, a["mult"], a["shift"], at["zp_out"], at["qmin"],
-                                  at["qmax"])
+        return rounding.requantize(acc, a["mult"], a["shift"], at["zp_out"], at["qmin"],
+                                   at["qmax"], rnd)
     if layer.kind == "gap":
         acc = xs[0].astype(np.int64).sum(axis=(0, 1)) + a["bias"]
-        return intmath.requantize(acc, a["mult"], a["shift"], at["zp_out"]).reshape(1, 1, -1)
+        return rounding.requantize(acc, a["mult"], a["shift"], at["zp_out"], at["qmin"],
+                                   at["qmax"], rnd).reshape(1, 1, -1)
     if layer.kind == "lut":
         return a["table"][xs[0].astype(np.int64) + 128]
     if layer.kind in ("alias", "copy"):
         return xs[0].reshape(layer.out.shape)
     if layer.kind == "add":
-        return intmath.add_int8(xs[0], at["zp1"], np.broadcast_to(xs[1], xs[0].shape), at["zp2"],
-                                at, at["zp_out"], at["qmin"], at["qmax"])
+        return rounding.add_int8(xs[0], at["zp1"], np.broadcast_to(xs[1], xs[0].shape),
+                                 at["zp2"], at, at["zp_out"], at["qmin"], at["qmax"], rnd)
     if layer.kind == "mul":
-        return intmath.mul_int8(xs[0], at["zp1"], np.broadcast_to(xs[1], xs[0].shape), at["zp2"],
-                                at["mult"], at["shift"], at["zp_out"], at["qmin"], at["qmax"])
+        return rounding.mul_int8(xs[0], at["zp1"], np.broadcast_to(xs[1], xs[0].shape),
+                                 at["zp2"], at["mult"], at["shift"], at["zp_out"], at["qmin"],
+                                 at["qmax"], rnd)
     if layer.kind == "maxpool":
         k, s = at["k"], at["stride"]
         pt, pl, pb, pr = at["pad"]

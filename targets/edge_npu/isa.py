@@ -69,8 +69,17 @@ class VecOp(enum.IntEnum):
     AVGPOOL = 6
 
 
+class Rounding(enum.IntEnum):
+    """How VEC requant / add / mul round ``x * M`` (``M = mult * 2**-shift``); see README.
+
+    GEMMLOWP is 0 so that programs written before the field existed keep their meaning."""
+
+    GEMMLOWP = 0  # Q0.31 mult: SaturatingRoundingDoublingHighMul + RoundingDivideByPOT
+    BINARY32 = 1  # 24-bit mult: exact product rounded to 24 significant bits, then to int
+
+
 ENUMS: dict[str, type[enum.IntEnum]] = {"kind": Kind, "space": Space, "df": Dataflow,
-                                        "vop": VecOp}
+                                        "vop": VecOp, "rnd": Rounding}
 
 # (field, bits); signed fields are listed in SIGNED. Widths sum to <= 121.
 LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
@@ -91,9 +100,10 @@ LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
     Op.CFG: (("inp", 20), ("in_w", 12), ("cin", 12), ("kc", 12), ("c_base", 12),
              ("kh", 4), ("kw", 4), ("stride", 3), ("out_w", 12), ("wgt_stride", 14),
              ("acc_stride", 12)),
-    # Vector op; scalars and per-channel tables live in PCACHE at ``param``.
+    # Vector op; scalars and per-channel tables live in PCACHE at ``param``; ``rnd``:
+    # the rounding of requant / add / mul (``Rounding``), ignored by the other ops.
     Op.VEC: (("vop", 4), ("src", 20), ("src2", 20), ("dst", 20), ("count", 20),
-             ("cols", 12), ("param", 23)),
+             ("cols", 12), ("param", 23), ("rnd", 1)),
     Op.STORE: (("space", 1), ("dram", 28), ("sram", 20), ("rows", 11), ("cols", 11),
                ("depth", 11), ("stride", 14)),
     Op.SYNC: (),

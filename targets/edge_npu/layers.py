@@ -10,8 +10,11 @@ when the expression is outside what the NPU runs. Integer algebra (TFLite conven
 
 - conv / gemm: ``acc = sum_k q_x * q_w`` with padding filled with ``zp_in``, so the
   input zero point folds into the bias: ``bias' = q_b - zp_in * sum_k q_w``; the real
-  multiplier ``s_in * s_w[c] / s_out`` becomes (Q0.31 mult, shift) per channel; ReLU and
-  clip become the clamp bounds ``round(lo / s_out) + zp_out``.
+  multiplier ``float32(float32(s_in * s_w[c]) / s_out)`` (formed as ONNX Runtime forms
+  it) becomes a per-channel fixed-point (mult, shift) for the layer's rounding
+  (``attrs["rounding"]``, ``rounding.py``: ``binary32`` by default, bit-exact with
+  edgec's CPU int8 path; ``gemmlowp`` on request); ReLU and clip become the clamp bounds
+  ``round(lo / s_out) + zp_out``.
 - a chain of element-wise ops on one int8 tensor is a 256-entry table: the chain is
   evaluated in float32 on the 256 dequantized inputs and quantized as ONNX does
   (round half to even, saturate), so the table is exact for the QDQ graph.
@@ -31,7 +34,8 @@ from typing import Any
 
 import numpy as np
 
-from . import intmath
+from . import rounding
+from .isa import Rounding
 from .programs import Conv
 from .tvm_compat import constant_array, constant_type, dtype_of, shape_of
 
@@ -256,8 +260,10 @@ def build_table(fns: list[Callable], s_in: float, zp_in: int, s_out: float,
 
 
 # -- describe --------------------------------------------------------------------------------
-def describe(root: Any, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
-    """A matched ``quantize(...)`` expression -> (layer, its int8 input exprs) or a reason."""
+def describe(root: Any, lookup: Lookup, rnd: Rounding = rounding.DEFAULT
+             ) -> tuple[Layer, list[Any]] | str:
+    """A matched ``quantize(...)`` expression -> (layer, its int8 input exprs) or a reason;
+    requantizing layers get ``rnd``'s multipliers (``attrs["rounding"]``)."""
     q = _call(root, lookup, "relax.quantize")
     if q is None:
         return "does not end in quantize"
@@ -282,19 +288,19 @@ def describe(root: Any, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
                 bias, c, name = c.args[1 - i], inner, inner.op.name
                 break
     if name == "relax.nn.conv2d":
-        return _conv(c, bias, lo, hi, out, lookup, clamp_ops)
+        return _conv(c, bias, lo, hi, out, lookup, clamp_ops, rnd)
     if name == "relax.matmul":
-        return _gemm(c, bias, lo, hi, out, lookup, clamp_ops)
+        return _gemm(c, bias, lo, hi, out, lookup, clamp_ops, rnd)
     c = _call(y, lookup)
     name = c.op.name if c is not None else ""
     if name in ("relax.add", "relax.multiply"):
         a, b = act_input(c.args[0], lookup), act_input(c.args[1], lookup)
         if not isinstance(a, str) and not isinstance(b, str):
-            return _binary(c, a, b, out)
+            return _binary(c, a, b, out, rnd)
     if name == "relax.nn.max_pool2d":
         return _maxpool(c, out, lookup)
     if name == "relax.mean":
-        return _gap(c, out, lookup)
+        return _gap(c, out, lookup, rnd)
     if name == "relax.reshape":
         return _reshape(c, out, lookup)
     return _lut(y, out, lookup)
@@ -348,15 +354,14 @@ def _bias(bias: Any, lookup: Lookup, n: int, s_acc: np.ndarray) -> np.ndarray | 
     return np.round(b.reshape(-1).astype(np.float64) / s_acc).astype(np.int64)
 
 
-def _requant(s_in: float, s_w: np.ndarray, out: QTensor, n: int) -> tuple[np.ndarray, np.ndarray]:
-    real = np.broadcast_to(np.float64(s_in) * s_w.astype(np.float64) / out.scale, (n,))
-    pairs = [intmath.quantize_multiplier(float(r)) for r in real]
-    return (np.array([p[0] for p in pairs], dtype=np.int64),
-            np.array([p[1] for p in pairs], dtype=np.int64))
+def _requant(s_in: float, s_w: np.ndarray, out: QTensor, n: int,
+             rnd: Rounding) -> tuple[np.ndarray, np.ndarray]:
+    real = rounding.f32_ratio(np.float32(s_in) * s_w.astype(np.float32), out.scale)
+    return rounding.multipliers(np.broadcast_to(real, (n,)), rnd)
 
 
 def _conv(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
-          clamp_ops: list[str]) -> tuple[Layer, list[Any]] | str:
+          clamp_ops: list[str], rnd: Rounding) -> tuple[Layer, list[Any]] | str:
     a = act_input(c.args[0], lookup)
     if isinstance(a, str):
         return a
@@ -399,18 +404,19 @@ def _conv(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
     bias_folded = b - zp_in * wsum
     if np.abs(bias_folded).max(initial=0) >= 2**31:
         return "folded bias overflows int32"
-    mult, shift = _requant(s_in, ws, out, cout)
+    mult, shift = _requant(s_in, ws, out, cout, rnd)
     qmin, qmax = _clamp_bounds(lo, hi, out)
     packed = (wq[:, 0] if depthwise else wq.transpose(0, 2, 3, 1)).astype(np.int8)
     layer = Layer("conv", [QTensor(in_shape, s_in, zp_in)], out,
-                  {"conv": conv, "zp_out": out.zp, "qmin": qmin, "qmax": qmax},
+                  {"conv": conv, "zp_out": out.zp, "qmin": qmin, "qmax": qmax,
+                   "rounding": rnd.name.lower()},
                   {"weights": packed, "bias": bias_folded, "mult": mult, "shift": shift},
                   ["relax.nn.conv2d"] + (["relax.add"] if bias is not None else []) + clamp_ops)
     return layer, [x]
 
 
 def _gemm(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
-          clamp_ops: list[str]) -> tuple[Layer, list[Any]] | str:
+          clamp_ops: list[str], rnd: Rounding) -> tuple[Layer, list[Any]] | str:
     a = act_input(c.args[0], lookup)
     if isinstance(a, str):
         return a
@@ -432,18 +438,19 @@ def _gemm(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
     if isinstance(b, str):
         return b
     bias_folded = b - zp_in * wq.astype(np.int64).sum(axis=0)
-    mult, shift = _requant(s_in, ws, out, n)
+    mult, shift = _requant(s_in, ws, out, n, rnd)
     qmin, qmax = _clamp_bounds(lo, hi, out)
     packed = np.ascontiguousarray(wq.T).reshape(n, 1, 1, k).astype(np.int8)
     layer = Layer("conv", [QTensor((m, 1, k), s_in, zp_in)], out,
-                  {"conv": conv, "zp_out": out.zp, "qmin": qmin, "qmax": qmax},
+                  {"conv": conv, "zp_out": out.zp, "qmin": qmin, "qmax": qmax,
+                   "rounding": rnd.name.lower()},
                   {"weights": packed, "bias": bias_folded, "mult": mult, "shift": shift},
                   ["relax.matmul"] + (["relax.add"] if bias is not None else []) + clamp_ops)
     return layer, [x]
 
 
 def _binary(c: Any, a: tuple[Any, float, int], b: tuple[Any, float, int],
-            out: QTensor) -> tuple[Layer, list[Any]] | str:
+            out: QTensor, rnd: Rounding) -> tuple[Layer, list[Any]] | str:
     sa, sb = hwc(_shape(a[0])), hwc(_shape(b[0]))
     if isinstance(sa, str) or isinstance(sb, str):
         return sa if isinstance(sa, str) else str(sb)
@@ -456,12 +463,12 @@ def _binary(c: Any, a: tuple[Any, float, int], b: tuple[Any, float, int],
         return f"{c.op.name} broadcast {sb} -> {sa}: only a per-channel vector is supported"
     ta, tb = QTensor(sa, a[1], a[2]), QTensor(sb, b[1], b[2])  # type: ignore[arg-type]
     attrs: dict[str, Any] = {"broadcast": bcast, "zp1": ta.zp, "zp2": tb.zp,
-                             "zp_out": out.zp, "qmin": -128, "qmax": 127}
+                             "zp_out": out.zp, "qmin": -128, "qmax": 127, "rounding": rnd.name.lower()}
     if c.op.name == "relax.add":
-        attrs.update(intmath.add_params(ta.scale, tb.scale, out.scale))
+        attrs.update(rounding.add_params(ta.scale, tb.scale, out.scale, rnd))
         kind = "add"
     else:
-        mult, shift = intmath.quantize_multiplier(ta.scale * tb.scale / out.scale)
+        mult, shift = rounding.mul_params(ta.scale, tb.scale, out.scale, rnd)
         attrs.update(mult=mult, shift=shift)
         kind = "mul"
     return Layer(kind, [ta, tb], out, attrs, {}, [c.op.name]), [a[0], b[0]]
@@ -519,7 +526,7 @@ def _maxpool(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | 
                   names + ["relax.nn.max_pool2d"]), [x])
 
 
-def _gap(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+def _gap(c: Any, out: QTensor, lookup: Lookup, rnd: Rounding) -> tuple[Layer, list[Any]] | str:
     a = act_input(c.args[0], lookup)
     if isinstance(a, str):
         return a
@@ -535,9 +542,13 @@ def _gap(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
     p = h * w
     if p > 2047:
         return f"global pool over {p} pixels: the ones-row DMA holds at most 2047"
-    mult, shift = intmath.quantize_multiplier(s_in / (p * out.scale))
+    # ONNX Runtime's QLinearGlobalAveragePool: ScaleInput / (ScaleOutput * P) in float32
+    m, t = rounding.multipliers(rounding.f32_ratio(s_in, np.float32(out.scale) * np.float32(p)),
+                                rnd)
+    mult, shift = int(m), int(t)
     conv = Conv(1, 1, p, ch)  # ones(1 x P) @ X(P x C), X read in place as weights
-    attrs = {"conv": conv, "zp_out": out.zp, "qmin": -128, "qmax": 127}
+    attrs = {"conv": conv, "zp_out": out.zp, "qmin": -128, "qmax": 127,
+             "rounding": rnd.name.lower()}
     arrays = {"bias": np.full(ch, -zp_in * p, dtype=np.int64),
               "mult": np.full(ch, mult, dtype=np.int64), "shift": np.full(ch, shift, dtype=np.int64)}
     return Layer("gap", [QTensor(shape, s_in, zp_in)], out, attrs, arrays, ["relax.mean"]), [x]

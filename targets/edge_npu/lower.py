@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import intmath, programs
+from . import programs, rounding
 from .config import NpuConfig
 from .isa import (
     MUL_KEYS,
@@ -160,14 +160,31 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
 
 
+_ROUNDED = (VecOp.REQUANT, VecOp.ADD, VecOp.MUL)
+
+
+def with_rounding(instrs: list[Instr], rnd: int) -> list[Instr]:
+    """``instrs`` with the VEC requant / add / mul ops set to round with ``rnd``."""
+    return [Instr(i.op, {**i.fields, "rnd": int(rnd)}, i.deps)
+            if i.op == Op.VEC and i.vop in _ROUNDED else i for i in instrs]
+
+
 def layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
                   params: dict[str, int], wgt: int, stream_from: int | None,
                   dataflow: str | None = None, mapping: Mapping | None = None
                   ) -> list[Instr]:
-    """Instructions of one layer at the given places (starts with SYNC).
+    """Instructions of one layer at the given places (starts with SYNC); its VEC ops
+    round as the layer's parameters were made (``rounding.of_attrs``).
 
     Conv / global-pool layers take ``mapping`` (``dataflow`` overrides its dataflow);
     a conv whose ``params`` hold a "lut" block applies that fused LUT before storing."""
+    return with_rounding(_layer_program(cfg, layer, inputs, out, params, wgt, stream_from,
+                                        dataflow, mapping), rounding.of_attrs(layer.attrs))
+
+
+def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
+                   params: dict[str, int], wgt: int, stream_from: int | None,
+                   dataflow: str | None, mapping: Mapping | None) -> list[Instr]:
     at = layer.attrs
     mp = mapping or Mapping()
     df = dataflow or mp.dataflow
@@ -267,8 +284,9 @@ def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer
         xs = np.arange(-128, 128, dtype=np.int64)
         hs = sl.layer.arrays["table"][xs + 128]
         a, b = (xs, hs) if m.inputs[0] == x else (hs, xs)
-        table = intmath.mul_int8(a, at["zp1"], b, at["zp2"], at["mult"], at["shift"],
-                                 at["zp_out"], at["qmin"], at["qmax"]).astype(np.int8)
+        table = rounding.mul_int8(a, at["zp1"], b, at["zp2"], at["mult"], at["shift"],
+                                  at["zp_out"], at["qmin"], at["qmax"],
+                                  rounding.of_attrs(at)).astype(np.int8)
         lut = Layer("lut", [sl.layer.inputs[0]], m.layer.out, arrays={"table": table},
                     ops=list(sl.layer.ops) + list(m.layer.ops))
         out[j] = SegLayer(m.name, lut, [x], m.output, m.origin)

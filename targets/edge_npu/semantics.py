@@ -13,9 +13,9 @@ import numpy as np
 from edgec.errors import EdgecError
 from numpy.lib.stride_tricks import as_strided
 
-from . import intmath
+from . import intmath, rounding
 from .config import NpuConfig
-from .isa import ADD_KEYS, MUL_KEYS, POOL_KEYS, Dataflow, Instr, Kind, Op, Space, VecOp
+from .isa import ADD_KEYS, MUL_KEYS, POOL_KEYS, Dataflow, Instr, Kind, Op, Rounding, Space, VecOp
 
 
 class SimError(EdgecError):
@@ -177,6 +177,7 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
 
 def _vec(mem: Memory, ins: Instr, where: str) -> int:
     vop = VecOp(ins.vop)
+    rnd = Rounding(ins.rnd)
     n = ins.count
     if vop == VecOp.REQUANT:
         if ins.cols == 0 or n % ins.cols:
@@ -186,7 +187,7 @@ def _vec(mem: Memory, ins: Instr, where: str) -> int:
         zp, qmin, qmax = (int(v) for v in p[:3])
         bias, mult, shift = p[3:].reshape(3, ins.cols)
         acc = mem.acc[ins.src:ins.src + n].astype(np.int64).reshape(-1, ins.cols) + bias
-        out = intmath.requantize(acc, mult, shift, zp, qmin, qmax).reshape(-1)
+        out = rounding.requantize(acc, mult, shift, zp, qmin, qmax, rnd).reshape(-1)
         moved = 4 * n + n + 12 * ins.cols
     elif vop in (VecOp.MAXPOOL, VecOp.AVGPOOL):
         p = dict(zip(POOL_KEYS, (int(v) for v in mem.words(ins.param, len(POOL_KEYS), where))))
@@ -220,11 +221,11 @@ def _vec(mem: Memory, ins: Instr, where: str) -> int:
             keys = ADD_KEYS if vop == VecOp.ADD else MUL_KEYS
             p = dict(zip(keys, (int(v) for v in mem.words(ins.param, len(keys), where))))
             if vop == VecOp.ADD:
-                out = intmath.add_int8(x, p["zp1"], x2, p["zp2"], p, p["zp_out"],
-                                       p["qmin"], p["qmax"])
+                out = rounding.add_int8(x, p["zp1"], x2, p["zp2"], p, p["zp_out"],
+                                        p["qmin"], p["qmax"], rnd)
             else:
-                out = intmath.mul_int8(x, p["zp1"], x2, p["zp2"], p["mult"], p["shift"],
-                                       p["zp_out"], p["qmin"], p["qmax"])
+                out = rounding.mul_int8(x, p["zp1"], x2, p["zp2"], p["mult"], p["shift"],
+                                        p["zp_out"], p["qmin"], p["qmax"], rnd)
     _check(where, "inp", ins.dst, out.size, mem.inp.size)
     mem.inp[ins.dst:ins.dst + out.size] = out
     mem.peak["inp"] = max(mem.peak["inp"], ins.dst + out.size)

@@ -52,12 +52,13 @@ def _ort_quantized_tensors(path):
 
 def test_whole_model_runs_and_npu_is_bit_exact(workdir, executor):
     """Through the VM: each call of the NPU segment equals the integer path on the very
-    input the VM passed, and the class agrees with ONNX Runtime on every image.
+    input the VM passed, the class agrees with ONNX Runtime (its default graph
+    optimizations, i.e. the fused QLinear kernels) on every image and each softmax
+    element is within one output step (1/255) of ORT's.
 
-    Measured here (48 images, seed 11): int8 logits differ from ORT by up to 10 steps
-    (ORT with and without its graph optimizations differ by up to 1-4): one-step
-    differences in 0.2-3 % of a layer's elements compound over 144 layers. The
-    per-layer test below holds each layer to one step."""
+    Measured (binary32 requantization, 4 images): at most 0.99998 steps; with gemmlowp
+    rounding one-step differences in 0.2-3 % of a layer's elements compounded to up to
+    10 logit steps. The per-layer test below holds each layer to one step."""
     off, exe = executor
     sess = ort.InferenceSession(str(ppocr_cls_qdq(workdir)), providers=["CPUExecutionProvider"])
     images, _ = text_line_images(4, seed=11)
@@ -70,12 +71,18 @@ def test_whole_model_runs_and_npu_is_bit_exact(workdir, executor):
         assert np.array_equal(npu, int_reference.run_segment(seg, ins)[0])
         ref = sess.run(None, {"x": x})[0]
         assert y.shape == ref.shape and np.argmax(y) == np.argmax(ref)
+        assert np.abs(y - ref).max() <= 1 / 255 + 1e-6
         assert np.isclose(y.sum(), 1.0, atol=0.02)
 
 
 def test_each_layer_within_one_step_of_ort(workdir, executor):
     """Teacher-forced: every NPU layer, fed ORT's int8 inputs, gives ORT's int8 output
-    to within one quantization step for all elements (>= 99 % exactly)."""
+    to within one quantization step for all elements, the vector unit's layers (LUT,
+    ADD, MUL, pools) exactly, and >= 99.999 % of all elements exactly.
+
+    Measured (binary32, 2 images, 4.25 M elements): 3 conv outputs differ by one step
+    (ORT without graph optimizations runs the conv in float), everything else is equal;
+    with gemmlowp rounding 0.2-3.3 % of conv / mul / pool elements differed."""
     off, _ = executor
     sess, names = _ort_quantized_tensors(str(ppocr_cls_qdq(workdir)))
     seg = off.partition.segments[0]
@@ -92,7 +99,9 @@ def test_each_layer_within_one_step_of_ort(workdir, executor):
             assert d.max() <= 1, (sl.name, sl.layer.kind, int(d.max()))
             total, exact = total + d.size, exact + int((d == 0).sum())
             values[sl.output] = ort_out
-    assert exact / total >= 0.99
+            if sl.layer.kind != "conv":  # the vector unit's layers: exact
+                assert d.max() == 0, (sl.name, sl.layer.kind)
+    assert exact / total >= 0.99999
 
 
 def test_report(executor):
