@@ -176,15 +176,19 @@ class CostModel:
             return
         import xgboost as xgb
 
-        self.model = xgb.XGBRegressor(n_estimators=60, max_depth=5, learning_rate=0.2,
-                                      n_jobs=1, random_state=self.seed, verbosity=0)
-        self.model.fit(np.asarray(x), np.log(np.asarray(y, dtype=np.float64)))
+        # xgboost's core API: its sklearn wrapper needs scikit-learn, which edgec does not.
+        data = xgb.DMatrix(np.asarray(x), label=np.log(np.asarray(y, dtype=np.float64)))
+        params = {"max_depth": 5, "eta": 0.2, "nthread": 1, "seed": self.seed,
+                  "verbosity": 0, "objective": "reg:squarederror"}
+        self.model = xgb.train(params, data, num_boost_round=60)
 
     def predict(self, x: list[list[float]]) -> np.ndarray:
         arr = np.asarray(x)
         if self.model is None:  # log2(1 + folds * (T + fill)): feature 9
             return arr[:, 9]
-        return np.asarray(self.model.predict(arr))
+        import xgboost as xgb
+
+        return np.asarray(self.model.predict(xgb.DMatrix(arr)))
 
 
 # -- database ---------------------------------------------------------------------------------
