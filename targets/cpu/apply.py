@@ -16,6 +16,7 @@ from edgec.targets.cpu.conv_depthwise import ConvDepthwise
 from edgec.targets.cpu.elementwise import Elementwise
 from edgec.targets.cpu.int8 import repair_ssa
 from edgec.targets.cpu.matmul import Matmul
+from edgec.targets.cpu.matmul_vnni import MatmulVNNI
 from edgec.targets.cpu.norm import Norm
 from edgec.targets.cpu.pool import Pool
 from edgec.targets.cpu.reduction import Reduction
@@ -26,7 +27,7 @@ from tvm.target import Target
 log = logging.getLogger(__name__)
 
 # Most specific first: Reduction accepts any kernel with a reduction.
-RULES: tuple[CPURule, ...] = (Matmul(), ConvDepthwise(), Conv(), Pool(), Norm(), Elementwise(), Reduction())
+RULES: tuple[CPURule, ...] = (MatmulVNNI(), Matmul(), ConvDepthwise(), Conv(), Pool(), Norm(), Elementwise(), Reduction())
 
 
 def _scheduled(func: tirx.PrimFunc) -> bool:

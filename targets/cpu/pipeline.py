@@ -17,6 +17,7 @@ from edgec.targets.cpu.apply import ApplyCPUSchedules
 from edgec.targets.cpu.conv_pointwise import FlattenPointwiseConv
 from edgec.targets.cpu.conv_transpose import UpsampleConvTranspose
 from edgec.targets.cpu.fast_math import FastMath
+from edgec.targets.cpu.int8_unsigned import UnsignedInt8Matmul
 from edgec.targets.cpu.pack import FoldPackedWeights
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
@@ -24,7 +25,7 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 def graph_passes() -> list[tvm.transform.Pass]:
     """Relax rewrites into forms the default schedules run faster (before legalize)."""
-    return [UpsampleConvTranspose(), FlattenPointwiseConv(), FastMath()]
+    return [UpsampleConvTranspose(), FlattenPointwiseConv(), FastMath(), UnsignedInt8Matmul()]
 
 
 def kernel_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:

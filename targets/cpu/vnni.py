@@ -1,0 +1,58 @@
+"""x86 VNNI int8 dot products: ``vpdpbusd`` as a TIR tensor intrinsic.
+
+One ``vpdpbusd`` multiplies 64 unsigned bytes by 64 signed bytes and adds each group
+of four products into one of 16 int32 lanes: 64 multiply-adds per instruction,
+against 16 for a float32 FMA. The description is TVM's own
+(``tvm.s_tir.tensor_intrin.x86``); the implementation is ours because TVM 0.27's
+passes the byte operands as ``<16 x i32>``, which LLVM from version 17 on rejects
+(its ``vpdpbusd.512`` takes ``<64 x i8>``): the module then fails to verify.
+
+``C[i] += sum_k u8(A[k]) * s8(B[i, k])`` for ``i < 16, k < 4``: ``A`` is the four
+activation bytes (broadcast to all lanes), ``B`` sixteen columns of four weights each,
+contiguous (the weights are pre-packed as ``[N/16, K/4, 16, 4]``).
+"""
+
+from __future__ import annotations
+
+from tvm.s_tir import TensorIntrin
+from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
+from tvm.script import tirx as T
+from tvm.target import Target
+
+INTRIN = "edgec_dot_16x4_vnni"
+LANES, GROUP = 16, 4  # int32 lanes, bytes summed into each lane
+
+
+@T.prim_func(s_tir=True)
+def _dot_16x4_vnni(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        a_i32 = T.reinterpret(A.vload([0], "uint8x4"), dtype="int32")
+        a_bytes = T.reinterpret(T.broadcast(a_i32, 16), dtype="uint8x64")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"),
+            a_bytes,
+            B.vload([0, 0], dtype="int8x64"),
+            dtype="int32x16",
+        )
+
+
+TensorIntrin.register(INTRIN, dot_product_16x4_u8i8i32_desc, _dot_16x4_vnni, override=True)
+
+
+def has_vnni(target: Target) -> bool:
+    """True if ``target`` is an x86 LLVM target whose CPU has AVX512-VNNI."""
+    from tvm.target.codegen import llvm_version_major, target_has_features
+
+    if target.kind.name != "llvm" or llvm_version_major() < 17:
+        return False
+    try:
+        return bool(target_has_features("avx512vnni", target))
+    except Exception:  # noqa: BLE001 - TVM raises plain errors; not an x86 CPU LLVM knows
+        return False
