@@ -197,6 +197,10 @@ def tune_module(
             measure_callbacks=[*ms.measure_callback.MeasureCallback.create("default"),
                                bar.callback()],
         )
+    except Exception:
+        # TVM may hand the callback's exception back wrapped; the flag says if it was ours.
+        if not bar.out_of_time:
+            raise
     finally:
         bar.close()
         result.seconds = time.perf_counter() - start
@@ -373,6 +377,10 @@ def _runner(rpc: RPC | None, boards: int = 1) -> Any:
                                max_workers=max(1, boards))
 
 
+class OutOfTime(Exception):
+    """Raised from the measure callback to end a search whose time budget is spent."""
+
+
 class _Progress:
     """A tqdm bar over trials, showing tasks touched and the best latency so far."""
 
@@ -382,6 +390,7 @@ class _Progress:
         from tqdm import tqdm
 
         self.names = names
+        self.out_of_time = False
         self.trials = 0
         self.best_ms: dict[str, float] = {}
         self.deadline = None if time_budget is None else time.monotonic() + time_budget
@@ -415,10 +424,12 @@ class _Progress:
             f"{self.best_ms.get(name, float('nan')):.4f} ms"
         )
         if self.deadline is not None and time.monotonic() > self.deadline:
-            # Out of time: every task stops after this batch (its records are saved).
-            for i, rec in enumerate(scheduler.tasks_):
-                if not rec.is_terminated:
-                    scheduler.terminate_task(i)
+            # Out of time. This batch's records are already in the database (the
+            # default callbacks run first). Terminating the tasks from here is not
+            # safe: the scheduler may be about to hand out the task it just joined,
+            # and TVM aborts on a terminated task; so stop the whole search instead.
+            self.out_of_time = True
+            raise OutOfTime
 
     def close(self) -> None:
         self.bar.close()

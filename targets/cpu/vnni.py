@@ -2,7 +2,7 @@
 
 One ``vpdpbusd`` multiplies 64 unsigned bytes by 64 signed bytes and adds each group
 of four products into one of 16 int32 lanes: 64 multiply-adds per instruction,
-against 16 for a float32 FMA. The description is TVM's own
+against 16 for a float32 FMA. The description is TVM's
 (``tvm.s_tir.tensor_intrin.x86``); the implementation is ours because TVM 0.27's
 passes the byte operands as ``<16 x i32>``, which LLVM from version 17 on rejects
 (its ``vpdpbusd.512`` takes ``<64 x i8>``): the module then fails to verify.
@@ -15,12 +15,29 @@ contiguous (the weights are pre-packed as ``[N/16, K/4, 16, 4]``).
 from __future__ import annotations
 
 from tvm.s_tir import TensorIntrin
-from tvm.s_tir.tensor_intrin.x86 import dot_product_16x4_u8i8i32_desc
 from tvm.script import tirx as T
 from tvm.target import Target
 
 INTRIN = "edgec_dot_16x4_vnni"
 LANES, GROUP = 16, 4  # int32 lanes, bytes summed into each lane
+
+
+# TVM's description (tvm.s_tir.tensor_intrin.x86), restated: importing that module
+# registers every target's intrinsics, which takes over a minute.
+@T.prim_func(s_tir=True)
+def _dot_16x4_desc(
+    A: T.Buffer((4,), "uint8", offset_factor=1),
+    B: T.Buffer((16, 4), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:4], B[0:16, 0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vk], "int32") * T.cast(B[vi, vk], "int32")
 
 
 @T.prim_func(s_tir=True)
@@ -43,7 +60,7 @@ def _dot_16x4_vnni(
         )
 
 
-TensorIntrin.register(INTRIN, dot_product_16x4_u8i8i32_desc, _dot_16x4_vnni, override=True)
+TensorIntrin.register(INTRIN, _dot_16x4_desc, _dot_16x4_vnni, override=True)
 
 
 def has_vnni(target: Target) -> bool:

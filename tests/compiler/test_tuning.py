@@ -112,3 +112,31 @@ def test_needs_a_budget(tmp_path: Path) -> None:
 
     with pytest.raises(EdgecError, match="--trials"):
         tune("unused.onnx", "host", db_dir=tmp_path)
+
+
+
+class _Scheduler:
+    """Stands in for TVM's task scheduler: records terminate_task calls."""
+
+    def __init__(self) -> None:
+        self.terminated: list[int] = []
+
+    def terminate_task(self, task_id: int) -> None:
+        self.terminated.append(task_id)
+
+
+def test_spent_time_budget_stops_the_search_without_terminating_tasks() -> None:
+    # TVM's gradient scheduler joins the task it has just picked and then runs it:
+    # a task terminated from inside that join aborts the process ("Check failed:
+    # !task->is_terminated", seen on MiniLM after 18 minutes). The callback must
+    # instead end the search with OutOfTime, which tune_module catches.
+    from edgec.tuning import OutOfTime, _Progress
+
+    bar = _Progress(["a", "b"], total=1 << 30, time_budget=0.0, enabled=False)
+    scheduler = _Scheduler()
+    with pytest.raises(OutOfTime):
+        bar.update(scheduler, 0, [])
+    assert bar.out_of_time and scheduler.terminated == []
+    running = _Progress(["a"], total=1 << 30, time_budget=3600.0, enabled=False)
+    running.update(scheduler, 0, [])
+    assert not running.out_of_time
