@@ -285,7 +285,8 @@ def binary32_te(acc: te.Tensor, m: te.Tensor, t: te.Tensor, zp: int, lo: int, hi
         body = tirx.Let(d, (u & ((i64(1) << tc) - i64(1))) - (i64(1) << (tc - i64(1))), out)
         body = tirx.Let(j, u >> tc, body)
         ax = tirx.Select(x < i64(0), -x, x)
-        return tirx.Let(u, tirx.min(ax * m[c], i64(1) << (tc + i64(SATURATE_BITS))), body)
+        cap = i64(1) << tirx.min(tc + i64(SATURATE_BITS), i64(62))  # requant's cap
+        return tirx.Let(u, tirx.min(ax * m[c], cap), body)
 
     return te.compute(acc.shape, f, name="requantize_binary32")
 

@@ -38,18 +38,26 @@ __all__ = ["binary32_multiplier", "binary32_round", "conv2d_int", "matmul_int", 
 SATURATE_BITS = 10  # |R(acc)| >= 2**10 saturates int8 for any zero point: clamp there
 
 
+# |int32| * M < 2**31 * 2**-32 = 1/2 for any multiplier M below this: the result is 0.
+NEGLIGIBLE = 2.0**-32
+MAX_SHIFT = 55  # t of the smallest multiplier kept, 2**-32 (24 - exponent -31)
+
+
 def binary32_multiplier(real: np.ndarray | float) -> tuple[np.ndarray, np.ndarray]:
     """``(m, t)`` int64 with ``float32(real) == m * 2**-t`` exactly, ``m`` < 2**24.
 
     ``real`` is rounded to float32 first (it is the multiplier ONNX Runtime computes in
-    float32); ``m`` is its 24-bit mantissa. Zero gives ``(0, 24)``."""
+    float32); ``m`` is its 24-bit mantissa. Zero gives ``(0, 24)``, and so does any
+    multiplier below ``2**-32`` (a dead output channel, all weights ~0): any int32
+    accumulator times it is below one half, which rounds to 0, exactly as zero does."""
     r = np.asarray(real, np.float32).astype(np.float64)
     if np.any(r < 0) or not np.all(np.isfinite(r)):
         raise ValueError("requantization multipliers must be finite and non-negative")
+    r = np.where(r < NEGLIGIBLE, 0.0, r)
     frac, exp = np.frexp(r)  # r = frac * 2**exp, frac in [0.5, 1): 24 bits for a float32
     m = np.rint(np.ldexp(frac, 24)).astype(np.int64)
     t = np.where(m > 0, 24 - exp, 24).astype(np.int64)
-    if np.any(t < 2) or np.any(t > 52):
+    if np.any(t < 2) or np.any(t > MAX_SHIFT):
         raise ValueError(f"requantization multiplier out of range: {r.min()}..{r.max()}")
     return m, t
 
@@ -69,7 +77,8 @@ def binary32_round(acc: np.ndarray, m: np.ndarray | int, t: np.ndarray | int) ->
     a = np.asarray(acc, np.int64)
     m = np.asarray(m, np.int64)
     t = np.asarray(t, np.int64)
-    u = np.minimum(np.abs(a) * m, np.int64(1) << (t + SATURATE_BITS))
+    # |acc| * m < 2**55, so the saturation cap only matters (and only fits) below 2**62
+    u = np.minimum(np.abs(a) * m, np.int64(1) << np.minimum(t + SATURATE_BITS, 62))
     j = u >> t
     h = (j << t) + (np.int64(1) << (t - 1))
     # 2**(k + 1) with 2**k the float32 binade of j + 1/2 (2**-1 for j = 0)

@@ -136,6 +136,20 @@ def test_requant_binary32_matches_float32_arithmetic() -> None:
     assert float_vs_exact > 100
 
 
+def test_binary32_negligible_multiplier_is_zero_like_float32() -> None:
+    # A dead output channel (PP-OCRv4 det has one) gives M ~ 7.7e-37: too small for a
+    # shift, and any int32 accumulator times it rounds to 0 in float32 too.
+    real = np.array([7.7e-37, 2.0**-33, 2.0**-31, 0.0], np.float32)
+    m, t = requant.binary32_multiplier(real)
+    assert list(m[[0, 1, 3]]) == [0, 0, 0] and m[2] > 0
+    acc = np.array([2**31 - 1, -(2**31), 12345, -1], np.int64)
+    for i in range(4):
+        want = np.rint(acc.astype(np.float32) * real[i]).astype(np.float64)
+        got = requant.binary32_round(acc, m[i], t[i])
+        ok = np.abs(want) < 2**requant.SATURATE_BITS
+        np.testing.assert_array_equal(got[ok], want[ok])
+
+
 def test_binary32_relax_kernel_matches_reference() -> None:
     """The TE kernel of ``binary32`` (as compiled) equals ``requant.binary32_round`` on
     near-tie accumulators and on saturating ones, for multipliers above and below
