@@ -18,6 +18,7 @@ import onnx
 from edgec.passes.quantize.onnx_graph import Anchor, Graph
 from edgec.passes.quantize.scheme import (
     ActParams,
+    bias_min_weight_scales,
     bias_scale,
     quantize_bias,
     quantize_weight,
@@ -46,7 +47,9 @@ def to_qdq(model: onnx.ModelProto, anchors: Sequence[Anchor],
         w = g.const(a.weight)
         assert w is not None
         s_x = params[a.x].scale
-        wq, sw = quantize_weight(w, a.weight_axis)
+        b_float = g.const(a.bias) if a.bias is not None else None
+        floor = bias_min_weight_scales(b_float, s_x) if b_float is not None else None
+        wq, sw = quantize_weight(w, a.weight_axis, floor)
         qname = a.weight + "_quantized"
         inits += [
             numpy_helper.from_array(wq, qname),

@@ -72,13 +72,33 @@ def weight_scales(w: np.ndarray, axis: int) -> np.ndarray:
     return scales.astype(np.float32)
 
 
-def quantize_weight(w: np.ndarray, axis: int) -> tuple[np.ndarray, np.ndarray]:
-    """``(w_q int8, scales float32[C])`` with ``W ~= w_q * scale_c`` along ``axis``."""
+def quantize_weight(w: np.ndarray, axis: int,
+                    min_scales: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(w_q int8, scales float32[C])`` with ``W ~= w_q * scale_c`` along ``axis``;
+    scales are raised to ``min_scales`` where given (see ``bias_min_weight_scales``)."""
     scales = weight_scales(w, axis)
+    if min_scales is not None:
+        scales = np.maximum(scales, np.asarray(min_scales, np.float32))
     shape = [1] * w.ndim
     shape[axis] = -1
     q = quantize(w, scales.reshape(shape), 0, -WEIGHT_QMAX, WEIGHT_QMAX)
     return q, scales
+
+
+# A quantized bias stays within 2**30, so that folding the input zero point into it
+# (``b_q - zp_x * sum W_q``, at most 128 * 127 * K in size) still fits int32.
+BIAS_LIMIT = 2.0**30
+
+
+def bias_min_weight_scales(b: np.ndarray, s_x: float) -> np.ndarray:
+    """Smallest weight scales for which ``b / (s_x * s_w)`` stays within ``BIAS_LIMIT``.
+
+    A channel whose weights are all ~0 (PP-OCRv4 det has one, max |W| ~ 1e-35) gets a
+    scale so small that its bias would overflow int32; ONNX Runtime's quantizer widens
+    the weight scale in that case too. The weights of such a channel quantize to 0,
+    which they nearly are."""
+    need = np.abs(np.asarray(b, np.float64)) / (np.float64(np.float32(s_x)) * BIAS_LIMIT)
+    return need.astype(np.float32)
 
 
 def bias_scale(s_x: float, s_w: np.ndarray) -> np.ndarray:
