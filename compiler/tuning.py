@@ -176,6 +176,7 @@ def tune_module(
             write_summary(db_dir, desc, result, rpc, new_run=False)
         return result
 
+    _drop_unnamed_handlers()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(db_dir / "logs"), num_threads=os.cpu_count() or 1
     )
@@ -195,6 +196,21 @@ def tune_module(
         _report(result, extracted, database, desc, rpc, boards, progress)
         write_summary(db_dir, desc, result, rpc, new_run=False)
     return result
+
+
+def _drop_unnamed_handlers() -> None:
+    """Remove handlers without a name from MetaSchedule's logger.
+
+    MetaSchedule rebuilds its logging config from the names of that logger's handlers
+    and fails on an unnamed one ("'NoneType' object has no attribute 'format'"); one
+    appears there after an earlier search in the same process under pytest.
+    """
+    import logging
+
+    logger = logging.getLogger("tvm.s_tir.meta_schedule")
+    for handler in list(logger.handlers):
+        if handler.get_name() is None:
+            logger.removeHandler(handler)
 
 
 # After the first round (every task one batch), only tasks with at least this share
