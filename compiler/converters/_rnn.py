@@ -20,6 +20,7 @@ import numpy as np
 import tvm
 from edgec.errors import UnsupportedOpsError
 from tvm import relax
+from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 Activation = Callable[[relax.Expr], relax.Expr]
 
@@ -139,6 +140,23 @@ def activations(
         funcs.append(_make_activation(key, alpha, beta, dtype))
     k = len(defaults)
     return [funcs[d * k : (d + 1) * k] for d in range(num_directions)]
+
+
+class RecurrentConverter(OnnxOpConverter):
+    """Base of the LSTM, GRU and RNN converters: one ``_convert`` for every opset."""
+
+    @classmethod
+    def _convert(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, opset: int) -> relax.Expr:
+        raise NotImplementedError
+
+    @classmethod
+    def _impl_v1(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
+        return cls._convert(bb, inputs, attr, opset=1)
+
+    @classmethod
+    def _impl_v14(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
+        # Opset 14 added ``layout`` (batch-major X/Y/states when 1).
+        return cls._convert(bb, inputs, attr, opset=14)
 
 
 # ---------------------------------------------------------------------------------------

@@ -20,12 +20,18 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from edgec.converters._rnn import RnnFrame, activations, const_value, is_const, optional_input
+from edgec.converters._rnn import (
+    RecurrentConverter,
+    RnnFrame,
+    activations,
+    const_value,
+    is_const,
+    optional_input,
+)
 from tvm import relax
-from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 
-class GRU(OnnxOpConverter):
+class GRU(RecurrentConverter):
     """ONNX GRU (opsets 1-22; ``layout`` read from opset 14)."""
 
     @classmethod
@@ -106,12 +112,3 @@ class GRU(OnnxOpConverter):
         """R [3H, H] -> (R_zr^T [H, 2H], R_h^T [H, H])."""
         r_t = fr.transposed(r)  # [H, 3H]
         return cls._split_zr_h(fr, r_t, H)
-
-    @classmethod
-    def _impl_v1(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
-        return cls._convert(bb, inputs, attr, opset=1)
-
-    @classmethod
-    def _impl_v14(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
-        # Opset 14 added ``layout`` (batch-major X/Y/states when 1).
-        return cls._convert(bb, inputs, attr, opset=14)

@@ -20,15 +20,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgec.converters._rnn import RnnFrame, activations, optional_input
+from edgec.converters._rnn import RecurrentConverter, RnnFrame, activations, optional_input
 from tvm import relax
-from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 # Position of each gate block in W/R/B (ONNX order i, o, f, c).
 _I, _O, _F, _C = 0, 1, 2, 3
 
 
-class LSTM(OnnxOpConverter):
+class LSTM(RecurrentConverter):
     """ONNX LSTM (opsets 1-22; ``layout`` read from opset 14)."""
 
     @classmethod
@@ -90,12 +89,3 @@ class LSTM(OnnxOpConverter):
             h_last.append(h)
             c_last.append(c)
         return fr.outputs(ys, [h_last, c_last])
-
-    @classmethod
-    def _impl_v1(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
-        return cls._convert(bb, inputs, attr, opset=1)
-
-    @classmethod
-    def _impl_v14(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
-        # Opset 14 added ``layout`` (batch-major X/Y/states when 1).
-        return cls._convert(bb, inputs, attr, opset=14)

@@ -13,12 +13,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from edgec.converters._rnn import RnnFrame, activations, optional_input
+from edgec.converters._rnn import RecurrentConverter, RnnFrame, activations, optional_input
 from tvm import relax
-from tvm.relax.frontend.onnx.onnx_frontend import OnnxOpConverter
 
 
-class RNN(OnnxOpConverter):
+class RNN(RecurrentConverter):
     """ONNX RNN (opsets 1-22; ``layout`` read from opset 14)."""
 
     @classmethod
@@ -48,11 +47,3 @@ class RNN(OnnxOpConverter):
             ys.append(y_dir)  # type: ignore[arg-type]
             h_last.append(h)
         return fr.outputs(ys, [h_last])
-
-    @classmethod
-    def _impl_v1(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
-        return cls._convert(bb, inputs, attr, opset=1)
-
-    @classmethod
-    def _impl_v14(cls, bb: relax.BlockBuilder, inputs: Any, attr: dict, params: Any) -> relax.Expr:
-        return cls._convert(bb, inputs, attr, opset=14)
