@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tvm import s_tir, tirx
+import tvm
+from tvm import relax, s_tir, tirx
 from tvm.s_tir.dlight.analysis import SBlockInfo
 from tvm.target import Target
 
@@ -126,3 +127,11 @@ def vectorize_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lan
         return
     if f >= 2:
         sch.vectorize(sch.split(loops[-1], factors=[None, f])[1])
+
+
+def rewrite_relax_functions(mod: tvm.IRModule, rewriter: relax.PyExprMutator) -> tvm.IRModule:
+    """``mod`` with every Relax function visited by ``rewriter`` (built on ``mod``)."""
+    for gv, func in mod.functions_items():
+        if isinstance(func, relax.Function):
+            rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+    return rewriter.builder_.get()

@@ -18,7 +18,7 @@ the width. Same products summed in the same order over ``c``.
 from __future__ import annotations
 
 import tvm
-from edgec.targets.cpu.common import vector_lanes, vector_width
+from edgec.targets.cpu.common import rewrite_relax_functions, vector_lanes, vector_width
 from edgec.targets.cpu.conv_transpose import out_dtype_of, static_shape
 from tvm import relax
 from tvm.relax import op as R
@@ -88,8 +88,6 @@ class FlattenPointwiseConv:
         if target is None or target.kind.name != "llvm":
             return mod
         rewriter = _Rewriter(mod, vector_lanes(target))
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        out = rewrite_relax_functions(mod, rewriter)
         self.fired = rewriter.fired
-        return rewriter.builder_.get()
+        return out

@@ -22,6 +22,7 @@ passes over a buffer the size of the output. Same products, same summation order
 from __future__ import annotations
 
 import tvm
+from edgec.targets.cpu.common import rewrite_relax_functions
 from tvm import relax
 from tvm.relax import op as R
 
@@ -99,8 +100,6 @@ class UpsampleConvTranspose:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         rewriter = _Rewriter(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        out = rewrite_relax_functions(mod, rewriter)
         self.fired = rewriter.fired
-        return rewriter.builder_.get()
+        return out

@@ -19,6 +19,7 @@ from __future__ import annotations
 import numpy as np
 import tvm
 from edgec.passes._rules import const_value
+from edgec.targets.cpu.common import rewrite_relax_functions
 from edgec.targets.cpu.conv_transpose import out_dtype_of, static_shape
 from edgec.targets.cpu.vnni import GROUP, LANES, has_vnni
 from tvm import relax
@@ -94,8 +95,6 @@ class UnsignedInt8Matmul:
         if target is None or not has_vnni(target):
             return mod
         rewriter = _Rewriter(mod)
-        for gv, func in mod.functions_items():
-            if isinstance(func, relax.Function):
-                rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
+        out = rewrite_relax_functions(mod, rewriter)
         self.fired = rewriter.fired
-        return rewriter.builder_.get()
+        return out
