@@ -13,8 +13,9 @@ pre-packed at build time as ``Wp[j // 16, k // 4, j % 16, k % 4]`` (``pack``), s
 
 ``ROWS x TILE_VECTORS`` accumulators (16 of AVX-512's 32 registers) each take one
 broadcast and one load per instruction. Measured on a 128x384x1536 int8 dense with
-the binary32 epilogue, 2 threads, Zen 4: 2.20 ms with the generic int8 schedule,
-0.59 ms here; ROWS x TILE_VECTORS = 4x2 0.61, 4x4 0.64, 8x1 0.61, 2x4 0.77.
+the binary32 epilogue, 2 threads, Zen 4, idle machine, median of 30: 2.19 ms with the
+generic int8 schedule, 0.60 ms here. Other tiles, timed while a tuning run shared the
+machine (8x2 took 0.59 ms in that run): 4x2 0.61, 4x4 0.64, 8x1 0.61, 2x4 0.77.
 Integer arithmetic throughout: bit-exact.
 """
 
