@@ -152,10 +152,11 @@ def tune_module(
     db_dir.mkdir(parents=True, exist_ok=True)
     repair_database(db_dir)
     target = desc.tvm_target()
-    extracted = _heaviest_first([
-        t for t in ms.relax_integration.extract_tasks(mod, target)
-        if not t.mod.attrs.get("tirx.is_scheduled", False)
-    ])
+    # Heaviest first (FLOPs x calls): a short budget may end within the first round.
+    ranked = sorted(((t, _work(t)) for t in ms.relax_integration.extract_tasks(mod, target)
+                     if not t.mod.attrs.get("tirx.is_scheduled", False)),
+                    key=lambda tw: tw[1], reverse=True)
+    extracted = [t for t, _ in ranked]
     result = TuneResult(db_dir=db_dir, tasks=len(extracted))
     if not extracted:
         result.message = "no kernels to tune"
@@ -183,7 +184,7 @@ def tune_module(
     bar = _Progress([t.task_name for t in extracted], budget, time_budget, progress)
     start = time.perf_counter()
     try:
-        _search(contexts, weights, [_work(t) for t in extracted], budget, batch, bar, database,
+        _search(contexts, weights, [w for _, w in ranked], budget, batch, bar, database,
                 desc, rpc, boards, db_dir)
     finally:
         bar.close()
@@ -225,10 +226,10 @@ def _search(contexts: list[Any], weights: list[float], work: list[float], budget
 
     One task and one batch per ``tune_tasks`` call, with the builder, runner, database
     and XGBoost model shared across calls: each batch is committed as soon as it is
-    measured, and the time budget is checked after each batch (so at least one runs). (A single call over all
-    tasks sends every task's first batch before it commits any: on PP-OCR cls, 50
-    tasks, that first round alone outlasts a 10-minute budget, and a stop inside it
-    keeps nothing.)
+    measured, and the time budget is checked after each batch (so at least one runs).
+    A single call over all tasks sends every task's first batch before it commits any:
+    on PP-OCR cls (54 tasks) that first round alone outlasted a 10-minute budget, and a
+    stop inside it kept nothing.
     """
     from tvm.s_tir import meta_schedule as ms
 
@@ -261,11 +262,6 @@ def _search(contexts: list[Any], weights: list[float], work: list[float], budget
         if measured == 0:
             return  # every search space is exhausted
         first = False
-
-
-def _heaviest_first(tasks: list[Any]) -> list[Any]:
-    """Tasks by FLOPs x calls, largest first: a short budget may end within the first round."""
-    return sorted(tasks, key=_work, reverse=True)
 
 
 def _work(task: Any) -> float:
