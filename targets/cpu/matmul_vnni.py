@@ -41,11 +41,10 @@ def _weight_index(stmt: tirx.SBlock) -> int | str:
     reads = [(i, r) for i, r in enumerate(stmt.reads) if not r.source.same_as(out)]
     if len(reads) != 2:
         return "not a two-operand reduction"
-    (_, a), (iw, w) = reads
-    if str(a.source.dtype) == "int8" and str(w.source.dtype) == "uint8":
-        (_, a), (iw, w) = (iw, w), (_, a)
-    if str(a.source.dtype) != "uint8" or str(w.source.dtype) != "int8":
+    by_dtype = {str(r.source.dtype): (i, r) for i, r in reads}
+    if set(by_dtype) != {"uint8", "int8"}:
         return "operands are not uint8 x int8"
+    iw, w = by_dtype["int8"]
     if len(w.source.shape) != 2:
         return "weight is not a matrix"
     return iw
