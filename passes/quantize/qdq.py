@@ -47,8 +47,8 @@ def to_qdq(model: onnx.ModelProto, anchors: Sequence[Anchor],
         w = g.const(a.weight)
         assert w is not None
         s_x = params[a.x].scale
-        b_float = g.const(a.bias) if a.bias is not None else None
-        floor = bias_min_weight_scales(b_float, s_x) if b_float is not None else None
+        b = g.const(a.bias) if a.bias is not None else None
+        floor = bias_min_weight_scales(b, s_x) if b is not None else None
         wq, sw = quantize_weight(w, a.weight_axis, floor)
         qname = a.weight + "_quantized"
         inits += [
@@ -61,7 +61,6 @@ def to_qdq(model: onnx.ModelProto, anchors: Sequence[Anchor],
             [a.weight + "_dequantized"], name=a.name + ".weight_dq", axis=a.weight_axis)))
         _rename_input(out, a.weight, a.weight + "_dequantized")
         if a.bias is not None:
-            b = g.const(a.bias)
             assert b is not None
             bname = a.bias + "_quantized"
             inits += [
