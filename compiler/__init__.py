@@ -5,6 +5,10 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 from edgec.errors import EdgecError  # noqa: E402
+from edgec.threads import configure_threads  # noqa: E402
+
+# Before any kernel runs: TVM's own default leaves half the cores idle without SMT.
+configure_threads()
 
 __all__ = ["EdgecError", "__version__"]
 
