@@ -13,6 +13,7 @@ from collections import Counter
 import tvm
 from edgec.targets.cpu.conv import Conv
 from edgec.targets.cpu.conv_depthwise import ConvDepthwise
+from edgec.targets.cpu.conv_vnni import ConvVNNI
 from edgec.targets.cpu.elementwise import Elementwise
 from edgec.targets.cpu.int8 import repair_ssa
 from edgec.targets.cpu.matmul import Matmul
@@ -27,7 +28,7 @@ from tvm.target import Target
 log = logging.getLogger(__name__)
 
 # Most specific first: Reduction accepts any kernel with a reduction.
-RULES: tuple[CPURule, ...] = (MatmulVNNI(), Matmul(), ConvDepthwise(), Conv(), Pool(), Norm(), Elementwise(), Reduction())
+RULES: tuple[CPURule, ...] = (MatmulVNNI(), ConvVNNI(), Matmul(), ConvDepthwise(), Conv(), Pool(), Norm(), Elementwise(), Reduction())
 
 
 def _scheduled(func: tirx.PrimFunc) -> bool:

@@ -1,4 +1,4 @@
-"""int8 matmuls with constant weights, rewritten for ``vpdpbusd`` (unsigned x signed bytes).
+"""int8 matmuls and convs with constant weights, rewritten for ``vpdpbusd`` (u8 x s8 bytes).
 
 Matches ``R.matmul(x, W, out_dtype="int32")`` with ``x`` an int8 tensor, ``W`` a
 constant int8 ``[K, N]`` matrix, ``K % 4 == 0`` and ``N % 16 == 0``, on targets with
@@ -12,6 +12,18 @@ rounding anywhere (int32 holds ``K * 255 * 128`` for any K below 65,000). VNNI's
 instruction wants the activation unsigned; the shift costs one byte-wise pass over
 ``x``, shared by the Q, K and V projections that read the same ``x``. The
 ``MatmulVNNI`` schedule rule then tensorizes the new matmul.
+
+int8 convolutions (NCHW, one group, constant OIHW weights, no padding left in the
+op: the quantize lowering pads explicitly) get the same shift, and their input's
+channels are packed four at a time so that each pixel's four channels are one
+32-bit word::
+
+    xp  = permute_dims(reshape(xu, [N, C/4, 4, H, W]), [0, 1, 3, 4, 2])   # [N, C/4, H, W, 4]
+    acc = conv2d_u8s8(xp, Wp) + c                    # Wp[f, c/4, ry, rx, c%4]; c[f] = -128 sum W[f]
+
+The pad, shift and pack fuse into one pass over the input; ``ConvVNNI`` then runs
+the conv on ``vpdpbusd`` with sixteen output pixels per instruction, which needs
+``C % 4 == 0``, a horizontal stride of 1 and an output width that is a multiple of 16.
 """
 
 from __future__ import annotations
@@ -22,7 +34,7 @@ from edgec.passes._rules import const_value
 from edgec.targets.cpu.common import rewrite_relax_functions
 from edgec.targets.cpu.conv_transpose import out_dtype_of, static_shape
 from edgec.targets.cpu.vnni import GROUP, LANES, has_vnni
-from tvm import relax
+from tvm import relax, te
 from tvm.relax import op as R
 from tvm.target import Target
 
@@ -44,43 +56,112 @@ def _weights(call: relax.Call) -> np.ndarray | None:
     return value
 
 
+def _conv_weights(call: relax.Call) -> np.ndarray | None:
+    """The constant int8 OIHW weight of a conv2d worth rewriting, else None."""
+    if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        return None
+    a = call.attrs
+    x, w = call.args
+    value = const_value(w)
+    if out_dtype_of(call) != "int32" or value is None or value.dtype != np.int8:
+        return None
+    shape = static_shape(x)
+    if shape is None or str(x.ty.dtype) != "int8" or value.ndim != 4 or len(shape) != 4:
+        return None
+    if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or (a.out_layout or "NCHW") != "NCHW":
+        return None
+    if int(a.groups) != 1 or any(int(p) for p in a.padding) or int(a.strides[1]) != 1:
+        return None
+    dw = int(a.dilation[1])
+    out_width = shape[3] - dw * (value.shape[3] - 1)
+    if shape[1] % GROUP or out_width % LANES:
+        return None
+    return value
+
+
+def conv2d_u8s8(xp: te.Tensor, w: te.Tensor, strides: tuple[int, int],
+                dilation: tuple[int, int]) -> te.Tensor:
+    """``out[n, f, y, x] = sum xp[n, c4, y sh + ry dh, x + rx dw, ci] * w[f, c4, ry, rx, ci]``
+    in int32, over channel groups ``c4``, the kernel window, and the four channels ``ci``
+    of a group (innermost: one ``vpdpbusd`` step)."""
+    n, c4, h, wd, g = (int(d) for d in xp.shape)
+    f, _, kh, kw, _ = (int(d) for d in w.shape)
+    (sh, sw), (dh, dw) = strides, dilation
+    oh = (h - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd - dw * (kw - 1) - 1) // sw + 1
+    rc = te.reduce_axis((0, c4), "rc")
+    ry = te.reduce_axis((0, kh), "ry")
+    rx = te.reduce_axis((0, kw), "rx")
+    ri = te.reduce_axis((0, g), "ri")
+    return te.compute(
+        (n, f, oh, ow),
+        lambda b, o, y, x: te.sum(
+            xp[b, rc, y * sh + ry * dh, x * sw + rx * dw, ri].astype("int32")
+            * w[o, rc, ry, rx, ri].astype("int32"),
+            axis=[rc, ry, rx, ri]),
+        name="conv2d_u8s8",
+    )
+
+
 @relax.expr_functor.mutator
 class _Rewriter(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
         self.shifted: dict[relax.Expr, relax.Var] = {}
+        self.packed: dict[relax.Expr, relax.Var] = {}
         self.fired = 0
 
     # A shifted copy is shared within its block only: a dataflow var is not visible
     # outside the block that binds it.
     def visit_binding_block_(self, block: relax.BindingBlock) -> relax.BindingBlock:
-        self.shifted = {}
+        self.shifted, self.packed = {}, {}
         return super().visit_binding_block_(block)
 
     def visit_dataflow_block_(self, block: relax.DataflowBlock) -> relax.BindingBlock:
-        self.shifted = {}
+        self.shifted, self.packed = {}, {}
         return super().visit_dataflow_block_(block)
 
-    def visit_call_(self, call: relax.Call) -> relax.Expr:
-        call = super().visit_call_(call)
-        w = _weights(call)
-        if w is None:
-            return call
-        x = call.args[0]
+    def _shift(self, x: relax.Expr) -> relax.Var:
         xu = self.shifted.get(x)
         if xu is None:
             xu = self.builder_.emit(R.astype(
                 R.add(R.astype(x, "int32"), relax.const(SHIFT, "int32")), "uint8"))
             self.shifted[x] = xu
-        acc = self.builder_.emit(R.matmul(xu, call.args[1], out_dtype="int32"))
-        comp = (-SHIFT * w.astype(np.int64).sum(axis=0)).astype(np.int32)
+        return xu
+
+    def visit_call_(self, call: relax.Call) -> relax.Expr:
+        call = super().visit_call_(call)
+        w = _weights(call)
+        if w is not None:
+            acc = self.builder_.emit(R.matmul(self._shift(call.args[0]), call.args[1],
+                                              out_dtype="int32"))
+            comp = (-SHIFT * w.astype(np.int64).sum(axis=0)).astype(np.int32)
+            self.fired += 1
+            return R.add(acc, relax.const(comp))
+        w = _conv_weights(call)
+        if w is None:
+            return call
+        n, c, h, wd = static_shape(call.args[0])  # type: ignore[misc]
+        packed = self.packed.get(call.args[0])
+        if packed is None:
+            grouped = R.reshape(self._shift(call.args[0]), (n, c // GROUP, GROUP, h, wd))
+            packed = self.builder_.emit(R.permute_dims(grouped, [0, 1, 3, 4, 2]))
+            self.packed[call.args[0]] = packed
+        f, _, kh, kw = w.shape
+        wp = w.reshape(f, c // GROUP, GROUP, kh, kw).transpose(0, 1, 3, 4, 2)
+        a = call.attrs
+        acc = self.builder_.call_te(
+            conv2d_u8s8, packed, relax.const(np.ascontiguousarray(wp)),
+            tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation),
+            primfunc_name_hint="conv2d_u8s8")
+        comp = (-SHIFT * w.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32)
         self.fired += 1
-        return R.add(acc, relax.const(comp))
+        return R.add(acc, relax.const(comp.reshape(1, f, 1, 1)))
 
 
 @tvm.transform.module_pass(opt_level=0, name="edgec.UnsignedInt8Matmul")
 class UnsignedInt8Matmul:
-    """Give int8 matmuls with constant weights a uint8 activation (see module).
+    """Give int8 matmuls and convs with constant weights a uint8 activation (see module).
 
     Reads the current target (``with target:``); on targets without AVX512-VNNI it
     leaves the module unchanged.

@@ -62,6 +62,51 @@ def _dot_16x4_vnni(
 
 TensorIntrin.register(INTRIN, _dot_16x4_desc, _dot_16x4_vnni, override=True)
 
+# The transposed roles, for convolutions whose lanes run along output pixels:
+# ``C[i] += sum_k u8(A[i, k]) * s8(B[k])``. ``A`` is sixteen pixels of four input
+# channels each, contiguous (activations packed ``[C/4, H, W, 4]``); ``B`` the four
+# weights of one output channel, broadcast.
+INTRIN_PIXELS = "edgec_dot_16x4_vnni_pixels"
+
+
+@T.prim_func(s_tir=True)
+def _pixels_desc(
+    A: T.Buffer((16, 4), "uint8", offset_factor=1),
+    B: T.Buffer((4,), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+        T.writes(C[0:16])
+        for i in T.serial(0, 16):
+            for k in T.serial(0, 4):
+                with T.sblock("update"):
+                    vi, vk = T.axis.remap("SR", [i, k])
+                    C[vi] = C[vi] + T.cast(A[vi, vk], "int32") * T.cast(B[vk], "int32")
+
+
+@T.prim_func(s_tir=True)
+def _pixels_vnni(
+    A: T.Buffer((16, 4), "uint8", offset_factor=1),
+    B: T.Buffer((4,), "int8", offset_factor=1),
+    C: T.Buffer((16,), "int32", offset_factor=1),
+) -> None:
+    with T.sblock("root"):
+        T.reads(C[0:16], A[0:16, 0:4], B[0:4])
+        T.writes(C[0:16])
+        b_i32 = T.reinterpret(B.vload([0], "int8x4"), dtype="int32")
+        b_bytes = T.reinterpret(T.broadcast(b_i32, 16), dtype="int8x64")
+        C[T.ramp(T.int32(0), 1, 16)] = T.call_llvm_pure_intrin(
+            T.llvm_lookup_intrinsic_id("llvm.x86.avx512.vpdpbusd.512"),
+            C.vload([0], dtype="int32x16"),
+            A.vload([0, 0], dtype="uint8x64"),
+            b_bytes,
+            dtype="int32x16",
+        )
+
+
+TensorIntrin.register(INTRIN_PIXELS, _pixels_desc, _pixels_vnni, override=True)
+
 
 def has_vnni(target: Target) -> bool:
     """True if ``target`` is an x86 LLVM target whose CPU has AVX512-VNNI."""

@@ -1,0 +1,99 @@
+"""uint8 x int8 convolutions on AVX512-VNNI, sixteen output pixels per instruction.
+
+The kernels ``int8_unsigned.conv2d_u8s8`` emits: ``out[n, f, y, x] = sum xp[n, c4, y sh
++ ry, x + rx, ci] * w[f, c4, ry, rx, ci]`` with the input packed four channels to a
+32-bit word (``xp[n, c/4, h, w, c%4]``). Sixteen consecutive output pixels read
+sixteen consecutive words: one 64-byte load, multiplied by one broadcast word of
+weights (four input channels of one output channel) in one ``vpdpbusd``:
+
+    parallel for (n, y, x_o, f_o):
+        for c4, ry, rx:
+            unroll for f_i in ROWS: unroll for x_m in TILE_VECTORS:
+                acc[f_i, x_m] = vpdpbusd(acc[f_i, x_m], xp[n, c4, y sh + ry, x .. x + 15 + rx, 0:4],
+                                         broadcast(w[f, c4, ry, rx, 0:4]))
+        out tile = epilogue(acc)        # compensation, bias, requantization: fused here
+
+Output channels are innermost among the parallel loops, so the input rows of a tile
+stay in L1 while every block of output channels reads them. Integer arithmetic
+throughout: bit-exact.
+"""
+
+from __future__ import annotations
+
+from edgec.targets.cpu.common import divisor_at_most, parallelize
+from edgec.targets.cpu.pack import layout_free_names
+from edgec.targets.cpu.rule import CPURule
+from edgec.targets.cpu.tiling import extent, reduction_kernel, vectorize_last
+from edgec.targets.cpu.vnni import GROUP, INTRIN_PIXELS, LANES, has_vnni
+from tvm import s_tir, tirx
+from tvm.sym.pattern import detect_linear_equation
+from tvm.target import Target
+
+ROWS = 8
+TILE_VECTORS = 2
+
+
+class ConvVNNI(CPURule):
+    """``conv2d_u8s8`` kernels: packed uint8 input, constant packed int8 weight."""
+
+    def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | str:
+        if not has_vnni(target):
+            return "target has no AVX512-VNNI"
+        found = reduction_kernel(func)
+        if isinstance(found, str):
+            return found
+        sch, roles = found
+        main = roles.main.block_rv
+        stmt = sch.get(main)
+        out = stmt.writes[0].source
+        if str(out.dtype) != "int32" or len(out.shape) != 4:
+            return "not an int32 NCHW accumulator"
+        others = [r for r in stmt.reads if not r.source.same_as(out)]
+        reads = {str(r.source.dtype): r for r in others}
+        if len(others) != 2 or set(reads) != {"uint8", "int8"}:
+            return "operands are not uint8 x int8"
+        x_read, w_read = reads["uint8"], reads["int8"]
+        if len(x_read.source.shape) != 5 or len(w_read.source.shape) != 5:
+            return "operands are not channel-packed"
+        if w_read.source.name not in layout_free_names(func):
+            return "weight is not a constant"
+        spatial = [it for it in roles.main.iters if it.kind == "S"]
+        reduce = [it for it in roles.main.iters if it.kind == "R"]
+        # (a batch of 1 and a 1x1 window have no iterators)
+        if len(spatial) not in (3, 4) or len(reduce) < 2 or extent(reduce[-1]) != GROUP:
+            return "not an NCHW conv over packed channel groups"
+        *batch, f_it, y_it, x_it = spatial
+        if extent(x_it) % LANES:
+            return f"output width is no multiple of {LANES}"
+        # Sixteen pixels are one load only if the input column advances with x by 1.
+        coef = detect_linear_equation(x_read.region[3].min, [x_it.var])
+        if len(coef) != 2 or not isinstance(coef[0], tirx.IntImm) or int(coef[0]) != 1:
+            return "horizontal stride is not 1"
+        if roles.producers:
+            return "fused producers (the packed input must be a kernel input)"
+
+        wb = sch.cache_write(main, 0, "global")  # the intrinsic's accumulator is global
+        for c in roles.consumers[:-1]:
+            sch.compute_inline(c.block_rv)
+        if roles.consumers:
+            sch.reverse_compute_inline(roles.consumers[-1].block_rv)
+
+        fi = divisor_at_most(extent(f_it), ROWS)
+        tv = divisor_at_most(extent(x_it) // LANES, TILE_VECTORS)
+        fo, fi_loop = sch.split(f_it.loop_rv, factors=[None, fi])
+        xo, xm, xi = sch.split(x_it.loop_rv, factors=[None, tv, LANES])
+        *window, ri = (it.loop_rv for it in reduce)  # channel groups, ry, rx; channels
+        outer = [*(it.loop_rv for it in batch), y_it.loop_rv, xo, fo]
+        sch.reorder(*outer, *window, fi_loop, xm, xi, ri)
+        sch.reverse_compute_at(wb, fo, preserve_unit_loops=True)
+        vectorize_last(sch, wb)
+        work = 1
+        for it in roles.main.iters:
+            work *= extent(it)
+        parallelize(sch, outer, work)
+        init = sch.decompose_reduction(main, window[0])
+        vectorize_last(sch, init)
+        sch.tensorize(xi, INTRIN_PIXELS)
+        for loop in (fi_loop, xm):
+            sch.unroll(loop)
+        return sch
