@@ -6,7 +6,7 @@ The kernels ``int8_unsigned.conv2d_u8s8`` emits: ``out[n, f, y, x] = sum xp[n, c
 sixteen consecutive words: one 64-byte load, multiplied by one broadcast word of
 weights (four input channels of one output channel) in one ``vpdpbusd``:
 
-    parallel for (n, y, x_o, f_o):
+    parallel for (n, y, x_o, f_o):     # unit axes dropped
         for c4, ry, rx:
             unroll for f_i in ROWS: unroll for x_m in TILE_VECTORS:
                 acc[f_i, x_m] = vpdpbusd(acc[f_i, x_m], xp[n, c4, y sh + ry, x .. x + 15 + rx, 0:4],
@@ -59,10 +59,14 @@ class ConvVNNI(CPURule):
             return "weight is not a constant"
         spatial = [it for it in roles.main.iters if it.kind == "S"]
         reduce = [it for it in roles.main.iters if it.kind == "R"]
-        # (a batch of 1 and a 1x1 window have no iterators)
-        if len(spatial) not in (3, 4) or len(reduce) < 2 or extent(reduce[-1]) != GROUP:
+        # Unit axes have no iterators (a batch of 1, a 1x1 window, a flattened map).
+        if len(spatial) < 2 or len(reduce) < 2 or extent(reduce[-1]) != GROUP:
             return "not an NCHW conv over packed channel groups"
-        *batch, f_it, y_it, x_it = spatial
+        x_it = spatial[-1]
+        f_it = next((it for it in spatial if it.var.same_as(w_read.region[0].min)), None)
+        if f_it is None or f_it is x_it or not stmt.writes[0].region[-1].min.same_as(x_it.var):
+            return "output channels or columns not found"
+        rest = [it for it in spatial if it is not f_it and it is not x_it]
         if extent(x_it) % LANES:
             return f"output width is no multiple of {LANES}"
         # Sixteen pixels are one load only if the input column advances with x by 1.
@@ -83,7 +87,7 @@ class ConvVNNI(CPURule):
         fo, fi_loop = sch.split(f_it.loop_rv, factors=[None, fi])
         xo, xm, xi = sch.split(x_it.loop_rv, factors=[None, tv, LANES])
         *window, ri = (it.loop_rv for it in reduce)  # channel groups, ry, rx; channels
-        outer = [*(it.loop_rv for it in batch), y_it.loop_rv, xo, fo]
+        outer = [*(it.loop_rv for it in rest), xo, fo]
         sch.reorder(*outer, *window, fi_loop, xm, xi, ri)
         sch.reverse_compute_at(wb, fo, preserve_unit_loops=True)
         vectorize_last(sch, wb)

@@ -74,9 +74,17 @@ def _conv_weights(call: relax.Call) -> np.ndarray | None:
         return None
     dw = int(a.dilation[1])
     out_width = shape[3] - dw * (value.shape[3] - 1)
-    if shape[1] % GROUP or out_width % LANES:
+    if shape[1] % GROUP or (out_width % LANES and not _flattens(call, shape, value)):
         return None
     return value
+
+
+def _flattens(call: relax.Call, shape: list[int], w: np.ndarray) -> bool:
+    """True for a 1x1 stride-1 conv whose map is no whole vectors wide but is in area
+    (PP-OCRv4 det's 40x40 and 20x20 maps): it runs as a conv over a 1 x H*W map."""
+    a = call.attrs
+    plain = [int(s) for s in a.strides] == [1, 1] and [int(d) for d in a.dilation] == [1, 1]
+    return plain and w.shape[2:] == (1, 1) and (shape[2] * shape[3]) % LANES == 0
 
 
 def conv2d_u8s8(xp: te.Tensor, w: te.Tensor, strides: tuple[int, int],
@@ -108,7 +116,7 @@ class _Rewriter(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
         self.shifted: dict[relax.Expr, relax.Var] = {}
-        self.packed: dict[relax.Expr, relax.Var] = {}
+        self.packed: dict[tuple[relax.Expr, bool], relax.Var] = {}  # (x, flattened)
         self.fired = 0
 
     # A shifted copy is shared within its block only: a dataflow var is not visible
@@ -141,12 +149,14 @@ class _Rewriter(relax.PyExprMutator):
         w = _conv_weights(call)
         if w is None:
             return call
-        n, c, h, wd = static_shape(call.args[0])  # type: ignore[misc]
-        packed = self.packed.get(call.args[0])
+        n, c, h, wd = shape = static_shape(call.args[0])  # type: ignore[misc]
+        flat = wd % LANES != 0 and _flattens(call, shape, w)
+        ph, pw = (1, h * wd) if flat else (h, wd)
+        packed = self.packed.get((call.args[0], flat))
         if packed is None:
-            grouped = R.reshape(self._shift(call.args[0]), (n, c // GROUP, GROUP, h, wd))
+            grouped = R.reshape(self._shift(call.args[0]), (n, c // GROUP, GROUP, ph, pw))
             packed = self.builder_.emit(R.permute_dims(grouped, [0, 1, 3, 4, 2]))
-            self.packed[call.args[0]] = packed
+            self.packed[(call.args[0], flat)] = packed
         f, _, kh, kw = w.shape
         wp = w.reshape(f, c // GROUP, GROUP, kh, kw).transpose(0, 1, 3, 4, 2)
         a = call.attrs
@@ -156,7 +166,8 @@ class _Rewriter(relax.PyExprMutator):
             primfunc_name_hint="conv2d_u8s8")
         comp = (-SHIFT * w.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32)
         self.fired += 1
-        return R.add(acc, relax.const(comp.reshape(1, f, 1, 1)))
+        acc = R.add(acc, relax.const(comp.reshape(1, f, 1, 1)))
+        return R.reshape(self.builder_.emit(acc), (n, f, h, wd)) if flat else acc
 
 
 @tvm.transform.module_pass(opt_level=0, name="edgec.UnsignedInt8Matmul")

@@ -25,7 +25,8 @@ from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 def graph_passes() -> list[tvm.transform.Pass]:
     """Relax rewrites into forms the default schedules run faster (before legalize)."""
-    return [UpsampleConvTranspose(), FlattenPointwiseConv(), FastMath(), UnsignedInt8Matmul()]
+    # UnsignedInt8Matmul before FlattenPointwiseConv: it takes the int8 1x1 convs itself.
+    return [UpsampleConvTranspose(), UnsignedInt8Matmul(), FlattenPointwiseConv(), FastMath()]
 
 
 def kernel_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:

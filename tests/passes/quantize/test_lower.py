@@ -176,6 +176,31 @@ def test_binary32_relax_kernel_matches_reference() -> None:
         np.testing.assert_array_equal(got, want)
 
 
+def test_binary32_float_kernel_matches_reference_below_2_24() -> None:
+    """Below 2**24, the float32 form of ``binary32`` gives the integers of
+    ``requant.binary32_round``: ties (half to even), near-ties, clamps, a zero multiplier."""
+    from edgec.passes.quantize.lower import binary32_float_te
+
+    rng = np.random.default_rng(4)
+    reals = np.array([2.0**-26 * 1.37, 0.00071, 0.0123, 0.31, 1.7, 0.25, 0.0], np.float32)
+    m, t = requant.binary32_multiplier(reals)
+    exact = (m.astype(np.float64) * np.exp2(-t.astype(np.float64))).astype(np.float32)
+    cols = []
+    for real in reals:
+        near = np.round((rng.integers(-300, 300, 2000) + 0.5) / max(real, 1e-9)).astype(np.int64)
+        cols.append(np.concatenate([near - 1, near, near + 1, rng.integers(-(2**24) + 1, 2**24, 2000)]))
+    acc = np.clip(np.stack(cols, axis=1), -(2**24) + 1, 2**24 - 1).astype(np.int32)
+    # exact ties of the float32 product (acc = 2 mod 4 for the multiplier 1/4)
+    assert np.sum(np.abs(np.modf(acc[:, 5] * 0.25)[0]) == 0.5) > 100
+    x = relax.Var("acc", relax.TensorType(acc.shape, "int32"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x]):
+        bb.emit_func_output(bb.emit_te(binary32_float_te, x, relax.const(exact), -3, -100, 127, 1))
+    got = _run(bb.get(), acc)
+    want = requant.requantize_binary32(acc, m, t, -3, -100, 127)
+    np.testing.assert_array_equal(got, want)
+
+
 def test_float_readers_keep_layer_float() -> None:
     """A layer whose float output is also a graph output is not lowered."""
     _, _, _, q = quantized(conv_model())

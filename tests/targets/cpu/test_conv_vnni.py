@@ -86,6 +86,7 @@ def _build_run(mod: tvm.IRModule, xq: np.ndarray) -> tuple[list[np.ndarray], App
 @pytest.mark.parametrize("c,f,h,w,k", [
     (24, 16, 10, 32, 3),     # 3x3, as PP-OCR det's 96 -> 24 convs
     (16, 24, 6, 16, 1),      # pointwise
+    (16, 24, 4, 20, 1),      # pointwise on a 20-wide map: runs over the flattened 4*20 map
 ])
 def test_vnni_conv_is_bit_exact(c: int, f: int, h: int, w: int, k: int) -> None:
     if not has_vnni(HOST.tvm_target()):
