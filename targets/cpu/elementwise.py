@@ -10,6 +10,7 @@ from edgec.targets.cpu.common import (
     const_extent,
     has_condition,
     parallelize,
+    vars_in,
     vector_lanes,
     vector_width,
 )
@@ -56,6 +57,45 @@ def schedule_injective_block(
     parallelize(sch, outer, total)
 
 
+# Interleaving a few planes into the last axis (the channel packing of int8 VNNI
+# convs: [C/4, 4, H, W] -> [C/4, H, W, 4]) has no affine vector; LLVM's own loop
+# vectorizer turns the loop over W with the few planes unrolled into shuffles.
+_INTERLEAVE_MAX = 8
+
+
+def interleaves(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> bool:
+    """True if the block writes a short last axis that its reads index elsewhere."""
+    loops = sch.get_loops(block)
+    if len(loops) < 2:
+        return False
+    last, row = const_extent(sch, loops[-1]), const_extent(sch, loops[-2])
+    if last is None or row is None or not 1 < last <= _INTERLEAVE_MAX or row < 2:
+        return False
+    stmt = sch.get(block)
+    inner = stmt.writes[0].region[-1].min
+    if not isinstance(inner, tirx.Var):
+        return False
+    for region in stmt.reads:
+        dims = [vars_in(r.min) for r in region.region]
+        if dims and not any(v.same_as(inner) for v in dims[-1]) and any(
+                any(v.same_as(inner) for v in d) for d in dims[:-1]):
+            return True
+    return False
+
+
+def schedule_interleave(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
+    """Unroll the short last axis, leave the row to LLVM, run everything above in parallel.
+
+    Measured on PP-OCRv4 det's pad + shift + pack of a 96x160x160 int8 map: 1.11 ms as
+    2-lane TVM vectors, 0.04 ms this way."""
+    loops = sch.get_loops(block)
+    extents = [const_extent(sch, lp) for lp in loops]
+    sch.unroll(loops[-1])
+    total = _prod(extents)
+    if len(loops) > 2:
+        parallelize(sch, loops[:-2], total)
+
+
 def _prod(xs: list[int | None]) -> int:
     r = 1
     for x in xs:
@@ -80,7 +120,9 @@ class Elementwise(CPURule):
             return "has a reduction with a unit window"
         remaining = try_inline_contiguous_spatial(sch, infos)
         for b in remaining:
-            if has_condition(sch, b.block_rv):
+            if interleaves(sch, b.block_rv):
+                schedule_interleave(sch, b.block_rv)
+            elif has_condition(sch, b.block_rv):
                 # A pad (alone, or ending an int8 epilogue): rows of 322 bytes would
                 # get 2-lane vectors, 1.3 GB/s on PP-OCRv4 det's int8 pads.
                 schedule_padding(sch, b.block_rv, target)

@@ -24,6 +24,10 @@ channels are packed four at a time so that each pixel's four channels are one
 The pad, shift and pack fuse into one pass over the input; ``ConvVNNI`` then runs
 the conv on ``vpdpbusd`` with sixteen output pixels per instruction, which needs
 ``C % 4 == 0``, a horizontal stride of 1 and an output width that is a multiple of 16.
+A 1x1 stride-1 conv on a map whose width is not (PP-OCRv4 det's 40x40 and 20x20) runs
+over the map flattened to 1 x H*W when that area is, and its output is reshaped back:
+measured on det, the generic int8 matmul took 3.3 ms for four 192 -> 192 convs at 40x40,
+this 1.3 ms.
 """
 
 from __future__ import annotations
