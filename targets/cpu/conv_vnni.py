@@ -23,8 +23,8 @@ from __future__ import annotations
 from edgec.targets.cpu.common import divisor_at_most, parallelize
 from edgec.targets.cpu.pack import layout_free_names
 from edgec.targets.cpu.rule import CPURule
-from edgec.targets.cpu.tiling import extent, reduction_kernel, vectorize_last
-from edgec.targets.cpu.vnni import GROUP, INTRIN_PIXELS, LANES, has_vnni
+from edgec.targets.cpu.tiling import extent, vectorize_last
+from edgec.targets.cpu.vnni import GROUP, INTRIN_PIXELS, LANES, vnni_reduction
 from tvm import s_tir, tirx
 from tvm.sym.pattern import detect_linear_equation
 from tvm.target import Target
@@ -37,9 +37,7 @@ class ConvVNNI(CPURule):
     """``conv2d_u8s8`` kernels: packed uint8 input, constant packed int8 weight."""
 
     def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | str:
-        if not has_vnni(target):
-            return "target has no AVX512-VNNI"
-        found = reduction_kernel(func)
+        found = vnni_reduction(func, target)
         if isinstance(found, str):
             return found
         sch, roles = found

@@ -24,8 +24,8 @@ from __future__ import annotations
 from edgec.targets.cpu.common import divisor_at_most, parallelize
 from edgec.targets.cpu.pack import PREPROC, layout_free_names
 from edgec.targets.cpu.rule import CPURule
-from edgec.targets.cpu.tiling import extent, index_is_plain, reduction_kernel, vectorize_last
-from edgec.targets.cpu.vnni import GROUP, INTRIN, LANES, has_vnni
+from edgec.targets.cpu.tiling import extent, index_is_plain, vectorize_last
+from edgec.targets.cpu.vnni import GROUP, INTRIN, LANES, vnni_reduction
 from tvm import s_tir, tirx
 from tvm.target import Target
 
@@ -54,9 +54,7 @@ class MatmulVNNI(CPURule):
     """uint8 activations times a constant int8 ``[K, N]`` weight, on AVX512-VNNI."""
 
     def schedule(self, func: tirx.PrimFunc, target: Target) -> s_tir.Schedule | str:
-        if not has_vnni(target):
-            return "target has no AVX512-VNNI"
-        found = reduction_kernel(func)
+        found = vnni_reduction(func, target)
         if isinstance(found, str):
             return found
         sch, roles = found

@@ -14,6 +14,8 @@ contiguous (the weights are pre-packed as ``[N/16, K/4, 16, 4]``).
 
 from __future__ import annotations
 
+from edgec.targets.cpu.common import Roles
+from tvm import s_tir, tirx
 from tvm.s_tir import TensorIntrin
 from tvm.script import tirx as T
 from tvm.target import Target
@@ -106,6 +108,15 @@ def _pixels_vnni(
 
 
 TensorIntrin.register(INTRIN_PIXELS, _pixels_desc, _pixels_vnni, override=True)
+
+
+def vnni_reduction(func: tirx.PrimFunc, target: Target) -> tuple[s_tir.Schedule, Roles] | str:
+    """``tiling.reduction_kernel`` of ``func`` on a VNNI target, or why not."""
+    from edgec.targets.cpu.tiling import reduction_kernel
+
+    if not has_vnni(target):
+        return "target has no AVX512-VNNI"
+    return reduction_kernel(func)
 
 
 def has_vnni(target: Target) -> bool:

@@ -61,7 +61,7 @@ def _reference(xq: np.ndarray, p: dict) -> list[np.ndarray]:
     pad = k // 2
     xp = np.pad(xq.astype(np.int64), [(0, 0), (0, 0), (pad, pad), (pad, pad)],
                 constant_values=ZP_X)
-    n, c, hp, wp = xp.shape
+    n, _, hp, wp = xp.shape
     oh, ow = (hp - k) // s + 1, (wp - k) // s + 1
     outs = []
     for w in p["w"]:
