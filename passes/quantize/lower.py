@@ -294,12 +294,13 @@ def binary32_te(acc: te.Tensor, m: te.Tensor, t: te.Tensor, zp: int, lo: int, hi
 FLOAT_EXACT = 1 << 24  # float32 holds every integer below this exactly
 
 
-def accumulator_bound(layer: IntLayer) -> int:
-    """The largest ``|acc|`` any int8 input can produce: ``128 sum |W_q[c]| + |B'[c]|``."""
+def accumulator_bound(layer: IntLayer, bias: np.ndarray) -> int:
+    """The largest ``|acc|`` any int8 input can produce: ``128 sum |W_q[c]| + |B'[c]|``,
+    with ``bias`` the layer's ``effective_bias``."""
     axis = 0 if layer.kind == "conv2d" else 1
     reduce = tuple(i for i in range(layer.w_q.ndim) if i != axis)
     wabs = np.abs(layer.w_q.astype(np.int64)).sum(axis=reduce)
-    return int((128 * wabs + np.abs(effective_bias(layer).astype(np.int64))).max())
+    return int((128 * wabs + np.abs(bias.astype(np.int64))).max())
 
 
 def binary32_float_te(acc: te.Tensor, mult: te.Tensor, zp: int, lo: int, hi: int,
@@ -370,8 +371,9 @@ def int_kernel(layer: IntLayer, xq: relax.Expr, rounding: str = DEFAULT_ROUNDING
             raise ValueError("binary32 requantization needs the block builder")
         acc = bb.emit(acc)
         axis = 1 if layer.kind == "conv2d" else len(acc.ty.shape) - 1
-        if accumulator_bound(layer) < FLOAT_EXACT:
-            exact = (mult.astype(np.float64) * np.exp2(-shift.astype(np.float64))).astype(np.float32)
+        if accumulator_bound(layer, bias) < FLOAT_EXACT:
+            exact = mult.astype(np.float64) * np.exp2(-shift.astype(np.float64))
+            exact = exact.astype(np.float32)  # m has 24 bits: exact in float32
             return bb.call_te(binary32_float_te, acc, _c(exact, "float32"), layer.zp_y,
                               layer.lo, layer.hi, axis, primfunc_name_hint="requantize_binary32")
         return bb.call_te(binary32_te, acc, _c(mult, "int64"), _c(shift, "int64"),

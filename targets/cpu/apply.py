@@ -28,7 +28,10 @@ from tvm.target import Target
 log = logging.getLogger(__name__)
 
 # Most specific first: Reduction accepts any kernel with a reduction.
-RULES: tuple[CPURule, ...] = (MatmulVNNI(), ConvVNNI(), Matmul(), ConvDepthwise(), Conv(), Pool(), Norm(), Elementwise(), Reduction())
+RULES: tuple[CPURule, ...] = (
+    MatmulVNNI(), ConvVNNI(), Matmul(), ConvDepthwise(), Conv(), Pool(), Norm(), Elementwise(),
+    Reduction(),
+)
 
 
 def _scheduled(func: tirx.PrimFunc) -> bool:

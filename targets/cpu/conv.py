@@ -34,6 +34,7 @@ from edgec.targets.cpu.rule import CPURule
 from edgec.targets.cpu.tiling import (
     extent,
     index_is_plain,
+    iteration_count,
     read_vars,
     reduction_kernel,
     register_axis,
@@ -133,9 +134,7 @@ def _channel_blocked(sch: s_tir.Schedule, roles: Roles, target: Target) -> s_tir
     sch.vectorize(x_i)
     if ui > 1:
         sch.unroll(f_i)
-    work = 1
-    for it in roles.main.iters:
-        work *= extent(it)
+    work = iteration_count(roles.main.iters)
     parallelize(sch, [*others, x_o], work)
     init = sch.decompose_reduction(main, c_o)
     vectorize_last(sch, init)

@@ -33,6 +33,7 @@ from edgec.targets.cpu.common import (
 from edgec.targets.cpu.rule import CPURule
 from edgec.targets.cpu.tiling import (
     extent,
+    iteration_count,
     read_vars,
     reduction_kernel,
     register_tile,
@@ -125,9 +126,7 @@ def _schedule(
     for r in reduce:
         if extent(r) <= _MAX_UNROLLED_TAPS:
             sch.unroll(r.loop_rv)  # the window taps
-    work = 1
-    for it in roles.main.iters:
-        work *= extent(it)
+    work = iteration_count(roles.main.iters)
     band = parallelize(sch, outer, work)
     init = sch.decompose_reduction(main, reduce[0].loop_rv)
     vectorize_last(sch, init)

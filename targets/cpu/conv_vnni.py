@@ -23,8 +23,14 @@ from __future__ import annotations
 from edgec.targets.cpu.common import divisor_at_most, parallelize
 from edgec.targets.cpu.pack import layout_free_names
 from edgec.targets.cpu.rule import CPURule
-from edgec.targets.cpu.tiling import extent, vectorize_last
-from edgec.targets.cpu.vnni import GROUP, INTRIN_PIXELS, LANES, vnni_reduction
+from edgec.targets.cpu.tiling import extent, iteration_count, vectorize_last
+from edgec.targets.cpu.vnni import (
+    GROUP,
+    INTRIN_PIXELS,
+    LANES,
+    accumulate_with_epilogue,
+    vnni_reduction,
+)
 from tvm import s_tir, tirx
 from tvm.sym.pattern import detect_linear_equation
 from tvm.target import Target
@@ -74,11 +80,7 @@ class ConvVNNI(CPURule):
         if roles.producers:
             return "fused producers (the packed input must be a kernel input)"
 
-        wb = sch.cache_write(main, 0, "global")  # the intrinsic's accumulator is global
-        for c in roles.consumers[:-1]:
-            sch.compute_inline(c.block_rv)
-        if roles.consumers:
-            sch.reverse_compute_inline(roles.consumers[-1].block_rv)
+        wb = accumulate_with_epilogue(sch, roles)
 
         fi = divisor_at_most(extent(f_it), ROWS)
         tv = divisor_at_most(extent(x_it) // LANES, TILE_VECTORS)
@@ -89,9 +91,7 @@ class ConvVNNI(CPURule):
         sch.reorder(*outer, *window, fi_loop, xm, xi, ri)
         sch.reverse_compute_at(wb, fo, preserve_unit_loops=True)
         vectorize_last(sch, wb)
-        work = 1
-        for it in roles.main.iters:
-            work *= extent(it)
+        work = iteration_count(roles.main.iters)
         parallelize(sch, outer, work)
         init = sch.decompose_reduction(main, window[0])
         vectorize_last(sch, init)

@@ -60,8 +60,9 @@ def _weights(call: relax.Call) -> np.ndarray | None:
     return value
 
 
-def _conv_weights(call: relax.Call) -> np.ndarray | None:
-    """The constant int8 OIHW weight of a conv2d worth rewriting, else None."""
+def _conv_weights(call: relax.Call) -> tuple[np.ndarray, bool] | None:
+    """The constant int8 OIHW weight of a conv2d worth rewriting and whether it runs
+    over the flattened map (``_flattens``), else None."""
     if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
         return None
     a = call.attrs
@@ -76,11 +77,11 @@ def _conv_weights(call: relax.Call) -> np.ndarray | None:
         return None
     if int(a.groups) != 1 or any(int(p) for p in a.padding) or int(a.strides[1]) != 1:
         return None
-    dw = int(a.dilation[1])
-    out_width = shape[3] - dw * (value.shape[3] - 1)
-    if shape[1] % GROUP or (out_width % LANES and not _flattens(call, shape, value)):
+    out_width = shape[3] - int(a.dilation[1]) * (value.shape[3] - 1)
+    flat = out_width % LANES != 0
+    if shape[1] % GROUP or (flat and not _flattens(call, shape, value)):
         return None
-    return value
+    return value, flat
 
 
 def _flattens(call: relax.Call, shape: list[int], w: np.ndarray) -> bool:
@@ -150,11 +151,11 @@ class _Rewriter(relax.PyExprMutator):
             comp = (-SHIFT * w.astype(np.int64).sum(axis=0)).astype(np.int32)
             self.fired += 1
             return R.add(acc, relax.const(comp))
-        w = _conv_weights(call)
-        if w is None:
+        found = _conv_weights(call)
+        if found is None:
             return call
-        n, c, h, wd = shape = static_shape(call.args[0])  # type: ignore[misc]
-        flat = wd % LANES != 0 and _flattens(call, shape, w)
+        w, flat = found
+        n, c, h, wd = static_shape(call.args[0])  # type: ignore[misc]
         ph, pw = (1, h * wd) if flat else (h, wd)
         packed = self.packed.get((call.args[0], flat))
         if packed is None:

@@ -24,8 +24,14 @@ from __future__ import annotations
 from edgec.targets.cpu.common import divisor_at_most, parallelize
 from edgec.targets.cpu.pack import PREPROC, layout_free_names
 from edgec.targets.cpu.rule import CPURule
-from edgec.targets.cpu.tiling import extent, index_is_plain, vectorize_last
-from edgec.targets.cpu.vnni import GROUP, INTRIN, LANES, vnni_reduction
+from edgec.targets.cpu.tiling import extent, index_is_plain, iteration_count, vectorize_last
+from edgec.targets.cpu.vnni import (
+    GROUP,
+    INTRIN,
+    LANES,
+    accumulate_with_epilogue,
+    vnni_reduction,
+)
 from tvm import s_tir, tirx
 from tvm.target import Target
 
@@ -88,11 +94,7 @@ class MatmulVNNI(CPURule):
                              lambda k, j: (j // LANES, k // GROUP, j % LANES, k % GROUP))
         sch.annotate(copy, PREPROC, True)
 
-        wb = sch.cache_write(main, 0, "global")  # the intrinsic's accumulator is global
-        for c in roles.consumers[:-1]:
-            sch.compute_inline(c.block_rv)
-        if roles.consumers:
-            sch.reverse_compute_inline(roles.consumers[-1].block_rv)
+        wb = accumulate_with_epilogue(sch, roles)
 
         n_vec = extent(j_it) // LANES
         tv = divisor_at_most(n_vec, TILE_VECTORS)
@@ -109,9 +111,7 @@ class MatmulVNNI(CPURule):
         sch.reorder(*outer, jo, ko, *inner, jm, ji, ki)
         sch.reverse_compute_at(wb, jo, preserve_unit_loops=True)
         vectorize_last(sch, wb)
-        work = 1
-        for it in roles.main.iters:
-            work *= extent(it)
+        work = iteration_count(roles.main.iters)
         parallelize(sch, [*outer, jo], work)
         init = sch.decompose_reduction(main, ko)
         vectorize_last(sch, init)

@@ -82,9 +82,7 @@ def tile_reduction(
     main = roles.main.block_rv
     dtype_bits = sch.get(main).writes[0].source.dtype.bits
     lanes = vector_lanes(target, dtype_bits)
-    work = 1
-    for it in roles.main.iters:
-        work *= extent(it)
+    work = iteration_count(roles.main.iters)
 
     # Unguarded producers (identity "pads" of 1x1 convs, reshapes) read in place;
     # real padding stays a separate pass so no branch enters the vector loop.
@@ -249,6 +247,14 @@ def vectorize_last(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV) -> None:
 def extent(it: IterInfo) -> int:
     d = it.dom
     return int(d.value) if isinstance(d, tirx.IntImm) else int(d)
+
+
+def iteration_count(iters: list[IterInfo]) -> int:
+    """Points in the iteration space (what ``parallelize`` weighs against thread start-up)."""
+    n = 1
+    for it in iters:
+        n *= extent(it)
+    return n
 
 
 def uses(deps: set[tirx.Var], var: tirx.Var) -> bool:

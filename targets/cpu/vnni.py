@@ -119,6 +119,17 @@ def vnni_reduction(func: tirx.PrimFunc, target: Target) -> tuple[s_tir.Schedule,
     return reduction_kernel(func)
 
 
+def accumulate_with_epilogue(sch: s_tir.Schedule, roles: Roles) -> s_tir.schedule.SBlockRV:
+    """Accumulate the reduction in a buffer the intrinsic can address (global scope), and
+    fold the epilogue chain into its write-back block, which is returned."""
+    wb = sch.cache_write(roles.main.block_rv, 0, "global")
+    for c in roles.consumers[:-1]:
+        sch.compute_inline(c.block_rv)
+    if roles.consumers:
+        sch.reverse_compute_inline(roles.consumers[-1].block_rv)
+    return wb
+
+
 def has_vnni(target: Target) -> bool:
     """True if ``target`` is an x86 LLVM target whose CPU has AVX512-VNNI."""
     from tvm.target.codegen import llvm_version_major, target_has_features
