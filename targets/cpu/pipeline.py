@@ -19,14 +19,17 @@ from edgec.targets.cpu.conv_transpose import UpsampleConvTranspose
 from edgec.targets.cpu.fast_math import FastMath
 from edgec.targets.cpu.int8_unsigned import UnsignedInt8Matmul
 from edgec.targets.cpu.pack import FoldPackedWeights
+from edgec.targets.cpu.pad_into_conv import FoldPadIntoConv
 from tvm import relax
 from tvm.relax.backend.cpu_generic import pipeline as cpu_generic
 
 
 def graph_passes() -> list[tvm.transform.Pass]:
     """Relax rewrites into forms the default schedules run faster (before legalize)."""
-    # UnsignedInt8Matmul before FlattenPointwiseConv: it takes the int8 1x1 convs itself.
-    return [UpsampleConvTranspose(), UnsignedInt8Matmul(), FlattenPointwiseConv(), FastMath()]
+    # UnsignedInt8Matmul before FlattenPointwiseConv: it takes the int8 1x1 convs itself;
+    # and before FoldPadIntoConv: the convs it packs pad in their packing kernel.
+    return [UpsampleConvTranspose(), UnsignedInt8Matmul(), FoldPadIntoConv(),
+            FlattenPointwiseConv(), FastMath()]
 
 
 def kernel_passes(target: tvm.target.Target) -> list[tvm.transform.Pass]:

@@ -116,7 +116,19 @@ def vnni_reduction(func: tirx.PrimFunc, target: Target) -> tuple[s_tir.Schedule,
 
     if not has_vnni(target):
         return "target has no AVX512-VNNI"
-    return reduction_kernel(func)
+    found = reduction_kernel(func)
+    if isinstance(found, str):
+        return found
+    sch, roles = found
+    # A producer the reduction does not read feeds the epilogue (a residual's
+    # dequantize): it is computed where the epilogue reads it.
+    main_reads = [r.source for r in sch.get(roles.main.block_rv).reads]
+    for p in list(roles.producers):
+        out = sch.get(p.block_rv).writes[0].source
+        if not any(out.same_as(b) for b in main_reads):
+            sch.compute_inline(p.block_rv)
+            roles.producers.remove(p)
+    return sch, roles
 
 
 def accumulate_with_epilogue(sch: s_tir.Schedule, roles: Roles) -> s_tir.schedule.SBlockRV:

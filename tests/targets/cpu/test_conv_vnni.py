@@ -124,3 +124,39 @@ def test_two_convs_share_one_packed_input() -> None:
         text = rewrite(mod).script()
     assert rewrite.fired == 2
     assert len(re.findall(r"R\.permute_dims\(", text)) == 1, text
+
+
+def test_epilogue_reading_a_second_input_keeps_vnni() -> None:
+    """A residual read by the epilogue (PP-OCR cls's ``conv + dequantize(r)``) fuses in as
+    a producer block the reduction never reads: it is inlined, the conv still tensorized."""
+    if not has_vnni(HOST.tvm_target()):
+        pytest.skip("this machine's CPU has no AVX512-VNNI: the kernel cannot run here")
+    c, f, h, w = 16, 16, 2, 32
+    rng = np.random.default_rng(5)
+    weight = rng.integers(-128, 128, (f, c, 1, 1)).astype(np.int8)
+    mult, shift = requant.binary32_multiplier(rng.uniform(2e-5, 2e-4, f).astype(np.float32))
+    x = relax.Var("x", relax.TensorType((1, c, h, w), "int8"))
+    r = relax.Var("r", relax.TensorType((1, f, h, w), "int8"))
+    bb = relax.BlockBuilder()
+    with bb.function("main", [x, r]):
+        with bb.dataflow():
+            # bound before the conv, as the model's residual is: FuseTIR keeps the order
+            res = bb.emit(R.multiply(R.astype(r, "int32"), relax.const(300, "int32")))
+            acc = bb.emit(R.nn.conv2d(x, relax.const(weight), out_dtype="int32"))
+            acc = bb.emit(R.add(acc, res))
+            out = bb.emit_output(bb.call_te(binary32_te, acc, relax.const(mult),
+                                            relax.const(shift), ZP_Y, -128, 127, 1,
+                                            primfunc_name_hint="requantize_binary32"))
+        bb.emit_func_output(out)
+    xq = rng.integers(-128, 128, (1, c, h, w)).astype(np.int8)
+    rq = rng.integers(-128, 128, (1, f, h, w)).astype(np.int8)
+    defaults = ApplyCPUSchedules()
+    ex = tvm.compile(bb.get(), HOST.tvm_target(),
+                     relax_pipeline=cpu_pipeline(HOST, defaults=defaults))
+    got = relax.VirtualMachine(ex, tvm.cpu())["main"](
+        tvm.runtime.tensor(xq), tvm.runtime.tensor(rq)).numpy()
+    assert defaults.fired["ConvVNNI"] == 1, dict(defaults.fired)
+    acc = np.einsum("nchw,fc->nfhw", xq.astype(np.int64), weight[:, :, 0, 0].astype(np.int64))
+    acc = (acc + 300 * rq.astype(np.int64)).astype(np.int32)
+    want = requant.requantize_binary32(acc.transpose(0, 2, 3, 1), mult, shift, ZP_Y)
+    np.testing.assert_array_equal(got, want.transpose(0, 3, 1, 2))
