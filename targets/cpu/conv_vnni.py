@@ -6,16 +6,18 @@ The kernels ``int8_unsigned.conv2d_u8s8`` emits: ``out[n, f, y, x] = sum xp[n, c
 sixteen consecutive words: one 64-byte load, multiplied by one broadcast word of
 weights (four input channels of one output channel) in one ``vpdpbusd``:
 
-    parallel for (n, y, x_o, f_o):     # unit axes dropped
-        for c4, ry, rx:
-            unroll for f_i in ROWS: unroll for x_m in TILE_VECTORS:
-                acc[f_i, x_m] = vpdpbusd(acc[f_i, x_m], xp[n, c4, y sh + ry, x .. x + 15 + rx, 0:4],
-                                         broadcast(w[f, c4, ry, rx, 0:4]))
-        out tile = epilogue(acc)        # compensation, bias, requantization: fused here
+    parallel for (n, y, x_o):          # unit axes dropped
+        xp rows of the tile = pack(pad(x)) # the packing stage of the kernel, if it has one
+        for f_o:
+            for c4, ry, rx:
+                unroll for f_i in ROWS: unroll for x_m in TILE_VECTORS:
+                    acc[f_i, x_m] = vpdpbusd(acc[f_i, x_m], xp[n, c4, y sh + ry, x .. x + 15 + rx, 0:4],
+                                             broadcast(w[f, c4, ry, rx, 0:4]))
+            out tile = epilogue(acc)    # compensation, bias, requantization: fused here
 
-Output channels are innermost among the parallel loops, so the input rows of a tile
-stay in L1 while every block of output channels reads them. Integer arithmetic
-throughout: bit-exact.
+Output channels are innermost among the tile loops, so the input rows of a tile are
+packed once and stay in L1 while every block of output channels reads them. Integer
+arithmetic throughout: bit-exact.
 """
 
 from __future__ import annotations
@@ -77,8 +79,10 @@ class ConvVNNI(CPURule):
         coef = detect_linear_equation(x_read.region[3].min, [x_it.var])
         if len(coef) != 2 or not isinstance(coef[0], tirx.IntImm) or int(coef[0]) != 1:
             return "horizontal stride is not 1"
-        if roles.producers:
-            return "fused producers (the packed input must be a kernel input)"
+        if len(roles.producers) > 1 or (
+                roles.producers and not sch.get(roles.producers[0].block_rv).writes[0]
+                .source.same_as(x_read.source)):
+            return "producers other than the packing of the input"
 
         wb = accumulate_with_epilogue(sch, roles)
 
@@ -87,15 +91,27 @@ class ConvVNNI(CPURule):
         fo, fi_loop = sch.split(f_it.loop_rv, factors=[None, fi])
         xo, xm, xi = sch.split(x_it.loop_rv, factors=[None, tv, LANES])
         *window, ri = (it.loop_rv for it in reduce)  # channel groups, ry, rx; channels
-        outer = [*(it.loop_rv for it in rest), xo, fo]
-        sch.reorder(*outer, *window, fi_loop, xm, xi, ri)
+        outer = [*(it.loop_rv for it in rest), xo]
+        sch.reorder(*outer, fo, *window, fi_loop, xm, xi, ri)
         sch.reverse_compute_at(wb, fo, preserve_unit_loops=True)
         vectorize_last(sch, wb)
         work = iteration_count(roles.main.iters)
-        parallelize(sch, outer, work)
+        tile = parallelize(sch, outer, work)
+        if roles.producers:  # before tensorize: compute_at needs the conv's block
+            _pack_per_tile(sch, roles.producers[0].block_rv, tile)
         init = sch.decompose_reduction(main, window[0])
         vectorize_last(sch, init)
         sch.tensorize(xi, INTRIN_PIXELS)
         for loop in (fi_loop, xm):
             sch.unroll(loop)
         return sch
+
+
+def _pack_per_tile(sch: s_tir.Schedule, pack: s_tir.schedule.SBlockRV,
+                   tile: s_tir.schedule.LoopRV) -> None:
+    """Compute the packed input rows of one tile of output pixels under ``tile``, once for
+    all output channels; the four channels of a word are unrolled and the row loop is
+    left to LLVM's vectorizer, which writes the interleaved words as vector shuffles."""
+    sch.compute_at(pack, tile, preserve_unit_loops=True)
+    channel = sch.get_loops(pack)[-1]
+    sch.unroll(channel)

@@ -13,21 +13,22 @@ instruction wants the activation unsigned; the shift costs one byte-wise pass ov
 ``x``, shared by the Q, K and V projections that read the same ``x``. The
 ``MatmulVNNI`` schedule rule then tensorizes the new matmul.
 
-int8 convolutions (NCHW, one group, constant OIHW weights, no padding left in the
-op: the quantize lowering pads explicitly) get the same shift, and their input's
-channels are packed four at a time so that each pixel's four channels are one
-32-bit word::
+int8 convolutions (NCHW, one group, constant OIHW weights) get the same shift, and
+their input's channels are packed four at a time so that each pixel's four channels
+are one 32-bit word. The pad in front (the quantize lowering pads with the zero
+point), the shift and the packing are one stage of the conv's own kernel::
 
-    xp  = permute_dims(reshape(xu, [N, C/4, 4, H, W]), [0, 1, 3, 4, 2])   # [N, C/4, H, W, 4]
+    xp[n, c/4, y, x, c%4] = uint8(pad(x, zp)[n, c, y, x] + 128)
     acc = conv2d_u8s8(xp, Wp) + c                    # Wp[f, c/4, ry, rx, c%4]; c[f] = -128 sum W[f]
 
-The pad, shift and pack fuse into one pass over the input; ``ConvVNNI`` then runs
-the conv on ``vpdpbusd`` with sixteen output pixels per instruction, which needs
-``C % 4 == 0``, a horizontal stride of 1 and an output width that is a multiple of 16.
-A 1x1 stride-1 conv on a map whose width is not (PP-OCRv4 det's 40x40 and 20x20) runs
-over the map flattened to 1 x H*W when that area is, and its output is reshaped back:
-measured on det, the generic int8 matmul took 3.3 ms for four 192 -> 192 convs at 40x40,
-this 1.3 ms.
+``ConvVNNI`` computes ``xp`` tile by tile where the conv reads it (no pass over the
+whole input, no kernel launch of its own: PP-OCR cls had twenty such packing kernels)
+and runs the conv on ``vpdpbusd`` with sixteen output pixels per instruction, which
+needs ``C % 4 == 0``, a horizontal stride of 1 and an output width that is a
+multiple of 16. A 1x1 stride-1 conv on a map whose width is not (PP-OCRv4 det's
+40x40 and 20x20) runs over the map flattened to 1 x H*W when that area is, and its
+output is reshaped back: measured on det, the generic int8 matmul took 3.3 ms for
+four 192 -> 192 convs at 40x40, this 1.3 ms.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ import tvm
 from edgec.passes._rules import const_value
 from edgec.targets.cpu.common import rewrite_relax_functions
 from edgec.targets.cpu.conv_transpose import out_dtype_of, static_shape
+from edgec.targets.cpu.pad_into_conv import spatial_pad
 from edgec.targets.cpu.vnni import GROUP, LANES, has_vnni
 from tvm import relax, te
 from tvm.relax import op as R
@@ -92,24 +94,43 @@ def _flattens(call: relax.Call, shape: list[int], w: np.ndarray) -> bool:
     return plain and w.shape[2:] == (1, 1) and (shape[2] * shape[3]) % LANES == 0
 
 
-def conv2d_u8s8(xp: te.Tensor, w: te.Tensor, strides: tuple[int, int],
-                dilation: tuple[int, int]) -> te.Tensor:
-    """``out[n, f, y, x] = sum xp[n, c4, y sh + ry dh, x + rx dw, ci] * w[f, c4, ry, rx, ci]``
-    in int32, over channel groups ``c4``, the kernel window, and the four channels ``ci``
-    of a group (innermost: one ``vpdpbusd`` step)."""
-    n, c4, h, wd, g = (int(d) for d in xp.shape)
+def conv2d_u8s8(x: te.Tensor, w: te.Tensor, pad: tuple[int, int, int, int], pad_value: int,
+                strides: tuple[int, int], dilation: tuple[int, int], flat: bool) -> te.Tensor:
+    """The int8 NCHW ``x`` padded with ``pad_value`` (``pad``: top, bottom, left, right),
+    shifted to uint8 and packed (``packed[n, c/4, y, x, c%4]``; ``flat``: over the map
+    flattened to one row), then ``out[n, f, y, x] = sum packed[n, c4, y sh + ry dh,
+    x + rx dw, ci] * w[f, c4, ry, rx, ci]`` in int32, over channel groups ``c4``, the
+    kernel window, and the four channels ``ci`` of a group (innermost: one ``vpdpbusd``
+    step)."""
+    n, c, h, wd = (int(d) for d in x.shape)
+    top, bottom, left, right = pad
+    ph, pw = h + top + bottom, wd + left + right
+
+    def pack(b, c4, y, x_, ci):  # noqa: ANN001, ANN202 (TE index vars)
+        if flat:
+            y, x_ = x_ // pw, x_ % pw
+        yy, xx = y - top, x_ - left
+        value = x[b, c4 * GROUP + ci, yy, xx]
+        if any(pad):
+            inside = tvm.tirx.all(yy >= 0, yy < h, xx >= 0, xx < wd)
+            value = tvm.tirx.if_then_else(inside, value, tvm.tirx.const(pad_value, "int8"))
+        return (value.astype("int32") + SHIFT).astype("uint8")
+
+    shape = (n, c // GROUP, 1, ph * pw, GROUP) if flat else (n, c // GROUP, ph, pw, GROUP)
+    xp = te.compute(shape, pack, name="packed")
+    _, c4, hp, wp, g = shape
     f, _, kh, kw, _ = (int(d) for d in w.shape)
     (sh, sw), (dh, dw) = strides, dilation
-    oh = (h - dh * (kh - 1) - 1) // sh + 1
-    ow = (wd - dw * (kw - 1) - 1) // sw + 1
+    oh = (hp - dh * (kh - 1) - 1) // sh + 1
+    ow = (wp - dw * (kw - 1) - 1) // sw + 1
     rc = te.reduce_axis((0, c4), "rc")
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
     ri = te.reduce_axis((0, g), "ri")
     return te.compute(
         (n, f, oh, ow),
-        lambda b, o, y, x: te.sum(
-            xp[b, rc, y * sh + ry * dh, x * sw + rx * dw, ri].astype("int32")
+        lambda b, o, y, x_: te.sum(
+            xp[b, rc, y * sh + ry * dh, x_ * sw + rx * dw, ri].astype("int32")
             * w[o, rc, ry, rx, ri].astype("int32"),
             axis=[rc, ry, rx, ri]),
         name="conv2d_u8s8",
@@ -121,17 +142,16 @@ class _Rewriter(relax.PyExprMutator):
     def __init__(self, mod: tvm.IRModule) -> None:
         super().__init__(mod)
         self.shifted: dict[relax.Expr, relax.Var] = {}
-        self.packed: dict[tuple[relax.Expr, bool], relax.Var] = {}  # (x, flattened)
         self.fired = 0
 
     # A shifted copy is shared within its block only: a dataflow var is not visible
     # outside the block that binds it.
     def visit_binding_block_(self, block: relax.BindingBlock) -> relax.BindingBlock:
-        self.shifted, self.packed = {}, {}
+        self.shifted = {}
         return super().visit_binding_block_(block)
 
     def visit_dataflow_block_(self, block: relax.DataflowBlock) -> relax.BindingBlock:
-        self.shifted, self.packed = {}, {}
+        self.shifted = {}
         return super().visit_dataflow_block_(block)
 
     def _shift(self, x: relax.Expr) -> relax.Var:
@@ -155,19 +175,18 @@ class _Rewriter(relax.PyExprMutator):
         if found is None:
             return call
         w, flat = found
-        n, c, h, wd = static_shape(call.args[0])  # type: ignore[misc]
-        ph, pw = (1, h * wd) if flat else (h, wd)
-        packed = self.packed.get((call.args[0], flat))
-        if packed is None:
-            grouped = R.reshape(self._shift(call.args[0]), (n, c // GROUP, GROUP, ph, pw))
-            packed = self.builder_.emit(R.permute_dims(grouped, [0, 1, 3, 4, 2]))
-            self.packed[(call.args[0], flat)] = packed
-        f, _, kh, kw = w.shape
+        n, _, h, wd = static_shape(call.args[0])  # type: ignore[misc]
+        pad = spatial_pad(call.args[0], self)
+        x, widths, value = call.args[0], (0, 0, 0, 0), 0
+        if pad is not None and float(pad.attrs.pad_value) in range(-128, 128):
+            x, widths = pad.args[0], tuple(int(v) for v in pad.attrs.pad_width)[4:]
+            value = int(pad.attrs.pad_value)
+        f, c, kh, kw = w.shape
         wp = w.reshape(f, c // GROUP, GROUP, kh, kw).transpose(0, 1, 3, 4, 2)
         a = call.attrs
         acc = self.builder_.call_te(
-            conv2d_u8s8, packed, relax.const(np.ascontiguousarray(wp)),
-            tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation),
+            conv2d_u8s8, x, relax.const(np.ascontiguousarray(wp)), widths, value,
+            tuple(int(s) for s in a.strides), tuple(int(d) for d in a.dilation), flat,
             primfunc_name_hint="conv2d_u8s8")
         comp = (-SHIFT * w.astype(np.int64).sum(axis=(1, 2, 3))).astype(np.int32)
         self.fired += 1
@@ -194,4 +213,5 @@ class UnsignedInt8Matmul:
         rewriter = _Rewriter(mod)
         out = rewrite_relax_functions(mod, rewriter)
         self.fired = rewriter.fired
-        return out
+        # The convs read through their pads: a pad with no other reader is dead.
+        return relax.transform.DeadCodeElimination()(out) if rewriter.fired else out

@@ -27,16 +27,12 @@ from edgec.targets.cpu.conv_transpose import out_dtype_of, static_shape
 from tvm import relax, te, topi
 
 
-def _pad_of(call: relax.Call, lookup: relax.PyExprMutator) -> relax.Call | None:
-    """The constant spatial pad feeding ``call`` (a conv2d worth folding), else None."""
-    if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+def spatial_pad(x: relax.Expr, lookup: relax.PyExprMutator) -> relax.Call | None:
+    """The ``R.nn.pad`` binding of ``x`` if it pads an NCHW tensor's H and W with a
+    constant (what a conv's own padding does), else None."""
+    if not isinstance(x, relax.Var):
         return None
-    a = call.attrs
-    if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or (a.out_layout or "NCHW") != "NCHW":
-        return None
-    if any(int(p) for p in a.padding) or not isinstance(call.args[0], relax.Var):
-        return None
-    pad = lookup.lookup_binding(call.args[0])
+    pad = lookup.lookup_binding(x)
     if not isinstance(pad, relax.Call) or not isinstance(pad.op, tvm.ir.Op):
         return None
     if pad.op.name != "relax.nn.pad" or pad.attrs.pad_mode != "constant":
@@ -45,6 +41,18 @@ def _pad_of(call: relax.Call, lookup: relax.PyExprMutator) -> relax.Call | None:
     if len(widths) != 8 or any(widths[:4]) or static_shape(pad.args[0]) is None:
         return None
     return pad
+
+
+def _pad_of(call: relax.Call, lookup: relax.PyExprMutator) -> relax.Call | None:
+    """The constant spatial pad feeding ``call`` (a conv2d worth folding), else None."""
+    if not isinstance(call.op, tvm.ir.Op) or call.op.name != "relax.nn.conv2d":
+        return None
+    a = call.attrs
+    if a.data_layout != "NCHW" or a.kernel_layout != "OIHW" or (a.out_layout or "NCHW") != "NCHW":
+        return None
+    if any(int(p) for p in a.padding):
+        return None
+    return spatial_pad(call.args[0], lookup)
 
 
 def padded_conv2d(x: te.Tensor, w: te.Tensor, pad: tuple[int, int, int, int], value: float,
