@@ -119,7 +119,7 @@ def test_shapes_the_kernel_cannot_take_keep_the_generic_conv(c: int, w: int, str
 
 def test_pad_and_packing_run_inside_the_conv_kernel() -> None:
     """No pad or packing pass of its own: each conv reads the int8 input and packs the
-    rows of its tile (the kernel count of PP-OCR cls in int8 went from 84 to 64)."""
+    rows of its tile (PP-OCR cls in int8 went from 84 kernels to 68)."""
     mod, _ = _model(16, 16, 4, 16, 3, 1)
     rewrite = UnsignedInt8Matmul()
     with VNNI_CPU:
