@@ -3,6 +3,8 @@ write, resume, and are applied at build (numerics still exact)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -141,3 +143,22 @@ def test_time_budget_is_checked_after_every_batch(tmp_path: Path) -> None:
     assert len((db / RECORDS).read_text().splitlines()) == 2
     summary = read_summary(db)
     assert summary is not None and summary["trials"] == 2
+
+
+def test_only_cpu_tensor_intrinsics_are_registered() -> None:
+    """MetaSchedule's contexts import every target's intrinsics (34 s, mostly CUDA's); a
+    tuning process registers the x86 and Arm ones, which the CPU rules use, and no other."""
+    code = (
+        "import sys\n"
+        "from edgec.tuning import cpu_tensor_intrinsics\n"
+        "cpu_tensor_intrinsics()\n"
+        "import tvm.s_tir.tensor_intrin\n"  # what every TuneContext runs
+        "from tvm.s_tir import TensorIntrin\n"
+        "assert TensorIntrin.get('dot_16x4_vnni') is not None\n"
+        "print(sorted(m for m in sys.modules if m.startswith('tvm.s_tir.tensor_intrin.')))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=300, check=True).stdout
+    loaded = out.strip().splitlines()[-1]
+    assert "cuda" not in loaded and "rocm" not in loaded and "hexagon" not in loaded, loaded
+    assert "tensor_intrin.x86" in loaded and "tensor_intrin.arm_cpu" in loaded, loaded
