@@ -179,6 +179,7 @@ def tune_module(
 
     _drop_unnamed_handlers()
     cpu_tensor_intrinsics()
+    _console_warnings_only()
     contexts, weights = ms.relax_integration.extracted_tasks_to_tune_contexts(
         extracted, work_dir=str(db_dir / "logs"), num_threads=os.cpu_count() or 1
     )
@@ -213,6 +214,19 @@ def _drop_unnamed_handlers() -> None:
     for handler in list(logger.handlers):
         if handler.get_name() is None:
             logger.removeHandler(handler)
+
+
+def _console_warnings_only() -> None:
+    """Keep MetaSchedule's log off the console below warnings (its files keep all of it).
+
+    Each call that sets up MetaSchedule's logging (task contexts, ``tune_tasks``) adds a
+    stdout handler at the level of its logger, which the previous one left at DEBUG:
+    every task table and XGBoost iteration went to stdout, into the middle of ``edgec
+    tune --json``'s output. Call before each.
+    """
+    import logging
+
+    logging.getLogger("tvm.s_tir.meta_schedule").setLevel(logging.WARNING)
 
 
 # After the first round (every task one batch), only tasks with at least this share
@@ -250,6 +264,7 @@ def _search(contexts: list[Any], weights: list[float], work: list[float], budget
             n = min(batch, left)
             bar.task = i
             before = bar.trials
+            _console_warnings_only()
             ms.tune.tune_tasks(
                 tasks=[ctx], task_weights=[weight], work_dir=str(db_dir),
                 max_trials_global=n, max_trials_per_task=n, num_trials_per_iter=n,
@@ -281,6 +296,7 @@ def _report(result: TuneResult, tasks: list[Any], database: Any, desc: TargetDes
 
     if progress:
         print(f"measuring {len(tasks)} kernels: default schedule vs best record", file=sys.stderr)
+    _console_warnings_only()
     extra = dict((read_summary(result.db_dir) or {}).get("report_records", {}))
     result.report = measure_report(tasks, database, desc.tvm_target(), _builder(desc),
                                    _runner(rpc, boards), extra)

@@ -1,4 +1,4 @@
-"""``edgec tune --trials 0``: the per-kernel report alone (no search), as a user runs it,
+"""``edgec tune`` as a user runs it: the per-kernel report alone (``--trials 0``, no search)
 and a build with the records it leaves still matches ONNX Runtime."""
 
 from __future__ import annotations
@@ -47,3 +47,18 @@ def test_report_only_then_build(tmp_path: Path) -> None:
     assert "default ms" in proc.stdout and "total (x calls)" in proc.stdout
     summary = json.loads((db / "edgec_tuning.json").read_text())
     assert summary["trials"] == 0
+
+
+def test_json_output_is_only_json_when_searching(tmp_path: Path) -> None:
+    """MetaSchedule logs every task table and XGBoost step to stdout; ``--json`` must
+    still print one JSON document (the log goes to the database's logs/ folder)."""
+    model = make_mlp(tmp_path / "mlp.onnx")
+    db = tmp_path / "db"
+    proc = run_cli("tune", str(model), "--trials", "2", "--batch", "2", "--db", str(db),
+                   "--json", "--no-report")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert result["trials"] == 2, result
+    assert "Sending 2 sample(s) to builder" not in proc.stdout + proc.stderr
+    assert any("Sending 2 sample(s) to builder" in p.read_text()
+               for p in (db / "logs").rglob("*.log"))
