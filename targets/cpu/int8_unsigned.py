@@ -106,7 +106,7 @@ def conv2d_u8s8(x: te.Tensor, w: te.Tensor, pad: tuple[int, int, int, int], pad_
     top, bottom, left, right = pad
     ph, pw = h + top + bottom, wd + left + right
 
-    def pack(b, c4, y, x_, ci):  # noqa: ANN001, ANN202 (TE index vars)
+    def pack(b, c4, y, x_, ci):
         if flat:
             y, x_ = x_ // pw, x_ % pw
         yy, xx = y - top, x_ - left

@@ -64,7 +64,7 @@ def padded_conv2d(x: te.Tensor, w: te.Tensor, pad: tuple[int, int, int, int], va
     out_dtype = out_dtype or str(x.dtype)
     xp = topi.nn.pad(x, [0, 0, top, left], [0, 0, bottom, right],
                      pad_value=tvm.tirx.const(value, x.dtype), name="pad_temp")
-    n, c, h, wd = (int(d) for d in xp.shape)
+    n, _, h, wd = (int(d) for d in xp.shape)
     f, cg, kh, kw = (int(d) for d in w.shape)
     (sh, sw), (dh, dw) = strides, dilation
     oh = (h - dh * (kh - 1) - 1) // sh + 1
@@ -74,7 +74,7 @@ def padded_conv2d(x: te.Tensor, w: te.Tensor, pad: tuple[int, int, int, int], va
     ry = te.reduce_axis((0, kh), "ry")
     rx = te.reduce_axis((0, kw), "rx")
 
-    def body(b, o, y, x_):  # noqa: ANN001, ANN202 (TE index vars)
+    def body(b, o, y, x_):
         ch = rc if groups == 1 else o // per_group * cg + rc
         return te.sum(xp[b, ch, y * sh + ry * dh, x_ * sw + rx * dw].astype(out_dtype)
                       * w[o, rc, ry, rx].astype(out_dtype), axis=[rc, ry, rx])
