@@ -15,8 +15,8 @@ data, OIHW weights and no padding left in the conv, and emits one TE kernel
 which is the shape of TVM's own legalized conv2d (a padding block and the
 reduction) with ``v`` as the padding value: the conv schedules (depthwise bands,
 register tiles) compute the padded input where they use it, as they do for a
-float conv. The int8 convs that ``UnsignedInt8Matmul`` packs for VNNI already
-pad inside their packing kernel and are not matched (their pad is gone by then).
+float conv. The int8 convs that ``UnsignedInt8Matmul`` rewrites for VNNI pad in the
+packing stage of their own kernel and are not matched here (their pad is gone by then).
 """
 
 from __future__ import annotations
@@ -108,8 +108,7 @@ class _Rewriter(relax.PyExprMutator):
 class FoldPadIntoConv:
     """Fold constant spatial pads into the conv2d they feed (see module).
 
-    The pad's binding stays for any other reader; one with none is dead code, which
-    legalization's dead-code removal drops.
+    The pad's binding stays for any other reader; one left with none is removed.
     """
 
     def __init__(self) -> None:
