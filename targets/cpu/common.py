@@ -129,9 +129,17 @@ def vectorize_innermost(sch: s_tir.Schedule, block: s_tir.schedule.SBlockRV, lan
         sch.vectorize(sch.split(loops[-1], factors=[None, f])[1])
 
 
-def rewrite_relax_functions(mod: tvm.IRModule, rewriter: relax.PyExprMutator) -> tvm.IRModule:
-    """``mod`` with every Relax function visited by ``rewriter`` (built on ``mod``)."""
+def rewrite_relax_functions(mod: tvm.IRModule, rewriter: relax.PyExprMutator,
+                            drop_dead: bool = False) -> tvm.IRModule:
+    """``mod`` with every Relax function visited by ``rewriter`` (built on ``mod``).
+
+    ``drop_dead``: when the rewriter fired (its ``fired`` count), also remove the bindings
+    the rewrite left without readers (a pad the new kernel reads through).
+    """
     for gv, func in mod.functions_items():
         if isinstance(func, relax.Function):
             rewriter.builder_.update_func(gv, rewriter.visit_expr(func))
-    return rewriter.builder_.get()
+    out = rewriter.builder_.get()
+    if drop_dead and getattr(rewriter, "fired", 0):
+        out = relax.transform.DeadCodeElimination()(out)
+    return out

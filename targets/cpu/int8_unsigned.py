@@ -22,7 +22,7 @@ point), the shift and the packing are one stage of the conv's own kernel::
     acc = conv2d_u8s8(xp, Wp) + c                    # Wp[f, c/4, ry, rx, c%4]; c[f] = -128 sum W[f]
 
 ``ConvVNNI`` computes ``xp`` tile by tile where the conv reads it (no pass over the
-whole input, no kernel launch of its own: PP-OCR cls had twenty such packing kernels)
+whole input, no kernel launch of its own: PP-OCR cls in int8 went from 84 kernels to 68)
 and runs the conv on ``vpdpbusd`` with sixteen output pixels per instruction, which
 needs ``C % 4 == 0``, a horizontal stride of 1 and an output width that is a
 multiple of 16. A 1x1 stride-1 conv on a map whose width is not (PP-OCRv4 det's
@@ -178,9 +178,10 @@ class _Rewriter(relax.PyExprMutator):
         n, _, h, wd = static_shape(call.args[0])  # type: ignore[misc]
         pad = spatial_pad(call.args[0], self)
         x, widths, value = call.args[0], (0, 0, 0, 0), 0
-        if pad is not None and float(pad.attrs.pad_value) in range(-128, 128):
+        fill = float(pad.attrs.pad_value) if pad is not None else 0.0
+        if pad is not None and fill.is_integer() and -128 <= fill <= 127:  # an int8 zero point
             x, widths = pad.args[0], tuple(int(v) for v in pad.attrs.pad_width)[4:]
-            value = int(pad.attrs.pad_value)
+            value = int(fill)
         f, c, kh, kw = w.shape
         wp = w.reshape(f, c // GROUP, GROUP, kh, kw).transpose(0, 1, 3, 4, 2)
         a = call.attrs
@@ -211,7 +212,7 @@ class UnsignedInt8Matmul:
         if target is None or not has_vnni(target):
             return mod
         rewriter = _Rewriter(mod)
-        out = rewrite_relax_functions(mod, rewriter)
-        self.fired = rewriter.fired
         # The convs read through their pads: a pad with no other reader is dead.
-        return relax.transform.DeadCodeElimination()(out) if rewriter.fired else out
+        out = rewrite_relax_functions(mod, rewriter, drop_dead=True)
+        self.fired = rewriter.fired
+        return out

@@ -116,6 +116,6 @@ class FoldPadIntoConv:
 
     def transform_module(self, mod: tvm.IRModule, _ctx: tvm.transform.PassContext) -> tvm.IRModule:
         rewriter = _Rewriter(mod)
-        out = rewrite_relax_functions(mod, rewriter)
+        out = rewrite_relax_functions(mod, rewriter, drop_dead=True)
         self.fired = rewriter.fired
-        return relax.transform.DeadCodeElimination()(out) if rewriter.fired else out
+        return out
