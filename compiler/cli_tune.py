@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Callable
 
 from edgec.errors import EdgecError
 
@@ -21,7 +22,7 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     )
     t.add_argument("model", help="ONNX model")
     t.add_argument("--target", default="host", help="host or arm-cpu[:preset]")
-    t.add_argument("--trials", type=int, default=None,
+    t.add_argument("--trials", type=count(0), default=None,
                    help="total measurements, counting those already in the database "
                    "(--trials 0: only the per-kernel report)")
     t.add_argument("--time-budget", type=parse_duration, default=None, metavar="DURATION",
@@ -31,7 +32,7 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
                    help="measure on boards through a TVM RPC tracker (required for arm-cpu)")
     t.add_argument("--rpc-key", default=None, metavar="KEY",
                    help="device key the boards registered with at the tracker")
-    t.add_argument("--batch", type=int, default=32, help="candidates measured per batch")
+    t.add_argument("--batch", type=count(1), default=32, help="candidates measured per batch")
     t.add_argument("--input-shape", action="append", metavar="NAME=DxD...",
                    help="fix an input shape, e.g. x=1x3x224x224 (repeatable)")
     t.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -42,6 +43,21 @@ def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.Argument
     t.add_argument("--quantize", choices=("int8",), help="edge-npu: quantize first (needs --calib)")
     t.add_argument("--calib", metavar="PATH", help="edge-npu: calibration samples for --quantize")
     return t
+
+
+def count(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is less than {minimum}")
+        return value
+
+    return parse
 
 
 def parse_duration(text: str) -> float:

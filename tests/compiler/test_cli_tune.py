@@ -62,3 +62,15 @@ def test_json_output_is_only_json_when_searching(tmp_path: Path) -> None:
     assert "[INFO]" not in proc.stdout + proc.stderr
     logs = "".join(p.read_text() for p in (db / "logs").rglob("*.log"))
     assert "Initializing Task" in logs, sorted(p.name for p in (db / "logs").rglob("*"))
+
+
+def test_bad_counts_are_flag_errors(tmp_path: Path) -> None:
+    """A negative trial count or an empty batch is refused before any work or output."""
+    model = make_mlp(tmp_path / "mlp.onnx")
+    db = tmp_path / "db"
+    for flag, value in (("--trials", "-5"), ("--trials", "ten"), ("--batch", "0")):
+        proc = run_cli("tune", str(model), flag, value, "--db", str(db))
+        assert proc.returncode == 2, (flag, value, proc.stdout)
+        assert "Traceback" not in proc.stderr and proc.stdout == ""
+        assert f"argument {flag}" in proc.stderr, proc.stderr
+    assert not db.exists()

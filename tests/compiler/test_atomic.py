@@ -1,0 +1,42 @@
+"""Atomic writes: whole or nothing, with the permissions of an ordinary file."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+import pytest
+from edgec.atomic import atomic_path, atomic_write_bytes
+
+
+def _mode(p: Path) -> int:
+    return stat.S_IMODE(p.stat().st_mode)
+
+
+def test_new_file_gets_the_umask_mode_not_owner_only(tmp_path: Path) -> None:
+    old = os.umask(0o022)
+    try:
+        atomic_write_bytes(tmp_path / "sub" / "a.bin", b"x")
+    finally:
+        os.umask(old)
+    assert (tmp_path / "sub" / "a.bin").read_bytes() == b"x"
+    assert _mode(tmp_path / "sub" / "a.bin") == 0o644
+
+
+def test_replacing_a_file_keeps_its_mode(tmp_path: Path) -> None:
+    out = tmp_path / "a.bin"
+    out.write_bytes(b"old")
+    out.chmod(0o640)
+    atomic_write_bytes(out, b"new")
+    assert out.read_bytes() == b"new" and _mode(out) == 0o640
+
+
+def test_failure_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
+    out = tmp_path / "a.bin"
+    out.write_bytes(b"old")
+    with pytest.raises(RuntimeError), atomic_path(out) as tmp:
+        tmp.write_bytes(b"half")
+        raise RuntimeError("writer failed")
+    assert out.read_bytes() == b"old"
+    assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
