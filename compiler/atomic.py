@@ -8,6 +8,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from edgec.errors import OutputError
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
@@ -15,12 +17,17 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     The temporary file lives in the same folder so the final ``os.replace`` is atomic
     on POSIX. On any exception the temporary file is removed and ``path`` is untouched.
-    The result has the mode a plain ``open(path, "w")`` would give it (the old file's
-    mode when replacing one), not ``mkstemp``'s owner-only 0600.
+    A folder that cannot be made or written to is an ``OutputError`` (one line on the
+    CLI), raised before the caller writes anything. The result has the mode a plain
+    ``open(path, "w")`` would give it (the old file's mode when replacing one), not
+    ``mkstemp``'s owner-only 0600.
     """
     target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    except OSError as exc:
+        raise OutputError(f"cannot write {target}: {exc.strerror or exc}") from None
     os.close(fd)
     tmp_path = Path(tmp)
     try:

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from edgec.atomic import atomic_path
 from edgec.errors import InputError
 from edgec.frontend import TensorSpec
 from edgec.shapes import format_shape
@@ -95,7 +96,8 @@ def save_npz(path: str | os.PathLike[str], feeds: Sequence[Feed]) -> Path:
         raise InputError("no feeds to save")
     names = list(feeds[0])
     stacked = {n: np.concatenate([f[n] for f in feeds]) for n in names}
-    np.savez(path, **stacked)  # type: ignore[arg-type]
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
+        np.savez(f, **stacked)  # type: ignore[arg-type]
     return Path(path)
 
 

@@ -78,6 +78,7 @@ def load_static(model: str, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelPro
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
+    from edgec.atomic import atomic_path, atomic_write_text
     from edgec.passes.quantize.accuracy import format_table
     from edgec.shapes import parse_input_shapes
 
@@ -87,10 +88,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     simple = load_static(args.model, parse_input_shapes(args.input_shape))
     result = quantize_proto(simple, args.calib, args.calib_method, args.accuracy_budget,
                             args.held_out_every)
-    onnx.save(result.model, str(output))
+    with atomic_path(output) as tmp:
+        onnx.save(result.model, str(tmp))
     report = {"output": str(output), **result.report}
     if args.report:
-        Path(args.report).write_text(json.dumps(report, indent=2, default=str))
+        atomic_write_text(args.report, json.dumps(report, indent=2, default=str))
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
         return 0

@@ -40,3 +40,7 @@ class PackageError(EdgecError):
 
 class InputError(EdgecError):
     """Inputs given at run time do not match the package's inputs."""
+
+
+class OutputError(EdgecError):
+    """An output file cannot be created where the user asked for it."""

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from edgec.atomic import atomic_path, atomic_write_bytes
+from edgec.errors import OutputError
 
 
 def _mode(p: Path) -> int:
@@ -40,3 +41,10 @@ def test_failure_leaves_the_old_file_and_no_temporary(tmp_path: Path) -> None:
         raise RuntimeError("writer failed")
     assert out.read_bytes() == b"old"
     assert [p.name for p in tmp_path.iterdir()] == ["a.bin"]
+
+
+def test_unwritable_place_is_an_output_error(tmp_path: Path) -> None:
+    blocker = tmp_path / "file"
+    blocker.write_bytes(b"")
+    with pytest.raises(OutputError, match="cannot write"):
+        atomic_write_bytes(blocker / "a.bin", b"x")  # a file where a folder should be

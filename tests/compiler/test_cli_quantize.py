@@ -10,7 +10,7 @@ import numpy as np
 import onnx
 import pytest
 from edgec import cli_quantize
-from edgec.errors import EdgecError
+from edgec.errors import EdgecError, OutputError
 from edgec.passes.quantize.calibrate import session
 
 from tests.passes.quantize._models import conv_model, feeds
@@ -63,3 +63,13 @@ def test_bad_budget_and_missing_calib(tmp_path: Path) -> None:
                "--accuracy-budget", "psnr=3"])
     with pytest.raises(EdgecError, match="needs --calib"):
         cli_quantize.quantize_for_build(conv_model(), "int8", None)
+
+
+def test_unwritable_output_is_one_error_and_no_file(tmp_path: Path) -> None:
+    onnx.save(conv_model(), tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.concatenate([f["x"] for f in feeds(conv_model(), 5)]))
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(OutputError, match="cannot write"):
+        _main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
+               "-o", str(tmp_path / "f" / "q.onnx")])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz", "f", "m.onnx"]
