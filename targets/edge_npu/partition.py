@@ -25,6 +25,8 @@ from .lower import SegLayer, Segment
 from .patterns import PREFIX, TABLE, Rejections, fusion_patterns
 from .tvm_compat import constant_array, constant_type, shape_of, var_name
 
+FLOAT_REASON = "supported op, but not between int8 tensors"
+
 
 @dataclass
 class Partition:
@@ -259,8 +261,8 @@ def cpu_ops(mod: Any, rejections: Rejections) -> list[dict[str, str]]:
         elif op == "relax.dequantize" and _const_arg(v):
             reason = "dequantizes a constant for a CPU op"
         if reason is None:
-            reason = ("supported op, but not between int8 tensors (no quantize/dequantize "
-                      "around it)" if op in npu_ops else "not in the edge-npu op table")
+            reason = (f"{FLOAT_REASON} (no quantize/dequantize around it)" if op in npu_ops
+                      else "not in the edge-npu op table")
         out.append({"var": var, "op": op, "reason": reason})
     return out
 

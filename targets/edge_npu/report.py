@@ -19,7 +19,7 @@ from . import programs, timing
 from .config import NpuConfig
 from .isa import Dataflow
 from .lower import NpuModel
-from .partition import Partition, _bindings
+from .partition import FLOAT_REASON, Partition, _bindings
 from .programs import Conv
 from .tvm_compat import shape_of
 
@@ -182,6 +182,9 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
          f"(compute-bound layers: {inf['compute_layer_utilization']:.1%} of peak, timing-model "
          f"ceiling {inf['compute_layer_ceiling']:.1%}, {inf['compute_layers']} layers)"),
         "  ops on the CPU:"]
+    if m["npu"] == 0 and any(c["reason"].startswith(FLOAT_REASON) for c in rep["ops"]["cpu"]):
+        lines.insert(3, "  hint: the NPU runs int8 layers only; build with --quantize int8 "
+                        "--calib DATA, or give a QDQ model")
     for c in rep["ops"]["cpu"]:
         lines.append(f"    {c['var']:<10} {c['op']:<22} {c['reason']}")
     lines.append("  NPU op counts: " + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in

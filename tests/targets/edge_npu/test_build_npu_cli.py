@@ -140,3 +140,14 @@ def test_bench_reports_simulated_figures(built):
     assert e["npu_energy_mj"] == pytest.approx(inf["energy_mj"])
     assert e["npu_utilization"] == pytest.approx(inf["utilization"])
     assert 0 < e["npu_utilization"] < 1 and e["median_ms"] > 0
+
+
+def test_float_model_gets_a_quantize_hint(tmp_path):
+    """A float model builds for edge-npu with everything on the CPU, and says why and what to do."""
+    from tests.conftest import make_mlp
+
+    proc = run_cli("build", str(make_mlp(tmp_path / "mlp.onnx")), "--target", "edge-npu",
+                   "-o", str(tmp_path / "mlp.edgec"))
+    assert proc.returncode == 0, proc.stderr
+    assert "MACs on NPU: 0 of" in proc.stdout
+    assert "hint: the NPU runs int8 layers only; build with --quantize int8" in proc.stdout
