@@ -39,6 +39,25 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         raise
 
 
+def check_output(path: str | os.PathLike[str]) -> Path:
+    """Fail early, with an ``OutputError``, if ``atomic_path(path)`` could not write there.
+
+    Checked without creating anything: ``path`` is not a folder, and its nearest existing
+    ancestor is a folder this process may write to. Meant for commands that do minutes of
+    work before they write."""
+    target = Path(path)
+    if target.is_dir():
+        raise OutputError(f"output {target} is a directory")
+    ancestor = target.absolute().parent
+    while not ancestor.exists():
+        ancestor = ancestor.parent
+    if not ancestor.is_dir():
+        raise OutputError(f"cannot write {target}: {ancestor} is not a directory")
+    if not os.access(ancestor, os.W_OK | os.X_OK):
+        raise OutputError(f"cannot write {target}: no permission to write in {ancestor}")
+    return target
+
+
 def _mode_for(target: Path) -> int:
     try:
         return target.stat().st_mode & 0o7777

@@ -260,6 +260,7 @@ def _print_stats(stats: dict[str, Any], macs_known: bool = True) -> None:
 
 
 def cmd_build(args: argparse.Namespace) -> int:
+    from edgec.atomic import check_output
     from edgec.driver import build
     from edgec.shapes import parse_input_shapes
 
@@ -272,8 +273,7 @@ def cmd_build(args: argparse.Namespace) -> int:
         options["attention_error"] = args.attention_error
         if "linear-attention" not in passes:
             passes.append("linear-attention")
-    if output.exists() and output.is_dir():
-        raise EdgecError(f"output {output} is a directory")
+    check_output(output)
     pkg = build(
         args.model,
         args.target,

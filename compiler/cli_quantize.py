@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from edgec.errors import EdgecError
 from edgec.quantization import DEFAULT_METHOD, METHODS, quantize_for_build, quantize_proto
 
 __all__ = ["add_build_flags", "add_parsers", "cmd_quantize", "quantize_for_build"]
@@ -78,13 +77,14 @@ def load_static(model: str, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelPro
 
 
 def cmd_quantize(args: argparse.Namespace) -> int:
-    from edgec.atomic import atomic_path, atomic_write_text
+    from edgec.atomic import atomic_path, atomic_write_text, check_output
     from edgec.passes.quantize.accuracy import format_table
     from edgec.shapes import parse_input_shapes
 
     output = Path(args.output) if args.output else Path(Path(args.model).stem + ".int8.onnx")
-    if output.exists() and output.is_dir():
-        raise EdgecError(f"output {output} is a directory")
+    check_output(output)
+    if args.report:
+        check_output(args.report)
     simple = load_static(args.model, parse_input_shapes(args.input_shape))
     result = quantize_proto(simple, args.calib, args.calib_method, args.accuracy_budget,
                             args.held_out_every)

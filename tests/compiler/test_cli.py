@@ -97,6 +97,7 @@ def test_manifest_contents(built: tuple[Path, Path]) -> None:
         (["run", "{pkg}", "--input", "x={missing}"], "no such file"),
         (["run", "{notonnx}", "--random-inputs"], "not an edgec package"),
         (["bench", "{pkg}", "--repeat", "0"], "--repeat must be"),
+        (["run", "{pkg}", "--input", "x={x}", "--output-dir", "{x}/sub"], "cannot write"),
     ],
 )
 def test_errors_are_one_line(
@@ -126,6 +127,16 @@ def test_errors_are_one_line(
     assert_one_line_error(proc, needle)
     assert not out.exists(), "a failed build must not leave an output file"
     assert not list(tmp_path.glob(".out.edgec*")), "no temporary files left behind"
+
+
+def test_unwritable_build_output_fails_before_compiling(
+    built: tuple[Path, Path], tmp_path: Path
+) -> None:
+    model, _ = built
+    (tmp_path / "file").write_bytes(b"")
+    proc = run_cli("build", str(model), "-o", str(tmp_path / "file" / "m.edgec"))
+    assert_one_line_error(proc, "is not a directory")
+    assert "compile" not in proc.stderr, "the check runs before any work"
 
 
 def _unsupported_model(path: Path) -> Path:
