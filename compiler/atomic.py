@@ -48,14 +48,27 @@ def check_output(path: str | os.PathLike[str]) -> Path:
     target = Path(path)
     if target.is_dir():
         raise OutputError(f"output {target} is a directory")
-    ancestor = target.absolute().parent
+    _check_writable_ancestor(target, target.absolute().parent)
+    return target
+
+
+def check_output_dir(path: str | os.PathLike[str]) -> Path:
+    """``check_output`` for a folder the command fills (a tuning database, say)."""
+    target = Path(path)
+    if target.exists() and not target.is_dir():
+        raise OutputError(f"{target} is a file, not a folder")
+    _check_writable_ancestor(target, target.absolute())
+    return target
+
+
+def _check_writable_ancestor(target: Path, start: Path) -> None:
+    ancestor = start
     while not ancestor.exists():
         ancestor = ancestor.parent
     if not ancestor.is_dir():
         raise OutputError(f"cannot write {target}: {ancestor} is not a directory")
     if not os.access(ancestor, os.W_OK | os.X_OK):
         raise OutputError(f"cannot write {target}: no permission to write in {ancestor}")
-    return target
 
 
 def _mode_for(target: Path) -> int:

@@ -74,11 +74,13 @@ def parse_duration(text: str) -> float:
 
 
 def cmd_tune(args: argparse.Namespace) -> int:
+    from edgec.atomic import check_output_dir
     from edgec.shapes import parse_input_shapes
     from edgec.targets import get_target
     from edgec.tuning import tune
     from edgec.tuning_report import format_table
 
+    check_output_dir(args.db)
     if get_target(args.target).family == "edge-npu":
         from edgec.targets.edge_npu.tuner import cmd_tune_npu
 

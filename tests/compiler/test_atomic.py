@@ -7,7 +7,7 @@ import stat
 from pathlib import Path
 
 import pytest
-from edgec.atomic import atomic_path, atomic_write_bytes
+from edgec.atomic import atomic_path, atomic_write_bytes, check_output, check_output_dir
 from edgec.errors import OutputError
 
 
@@ -48,3 +48,15 @@ def test_unwritable_place_is_an_output_error(tmp_path: Path) -> None:
     blocker.write_bytes(b"")
     with pytest.raises(OutputError, match="cannot write"):
         atomic_write_bytes(blocker / "a.bin", b"x")  # a file where a folder should be
+
+
+def test_checks_refuse_a_file_in_the_way_without_creating_anything(tmp_path: Path) -> None:
+    (tmp_path / "f").write_bytes(b"")
+    with pytest.raises(OutputError, match="is not a directory"):
+        check_output(tmp_path / "f" / "sub" / "a.bin")
+    with pytest.raises(OutputError, match="is a file, not a folder"):
+        check_output_dir(tmp_path / "f")
+    with pytest.raises(OutputError, match="is a directory"):
+        check_output(tmp_path)
+    assert check_output_dir(tmp_path / "new" / "db") == tmp_path / "new" / "db"
+    assert [p.name for p in tmp_path.iterdir()] == ["f"]

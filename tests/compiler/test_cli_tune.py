@@ -74,3 +74,13 @@ def test_bad_counts_are_flag_errors(tmp_path: Path) -> None:
         assert "Traceback" not in proc.stderr and proc.stdout == ""
         assert f"argument {flag}" in proc.stderr, proc.stderr
     assert not db.exists()
+
+
+def test_database_in_the_way_of_a_file_is_one_error(tmp_path: Path) -> None:
+    model = make_mlp(tmp_path / "mlp.onnx")
+    (tmp_path / "file").write_bytes(b"")
+    for db, needle in ((tmp_path / "file", "is a file, not a folder"),
+                       (tmp_path / "file" / "db", "is not a directory")):
+        proc = run_cli("tune", str(model), "--trials", "0", "--db", str(db))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
