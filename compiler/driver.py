@@ -132,8 +132,8 @@ def build(
     _check_target_tools(desc)
     timeout = limits.compile_timeout(compile_timeout)  # a bad value fails before any work
     db = Path(tuning_db) if tuning_db is not None else None
-    if db is not None and not db.is_dir():
-        raise EdgecError(f"--tuning-db {db}: no such folder (create it with `edgec tune`)")
+    if db is not None:
+        _check_tuning_db(db, desc)
     ph = Phases(len(_PHASES), quiet=quiet)
     imp = import_model(
         model, desc, input_shapes=input_shapes, passes=passes, disable_passes=disable_passes,
@@ -189,6 +189,23 @@ def _check_target_tools(desc: TargetDesc) -> None:
         from edgec.targets.arm_cpu import toolchain
 
         toolchain.find_cxx()
+
+
+def _check_tuning_db(db: Path, desc: TargetDesc) -> None:
+    """The folder must be a database ``edgec tune`` wrote for this target family.
+
+    Checked before any work, and because TVM's JSONDatabase would otherwise create empty
+    files in whatever folder it is given and the build would silently use no records."""
+    if not db.is_dir():
+        raise EdgecError(f"--tuning-db {db}: no such folder (create it with `edgec tune`)")
+    if desc.family == "edge-npu":
+        from edgec.targets.edge_npu.tuner import DB_FILE as expected
+    else:
+        from edgec.tuning import WORKLOADS as expected
+    if not (db / expected).is_file():
+        raise EdgecError(f"--tuning-db {db}: no {expected} in it, so not an edgec tuning "
+                         f"database for {desc.family} (create one with `edgec tune --target "
+                         f"{desc.name}`)")
 
 
 def _npu_mappings(db: Path | None, config: Any) -> Any:

@@ -90,6 +90,7 @@ def test_manifest_contents(built: tuple[Path, Path]) -> None:
         (["build", "{unsupported}"], "unsupported operators: com.example.Foo x2 (foo1, foo2)"),
         (["build", "{escape}"], "outside the model folder"),
         (["build", "{model}", "--pass", "no-such-pass"], "unknown pass 'no-such-pass'"),
+        (["build", "{model}", "--tuning-db", "{emptydir}"], "not an edgec tuning database"),
         (["run", "{pkg}", "--input", "z={x}"], "unknown input 'z'"),
         (["run", "{pkg}", "--input", "x={x64}"], "dtype float64"),
         (["run", "{pkg}", "--input", "x={xbad}"], "has shape 3x8"),
@@ -116,7 +117,9 @@ def test_errors_are_one_line(
         "pkg": str(pkg), "x": str(tmp_path / "x.npy"), "x64": str(tmp_path / "x64.npy"),
         "xbad": str(tmp_path / "xbad.npy"),
         "dynamic": str(make_mlp(tmp_path / "dyn.onnx", dynamic_batch=True)),
+        "emptydir": str(tmp_path / "notadb"),
     }
+    (tmp_path / "notadb").mkdir()
     names["unsupported"] = str(_unsupported_model(tmp_path / "unsupported.onnx"))
     names["escape"] = str(_escaping_model(tmp_path))
     out = tmp_path / "out.edgec"
