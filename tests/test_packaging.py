@@ -48,6 +48,12 @@ def test_installed_copy_imports_everything(tmp_path: Path) -> None:
         "from edgec.targets.arm_cpu import deploy\n"
         "from pathlib import Path\n"
         "assert (Path(deploy.__file__).parent / 'runner.cc').is_file()\n"
+        "from edgec.targets.edge_npu.config import load_config\n"
+        "assert [load_config(n).name for n in ('edge-npu', 'edge-npu-s')] == ['edge-npu', 'edge-npu-s']\n"
+        "import edgec.targets.edge_npu as npu\n"
+        "npu_dir = Path(npu.__file__).parent\n"
+        "assert len(list((npu_dir / 'workloads').glob('*.csv'))) >= 2\n"
+        "assert (npu_dir / 'supported_ops.json').is_file()\n"
         "print('ok', len(names))\n"
     )
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
