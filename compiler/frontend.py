@@ -10,9 +10,14 @@ chains to constants first.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
+import io
 import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -85,7 +90,17 @@ def load_model(path: str | os.PathLike[str]) -> LoadedModel:
         onnx.checker.check_model(proto)
     except Exception as exc:
         raise ModelError(f"{path}: ONNX checker rejected the model: {_first_line(exc)}") from None
+    _check_opset(proto, path)
     return LoadedModel(path=path, proto=proto, sha256=digest.hexdigest())
+
+
+def _check_opset(proto: onnx.ModelProto, path: Path) -> None:
+    """An ONNX opset newer than the installed onnx knows has semantics nobody here can check."""
+    newest = onnx.defs.onnx_opset_version()
+    for imp in proto.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version > newest:
+            raise ModelError(f"{path}: ONNX opset {imp.version} is newer than this edgec reads "
+                             f"(up to {newest})")
 
 
 def _load_external_data(proto: onnx.ModelProto, path: Path, digest: Any) -> None:
@@ -332,19 +347,51 @@ def to_relax(proto: onnx.ModelProto) -> Any:
     shape_dict = {s.name: list(s.shape) for s in inputs}
     dtype_dict = {s.name: s.dtype for s in inputs}
     try:
-        with converters.installed(), warnings.catch_warnings():
+        # TVM's importer prints the failing node's inputs (whole IR dumps) before raising
+        with converters.installed(), warnings.catch_warnings(), \
+                contextlib.redirect_stdout(io.StringIO()):
             warnings.simplefilter("ignore")
             return from_onnx(proto, shape_dict=shape_dict, dtype_dict=dtype_dict)
     except UnsupportedOpsError:
         raise
     except Exception as exc:
-        raise ModelError(f"import into Relax failed: {_first_line(exc)}") from None
+        message = _import_failure(proto, exc)
+        # The failed importer leaves a half-built BlockBuilder, referenced from the
+        # traceback's frames, that warns on stderr when freed: free it here, quietly.
+        with _quiet_stderr():
+            exc.__traceback__ = None
+            gc.collect()
+    raise ModelError(f"import into Relax failed: {message}")
+
+
+def _import_failure(proto: onnx.ModelProto, exc: BaseException) -> str:
+    """What went wrong, in ONNX's words when its strict shape inference sees it too."""
+    try:
+        onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
+    except Exception as strict:  # noqa: BLE001 - any checker complaint is the better message
+        return _first_line(strict)
+    return _first_line(exc)
+
+
+@contextlib.contextmanager
+def _quiet_stderr() -> Iterator[None]:
+    """Send file descriptor 2 (where TVM's C++ logging writes) to /dev/null for a moment."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _first_line(exc: BaseException) -> str:
     """The most informative single line of an exception message."""
     text = str(exc).strip() or type(exc).__name__
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    lines = [ln.strip() for ln in text.splitlines()
+             if ln.strip() and not ln.strip().startswith("# Metadata omitted")]
     # TVM errors end with the real message after a traceback block.
     for line in reversed(lines):
         if "Error" in line or "error" in line:

@@ -91,6 +91,8 @@ def test_manifest_contents(built: tuple[Path, Path]) -> None:
         (["build", "{escape}"], "outside the model folder"),
         (["build", "{model}", "--pass", "no-such-pass"], "unknown pass 'no-such-pass'"),
         (["build", "{model}", "--tuning-db", "{emptydir}"], "not an edgec tuning database"),
+        (["build", "{future}"], "ONNX opset 99 is newer than this edgec reads"),
+        (["build", "{badshape}"], "Incompatible dimensions for matrix multiplication"),
         (["run", "{pkg}", "--input", "z={x}"], "unknown input 'z'"),
         (["run", "{pkg}", "--input", "x={x64}"], "dtype float64"),
         (["run", "{pkg}", "--input", "x={xbad}"], "has shape 3x8"),
@@ -121,6 +123,8 @@ def test_errors_are_one_line(
     }
     (tmp_path / "notadb").mkdir()
     names["unsupported"] = str(_unsupported_model(tmp_path / "unsupported.onnx"))
+    names["future"] = str(_matmul_model(tmp_path / "future.onnx", k=8, opset=99))
+    names["badshape"] = str(_matmul_model(tmp_path / "badshape.onnx", k=5))
     names["escape"] = str(_escaping_model(tmp_path))
     out = tmp_path / "out.edgec"
     argv = [a.format(**names) for a in args]
@@ -128,6 +132,9 @@ def test_errors_are_one_line(
         argv += ["-o", str(out)]
     proc = run_cli(*argv, cwd=tmp_path)
     assert_one_line_error(proc, needle)
+    # nothing else from TVM's importer: no IR dump, no C++ warning at exit
+    assert "Error converting" not in proc.stdout + proc.stderr
+    assert "Warning" not in proc.stderr, proc.stderr
     assert not out.exists(), "a failed build must not leave an output file"
     assert not list(tmp_path.glob(".out.edgec*")), "no temporary files left behind"
 
@@ -140,6 +147,21 @@ def test_unwritable_build_output_fails_before_compiling(
     proc = run_cli("build", str(model), "-o", str(tmp_path / "file" / "m.edgec"))
     assert_one_line_error(proc, "is not a directory")
     assert "compile" not in proc.stderr, "the check runs before any work"
+
+
+def _matmul_model(path: Path, k: int, opset: int = 17) -> Path:
+    """x[2, k] @ w[8, 4]: a shape error unless k == 8."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"])], "g",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, k])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 4])],
+        [numpy_helper.from_array(np.ones((8, 4), np.float32), "w")],
+    )
+    path.write_bytes(helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", opset)]).SerializeToString())
+    return path
 
 
 def _unsupported_model(path: Path) -> Path:
