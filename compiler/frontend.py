@@ -368,8 +368,10 @@ def _import_failure(proto: onnx.ModelProto, exc: BaseException) -> str:
     """What went wrong, in ONNX's words when its strict shape inference sees it too."""
     try:
         onnx.shape_inference.infer_shapes(proto, check_type=True, strict_mode=True)
-    except Exception as strict:  # noqa: BLE001 - any checker complaint is the better message
-        return _first_line(strict)
+    except Exception as strict:  # noqa: BLE001 - a shape or type complaint is the better message
+        said = _first_line(strict)
+        if "No Op registered" not in said:  # ops ONNX does not know (contrib) say nothing here
+            return said
     return _first_line(exc)
 
 
