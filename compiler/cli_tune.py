@@ -9,7 +9,7 @@ import json
 import sys
 from collections.abc import Callable
 
-from edgec.errors import EdgecError
+from edgec.errors import EdgecError, TargetError
 
 
 def add_tune_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
@@ -103,6 +103,8 @@ def cmd_tune(args: argparse.Namespace) -> int:
         batch=args.batch,
         report=not args.no_report,
     )
+    if result.cannot_measure:
+        raise TargetError(result.message)
     if args.json:
         print(json.dumps(result.as_json(), indent=2))
         return 0

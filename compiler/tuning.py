@@ -55,6 +55,7 @@ class TuneResult:
     seconds: float = 0.0
     best_ms: dict[str, float] = field(default_factory=dict)  # task name -> best latency
     message: str = ""
+    cannot_measure: bool = False  # the target needs what this machine lacks (a board)
     report: list[KernelReport] = field(default_factory=list)  # default vs tuned, per kernel
     # Records the reports added (re-measured default and best schedules), per workload.
     report_records: dict[str, int] = field(default_factory=dict)
@@ -109,7 +110,8 @@ def tune(
     if isinstance(rpc, str):
         rpc = RPC.parse(rpc)
     if desc.family == "arm-cpu" and rpc is None:
-        return TuneResult(db_dir=db, message=NEEDS_BOARD.format(target=desc.name))
+        return TuneResult(db_dir=db, message=NEEDS_BOARD.format(target=desc.name),
+                          cannot_measure=True)
     if rpc is not None:
         check_tracker(rpc)  # before the model import, which can take a minute
 

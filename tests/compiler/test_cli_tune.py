@@ -84,3 +84,15 @@ def test_database_in_the_way_of_a_file_is_one_error(tmp_path: Path) -> None:
         proc = run_cli("tune", str(model), "--trials", "0", "--db", str(db))
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert needle in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_arm_without_a_board_is_an_error_not_a_silent_success(tmp_path: Path) -> None:
+    """Nothing can be measured (qemu would rank kernels by emulation speed): exit 2, say how."""
+    model = make_mlp(tmp_path / "mlp.onnx")
+    proc = run_cli("tune", str(model), "--target", "arm-cpu:cortex-a55", "--trials", "3",
+                   "--db", str(tmp_path / "db"))
+    assert proc.returncode == 2 and proc.stdout == "", (proc.returncode, proc.stdout)
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("edgec: error: tuning for arm-cpu:cortex-a55 "
+                                                   "needs the board"), proc.stderr
+    assert "--rpc-tracker" in lines[0]

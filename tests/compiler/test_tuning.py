@@ -106,7 +106,7 @@ def test_repair_drops_torn_lines(tmp_path: Path) -> None:
 
 def test_arm_without_board_falls_back(tmp_path: Path) -> None:
     result = tune("unused.onnx", "arm-cpu:cortex-a72", trials=4, db_dir=tmp_path)
-    assert result.trials == 0 and "needs the board" in result.message
+    assert result.trials == 0 and "needs the board" in result.message and result.cannot_measure
 
 
 def test_needs_a_budget(tmp_path: Path) -> None:
