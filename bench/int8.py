@@ -27,6 +27,7 @@ import numpy as np
 import onnx
 from edgec import driver, frontend
 from edgec.bench_ort import run_onnxruntime, time_onnxruntime
+from edgec.calibration import save_npz
 from edgec.examples.data import example_inputs
 from edgec.examples.models import model_path, real_model
 
@@ -50,12 +51,6 @@ def _cosine(a: dict[str, np.ndarray] | list[np.ndarray], b: dict[str, np.ndarray
     x = np.concatenate([np.ravel(v).astype(np.float64) for v in xs])
     y = np.concatenate([np.ravel(v).astype(np.float64) for v in b.values()])
     return float(x @ y / (np.linalg.norm(x) * np.linalg.norm(y) + 1e-30))
-
-
-def save_calib(feeds: list[Feed], path: Path) -> Path:
-    """The feeds as one ``.npz`` (first axis indexes samples), edgec's --calib layout."""
-    np.savez(path, **{k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]})
-    return path
 
 
 def ort_quantize_static(simple: onnx.ModelProto, calib: list[Feed], work: Path) -> Path:
@@ -96,7 +91,7 @@ def bench_model(entry: str, repeat: int, n_calib: int, work: Path, rounds: int =
     n_calib = max(n_calib, MIN_CALIB.get(name, 0))
     calib = example_inputs(name, n_calib, seed=0)
     feeds = example_inputs(name, 1, seed=7)[0]
-    npz = save_calib(calib, work / f"{name}_calib.npz")
+    npz = save_npz(work / f"{name}_calib.npz", calib)
     settings = SETTINGS.get(entry, {})
     row: dict[str, Any] = {"model": entry, "calib_samples": n_calib, "rounds": rounds,
                            "int8_settings": settings}

@@ -126,13 +126,13 @@ def test_qdq_oracle_within_one_step() -> None:
     vm = relax.VirtualMachine(tvm.compile(mod, target=tvm.target.Target({"kind": "llvm"})), tvm.cpu())
     ort = session(_probe(qdq, [q.output[0] for q in qs], TensorProto.INT8))
 
+    params = [(float(numpy_helper.to_array(inits[q.input[1]])),
+               int(numpy_helper.to_array(inits[q.input[2]]))) for q in qs]
     diffs: list[list[np.ndarray]] = [[] for _ in qs]
     for feed in data.minilm_inputs(8, seed=7):
         ours = vm["main"](*[tvm.runtime.tensor(feed[i.name]) for i in qdq.graph.input])
         theirs = ort.run(None, feed)
-        for j, q in enumerate(qs):
-            step = float(numpy_helper.to_array(inits[q.input[1]]))
-            zero = int(numpy_helper.to_array(inits[q.input[2]]))
+        for j, (step, zero) in enumerate(params):
             code = np.round(ours[1 + j].numpy() / step).astype(np.int64) + zero
             diffs[j].append(np.abs(code - theirs[1 + j].astype(np.int64)).ravel())
     per_tensor = [np.concatenate(d) for d in diffs]
