@@ -50,6 +50,7 @@ class NpuConfig:
     feed_accumulators: int
     vector_lanes: int
     vector_latency: int
+    vector_queue: int
     dma_descriptor_cycles: int
     layer_launch_cycles: int
     config_cycles: int
@@ -163,6 +164,7 @@ def parse_config(data: dict[str, Any], source: str) -> NpuConfig:
         feed_accumulators=_get(data, "feeds_bytes_per_cycle.accumulators", source),
         vector_lanes=_get(data, "vector.lanes", source),
         vector_latency=_get(data, "vector.latency_cycles", source, positive=False),
+        vector_queue=_get(data, "vector.queue", source, positive=False),
         dma_descriptor_cycles=_get(data, "costs.dma_descriptor_cycles", source, positive=False),
         layer_launch_cycles=_get(data, "costs.layer_launch_cycles", source, positive=False),
         config_cycles=_get(data, "costs.config_cycles", source, positive=False),

@@ -148,8 +148,10 @@ def pack_requant(conv: Conv, bias: np.ndarray, mult: np.ndarray, shift: np.ndarr
 
 
 # -- conv / GEMM -----------------------------------------------------------------------
-def max_band_rows(cfg: NpuConfig, conv: Conv) -> int:
-    """Most output rows per band that fit the bank and the accumulators."""
+def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None) -> int:
+    """Most output rows per band that fit the bank and the accumulators (``acc_words``
+    of them; default all)."""
+    acc_words = cfg.accumulator_words if acc_words is None else acc_words
     ow = conv.out_w
     n_max = max(nl for _, nl in n_tiles(conv, cfg.cols))
     wp = conv.w + conv.pad[1] + conv.pad[3]
@@ -161,7 +163,7 @@ def max_band_rows(cfg: NpuConfig, conv: Conv) -> int:
         inp = in_rows * wp * conv.cin
         out = rows * ow * conv.cout
         # 2047: the 11-bit DMA row count of the band's STORE
-        if (inp + out > cfg.activation_bank or rows * ow * n_max > cfg.accumulator_words
+        if (inp + out > cfg.activation_bank or rows * ow * n_max > acc_words
                 or rows * ow > 2047):
             break
         best = rows
@@ -173,12 +175,19 @@ def max_band_rows(cfg: NpuConfig, conv: Conv) -> int:
 
 def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None) -> int:
     """Output rows per band: ``rows`` if given (at most what fits), else the most that
-    fit, evened out so the last band is not a sliver."""
+    fit (with a vector queue, the most whose N-tile fits half the accumulators, so
+    requantizing one tile overlaps the next tile's folds), evened out so the last band
+    is not a sliver."""
     best = max_band_rows(cfg, conv)
     if rows is not None:
         if not 1 <= rows <= best:
             raise ProgramError(f"conv {conv}: {rows} output rows per band; 1 to {best} fit")
         return rows
+    if cfg.vector_queue:
+        try:
+            best = max_band_rows(cfg, conv, cfg.accumulator_words // 2)
+        except ProgramError:
+            pass  # one row's N-tile needs more than half: no double buffering
     nb = math.ceil(conv.out_h / best)
     return math.ceil(conv.out_h / nb)  # even bands: the last is not a sliver
 
@@ -267,6 +276,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     steps = ([(b, list(range(len(tiles)))) for b in range(nbands)] if order == "band" else
              [(b, [t]) for t in range(len(tiles)) for b in range(nbands)])
     nsteps = len(steps)
+    # Two accumulator halves when a band's N-tile fits one: tile j+1's GEMMs then write
+    # the other half while the vector unit still requantizes tile j (``hazards``).
+    half = cfg.accumulator_words // 2
+    double = rows_b * ow * max(nl for _, nl in tiles) <= half
+    n_acc = 0
     for st, (b, step_tiles) in enumerate(steps):
         oy0 = b * rows_b
         orows = min(rows_b, oh - oy0)
@@ -294,34 +308,37 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                                c_base=n0 if conv.depthwise else 0, kh=conv.kh, kw=conv.kw,
                                stride=s, out_w=ow, wgt_stride=wgt_stride[t], acc_stride=nl))
             wbase = place.wgt + wgt_off[t]
+            acc0 = (n_acc % 2) * half if double else 0
+            n_acc += 1
             wait = ("pop_prev",) if streamed and b == 0 else ()  # tile t's weights
             if df == Dataflow.WS:
                 for k0 in range(0, k, R):
                     comp_q.append(make(Op.GEMM, wait if k0 == 0 else (), df=df, diag=diag,
                                        reset=int(k0 == 0), m0=0, m_len=m,
                                        k0=k0, k_len=min(R, k - k0), n_len=nl,
-                                       wgt=wbase + k0 * wgt_stride[t], acc=0))
+                                       wgt=wbase + k0 * wgt_stride[t], acc=acc0))
             else:
                 for m0 in range(0, m, R):
                     comp_q.append(make(Op.GEMM, wait if m0 == 0 else (), df=df, diag=diag,
                                        reset=1, m0=m0,
                                        m_len=min(R, m - m0),
-                                       k0=0, k_len=k, n_len=nl, wgt=wbase, acc=m0 * nl))
+                                       k0=0, k_len=k, n_len=nl, wgt=wbase,
+                                       acc=acc0 + m0 * nl))
             last = i == len(step_tiles) - 1
             dst = out_base + m * n0
-            vdeps: tuple[str, ...] = ()
-            if last:
-                vdeps = (("push_prev",) if st + 2 < nsteps else ()) + ("push_next",)
+            # each tile's results go to the store queue as soon as they are ready; the
+            # step's last tile also releases the bank for the load two steps on
+            vdeps: tuple[str, ...] = ("push_next",)
+            if last and st + 2 < nsteps:
+                vdeps = ("push_prev", "push_next")
             requant = make(Op.VEC, () if lut is not None else vdeps, vop=VecOp.REQUANT,
-                           src=0, dst=dst, count=m * nl, cols=nl,
+                           src=acc0, dst=dst, count=m * nl, cols=nl,
                            param=place.params + block_off[t])
             comp_q.append(requant)
             if lut is not None:
                 comp_q.append(make(Op.VEC, vdeps, vop=VecOp.LUT, src=dst, dst=dst,
                                    count=m * nl, param=lut))
-            sdeps: tuple[str, ...] = ()
-            if i == 0:
-                sdeps += ("pop_prev",)
+            sdeps: tuple[str, ...] = ("pop_prev",)
             if last and st + 2 < nsteps:
                 sdeps += ("push_prev",)
             store_q.append(make(Op.STORE, sdeps, space=out_space,

@@ -10,6 +10,7 @@ each segment once on the simulator (data does not change timing, traffic or ener
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from typing import Any
 
@@ -57,11 +58,14 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     with the load queue moving the input and the weights and the store queue the output,
     each at the bandwidth of its side (host link for host buffers and streamed weights,
     the 64 B/cycle feeds on chip); on chip that is 64 MACs per byte. ``ceiling`` is the
-    fewest cycles the timing model allows any mapping: launch + the compute queue's
-    stall-free folds (every fold of every N-tile with its fill, the better dataflow) +
-    its requantize (and fused LUT) vector work; ``MACs / (ceiling * R * C)`` bounds the
-    utilization (an N-tile narrower than C or a K not a multiple of R wastes columns or
-    rows on any mapping)."""
+    fewest cycles the timing model allows any mapping: launch, the first input row's
+    load, the compute queue's stall-free folds (every fold of every N-tile with its fill,
+    the better dataflow), the requantize (and fused LUT) vector work, and the last
+    output row's store. With a vector queue the vector work overlaps the folds but for
+    at least one output row of the narrowest N-tile after the last fold; without one it
+    runs on the compute queue. ``MACs / (ceiling * R * C)`` bounds the utilization (an
+    N-tile narrower than C or a K not a multiple of R wastes columns or rows on any
+    mapping)."""
     shape, key = info.get("shape"), info.get("workload")
     if not shape or not key or not info.get("macs"):
         return None
@@ -77,8 +81,8 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     t_compute = info["macs"] / peak
     m = c.out_h * c.out_w
     tiles = programs.n_tiles(c, cfg.cols)
-    vec = sum((1 + w["lut"]) * (cfg.vector_latency + -(-m * nl // cfg.vector_lanes))
-              for _, nl in tiles)
+    passes = 1 + w["lut"]
+    vec = sum(passes * (cfg.vector_latency + -(-m * nl // cfg.vector_lanes)) for _, nl in tiles)
     folds = {}
     for df in (Dataflow.WS, Dataflow.OS):
         total = 0
@@ -89,7 +93,17 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
             else:
                 total += -(-m // cfg.rows) * timing.fold_cycles(cfg, df, k)
         folds[df] = total
-    ceiling = cfg.layer_launch_cycles + min(folds.values()) + vec
+    narrow = min(nl for _, nl in tiles)
+    first_in = max(1, min(c.h, c.kh - c.pad[0])) * c.w * c.cin
+    dma = cfg.dma_descriptor_cycles
+    ends = (dma + math.ceil(first_in / bw[w["in"]])
+            + dma + math.ceil(c.out_w * narrow / bw[w["out"]]))
+    if cfg.vector_queue:
+        tail = passes * (cfg.vector_latency + -(-c.out_w * narrow // cfg.vector_lanes))
+        busy = max(min(folds.values()) + tail, vec)
+    else:
+        busy = min(folds.values()) + vec
+    ceiling = cfg.layer_launch_cycles + ends + busy
     return {"bound": "compute" if t_compute >= max(t_load, t_store) else
             ("load" if t_load >= t_store else "store"),
             "intensity": info["macs"] / (in_b + w_b + out_b),

@@ -5,7 +5,16 @@ The instruction stream is dispatched by opcode to the load, compute and store qu
 tokens it pops have been pushed; it ends ``cost`` cycles later and then pushes its
 tokens. Issue follows simulated time, so the functional state evolves in the order
 the hardware would see. SYNC is a barrier across all queues that also pays the layer
-launch cost; END ends the program. Token queues must be empty at each SYNC and at
+launch cost; END ends the program.
+
+The compute queue drives two units, the array (CFG, GEMM) and the vector unit (VEC).
+With a vector command queue (config ``vector.queue`` > 0) the compute queue dispatches
+a VEC in one cycle, waiting only while that queue is full, and goes on: VECs run in
+order on the vector unit, a GEMM waits only for queued or running VECs it conflicts
+with (``hazards``), and a token the compute queue pushes is pushed once every VEC
+before it has finished, so the load and store queues see the same order as without
+overlap. With ``vector.queue`` 0 (VTA's model) a VEC holds the compute queue for its
+whole cost. Token queues must be empty at each SYNC and at
 END, and a state where no queue can issue is a deadlock; both raise ``SimError``.
 
 Time = host-link invoke overhead + device cycles (the critical path through the
@@ -17,13 +26,14 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
-from . import timing
+from . import hazards, timing
 from .config import NpuConfig
 from .energy import Energy, energy
 from .isa import Dataflow, Instr, Kind, Op, Space
 from .semantics import Memory, SimError, execute
 
 QUEUES = ("load", "compute", "store")
+VEC_DISPATCH_CYCLES = 1  # compute-queue cycles to hand a VEC to the vector unit
 PREV = {"load": None, "compute": "load", "store": "compute"}
 NEXT = {"load": "compute", "compute": "store", "store": None}
 
@@ -41,7 +51,9 @@ class Report:
     utilization: float = 0.0
     gemm_cycles: int = 0
     folds: int = 0
-    busy: dict[str, int] = field(default_factory=lambda: dict.fromkeys(QUEUES, 0))
+    # cycles each queue was occupied, and the vector unit's own (with a vector queue the
+    # compute queue is occupied one dispatch cycle per VEC)
+    busy: dict[str, int] = field(default_factory=lambda: dict.fromkeys(QUEUES + ("vector",), 0))
     sram_peak: dict[str, int] = field(default_factory=dict)
     sram_traffic: int = 0
     host_in: int = 0
@@ -98,9 +110,12 @@ def _segments(program: list[Instr]) -> list[tuple[int, list[tuple[int, Instr]]]]
 class Simulator:
     """Runs programs on one machine; ``functional=False`` keeps only the timing."""
 
-    def __init__(self, cfg: NpuConfig, host_bytes: int = 1 << 20, functional: bool = True):
+    def __init__(self, cfg: NpuConfig, host_bytes: int = 1 << 20, functional: bool = True,
+                 trace: list[tuple[int, str, int, int]] | None = None):
         self.cfg = cfg
         self.functional = functional
+        # (instruction index, unit, start, end) of every instruction, when a list is given
+        self.trace = trace
         self.mem = Memory.create(cfg, host_bytes)
 
     def run(self, program: list[Instr], cached_weights: int = 0) -> Report:
@@ -148,6 +163,23 @@ class Simulator:
                 need.append((NEXT[q], q))
             return need
 
+        depth = cfg.vector_queue
+        vec_free = start   # when the vector unit has finished every VEC dispatched so far
+        vec_starts: deque[int] = deque(maxlen=max(depth, 1))  # the last ``depth`` VECs' starts
+        inflight: list[tuple[int, hazards.Footprint]] = []
+        regs: dict | None = None  # the last CFG, for GEMM footprints
+
+        def ready(q: str, ins: Instr, t: int) -> int:
+            """Earliest start on the units, given queue and token time ``t``."""
+            if q != "compute" or not depth:
+                return t
+            if ins.op == Op.VEC:  # dispatch: a slot in the vector queue
+                return max(t, vec_starts[0]) if len(vec_starts) == depth else t
+            if ins.op == Op.GEMM and inflight:
+                fp = hazards.gemm_footprint(ins, regs)
+                return max([t] + [end for end, v in inflight if hazards.gemm_must_wait(v, fp)])
+            return t
+
         while any(queues.values()):
             best = None
             for q in QUEUES:
@@ -156,7 +188,7 @@ class Simulator:
                 idx, ins = queues[q][0]
                 need = pops(q, ins)
                 if all(tokens[t] for t in need):
-                    t0 = max([free[q]] + [tokens[t][0] for t in need])
+                    t0 = ready(q, ins, max([free[q]] + [tokens[t][0] for t in need]))
                     if best is None or t0 < best[0]:
                         best = (t0, q, need)
             if best is None:
@@ -174,18 +206,36 @@ class Simulator:
                 tokens[t].popleft()
             cost = instr_cycles(cfg, ins)
             end = t0 + cost
+            self._account(ins, idx, rep, cost)
+            unit_start = t0
+            if q == "compute" and depth:
+                inflight = [(e, v) for e, v in inflight if e > t0]
+                if ins.op == Op.VEC:
+                    unit_start = max(t0, vec_free)
+                    vec_starts.append(unit_start)
+                    vec_free = unit_start + cost
+                    inflight.append((vec_free, hazards.vec_footprint(ins)))
+                    rep.busy["vector"] += cost
+                    cost, end = VEC_DISPATCH_CYCLES, t0 + VEC_DISPATCH_CYCLES
+                elif ins.op == Op.CFG:
+                    regs = dict(ins.fields)
+            if self.trace is not None:
+                unit = "vector" if q == "compute" and ins.op == Op.VEC else q
+                self.trace.append((idx, unit, unit_start,
+                                   vec_free if unit == "vector" and depth else end))
             free[q] = end
             rep.busy[q] += cost
-            self._account(ins, idx, rep, cost)
+            # a compute-queue token also vouches for every VEC dispatched before it
+            pushed = max(end, vec_free) if q == "compute" else end
             if "push_prev" in ins.deps:
-                tokens[(q, PREV[q])].append(end)
+                tokens[(q, PREV[q])].append(pushed)
             if "push_next" in ins.deps:
-                tokens[(q, NEXT[q])].append(end)
+                tokens[(q, NEXT[q])].append(pushed)
         left = {f"{a}->{b}": len(v) for (a, b), v in tokens.items() if v}
         if left:
             raise SimError(f"token misuse: token(s) pushed but never popped before "
                            f"{boundary}: {left}")
-        return max(free.values())
+        return max([*free.values(), vec_free])
 
     def _account(self, ins: Instr, idx: int, rep: Report, cost: int) -> None:
         if self.functional:

@@ -77,3 +77,84 @@ def test_streamed_weights_overlap_compute(npu, conv):
     first = sum(timing.dma_cycles(cfg, i) for i in loads[:per_tile])
     serial = sum(timing.dma_cycles(cfg, i) for i in loads)
     assert cycles[False] < cycles[True] <= cycles[False] + first < cycles[False] + serial
+
+
+# -- the vector queue: VECs overlap the array, with hazard checks ---------------------------
+def _cfgi():
+    return make(Op.CFG, kh=1, kw=1, kc=16, cin=16, in_w=25, out_w=25, stride=1,
+                wgt_stride=16, acc_stride=16)
+
+
+def _gemm(acc, deps=()):
+    return make(Op.GEMM, deps, m_len=25, k_len=16, n_len=16, reset=1, acc=acc)
+
+
+def _requant(src, dst, deps=()):
+    return make(Op.VEC, deps, vop=isa.VecOp.REQUANT, src=src, dst=dst, count=400, cols=16)
+
+
+def _trace(cfg, prog):
+    tr = []
+    Simulator(cfg, functional=False, trace=tr).run(prog)
+    return {idx: (unit, a, b) for idx, unit, a, b in tr}
+
+
+def _queue(cfg, depth):
+    import dataclasses
+
+    return dataclasses.replace(cfg, vector_queue=depth)
+
+
+def test_vec_overlaps_a_gemm_on_other_accumulators(small):
+    """Requantizing tile 0 while the array fills the other accumulators for tile 1."""
+    prog = [_cfgi(), _gemm(0), _requant(0, 1000), _gemm(400), _requant(400, 1400), END]
+    tr = _trace(small, prog)
+    assert tr[2][0] == "vector" and tr[3][1] < tr[2][2]  # GEMM 1 starts before VEC 0 ends
+    serial = _trace(_queue(small, 0), prog)
+    assert serial[3][1] >= serial[2][2]                  # without a queue it waits
+    assert max(b for _, _, b in tr.values()) < max(b for _, _, b in serial.values())
+
+
+def test_gemm_waits_for_a_vec_reading_its_accumulators(small):
+    """Write after read: the next GEMM overwrites acc[0:400) that the VEC still reads."""
+    tr = _trace(small, [_cfgi(), _gemm(0), _requant(0, 1000), _gemm(0), END])
+    assert tr[3][1] >= tr[2][2]
+
+
+def test_gemm_waits_for_a_vec_writing_its_input(small):
+    """Read after write: the GEMM's im2col reads the rows the VEC writes."""
+    tr = _trace(small, [_cfgi(), _gemm(0), _requant(0, 16 * 25 * 5), _gemm(400), END])
+    assert tr[3][1] < tr[2][2]  # output beyond the 25 x 16 input rows: no hazard
+    tr = _trace(small, [_cfgi(), _gemm(0), _requant(0, 16), _gemm(400), END])
+    assert tr[3][1] >= tr[2][2]
+
+
+def test_compute_tokens_wait_for_earlier_vecs(small):
+    """A token from a CFG after a VEC still means the VEC's output is there."""
+    store = make(Op.STORE, ("pop_prev",), space=Space.HOST, rows=1, cols=1, depth=400,
+                 sram=1000)
+    tr = _trace(small, [_cfgi(), _gemm(0), _requant(0, 1000),
+                        make(Op.CFG, ("push_next",)), store, END])
+    assert tr[4][1] >= tr[2][2]
+
+
+def test_full_vector_queue_holds_the_compute_queue(small):
+    """Depth 1: a VEC is dispatched only once the one before it has started running, so
+    the GEMM after three VECs waits for the second to finish; depth 4 lets it go."""
+    prog = [_cfgi(), _gemm(0), _requant(0, 1000), _requant(0, 2000), _requant(0, 3000),
+            _gemm(400), END]
+    deep, shallow = _trace(small, prog), _trace(_queue(small, 1), prog)
+    assert deep[5][1] < deep[2][2]
+    assert shallow[5][1] >= shallow[2][2]
+
+
+def test_bad_vector_queue_is_refused():
+    import json
+
+    from edgec.errors import EdgecError
+    from edgec.targets.edge_npu.config import CONFIG_DIR, parse_config
+
+    data = json.loads((CONFIG_DIR / "edge-npu.json").read_text())
+    data["vector"]["queue"] = -1
+    with pytest.raises(EdgecError, match="vector.queue.*non-negative"):
+        parse_config(data, "x.json")
