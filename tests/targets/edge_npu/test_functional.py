@@ -127,3 +127,27 @@ def test_mul_and_pools(small):
     s = win.sum(axis=(1, 3))
     avg = np.where(s >= 0, (s + 2) // 4, -((-s + 2) // 4))  # round half away from zero
     np.testing.assert_array_equal(out[1152:1152 + 60].reshape(3, 4, 5), avg)
+
+
+@pytest.mark.parametrize("queue", [4, 0], ids=["vector-queue", "no-queue"])
+def test_double_buffered_accumulators_bit_exact(small, queue):
+    """N-tiles alternate accumulator halves so requantize overlaps the next tile's folds;
+    the integers are the same, and the overlap makes the layer faster."""
+    import dataclasses
+
+    soc = small.with_link("soc")  # on usb the link hides the compute queue entirely
+    cfg = dataclasses.replace(soc, vector_queue=queue)
+    rng = np.random.default_rng(5)
+    conv, x, wt, bias, mult, shift = _layer(rng, 16, 16, 40, 48, 1, 1, (0, 0, 0, 0), False)
+    lut = rng.integers(-128, 128, 256)
+    got, rep, lp = run_conv(cfg, conv, x, wt, bias, mult, shift, 2, -128, 127, lut=lut,
+                            dataflow="ws")
+    want = conv_requant(x, wt, bias, mult, shift, 2, -128, 127)
+    np.testing.assert_array_equal(got, lut[want.astype(np.int64) + 128].astype(np.int8))
+    half = cfg.accumulator_words // 2
+    assert {i.acc for i in lp.instrs if i.op == Op.GEMM} == {0, half}
+    assert {i.src for i in lp.instrs if i.op == Op.VEC and i.vop == VecOp.REQUANT} == {0, half}
+    if queue:
+        serial = run_conv(dataclasses.replace(soc, vector_queue=0), conv, x, wt, bias, mult,
+                          shift, 2, -128, 127, lut=lut, dataflow="ws")[1]
+        assert rep.cycles < serial.cycles

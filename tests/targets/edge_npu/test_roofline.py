@@ -15,21 +15,26 @@ from edgec.targets.edge_npu.simulator import simulate
 from .tuner_fixture import small_model
 
 
-def _info(cfg, conv, inp, out, streamed=False):
+def _info(cfg, conv, inp, out, streamed=False, lut=False):
     return {"shape": {"h": conv.h}, "macs": conv.macs,
             "weights": conv.kh * conv.kw * conv.cout * (1 if conv.depthwise else conv.cin),
-            "workload": workload_key(cfg.name, conv, inp, out, streamed)}
+            "workload": workload_key(cfg.name, conv, inp, out, streamed, lut=lut)}
 
 
 @pytest.mark.parametrize("conv", [programs.Conv(20, 20, 192, 192),
                                   programs.Conv(10, 10, 384, 360),
                                   programs.Conv(40, 40, 96, 24, 3, 3, 1, (1, 1, 1, 1)),
                                   programs.Conv(12, 48, 88, 88, 5, 5, 1, (2, 2, 2, 2), True)])
-def test_ceiling_bounds_every_mapping(npu, conv):
-    info = _info(npu, conv, Space.PCACHE, Space.PCACHE)
-    roof = roofline(npu, info)
-    task = tuner.Task(info["workload"], conv, "conv", Space.PCACHE, Space.PCACHE, False, False)
-    measured = [tuner.measure(npu, task, mp)[0] for mp in tuner.candidates(npu, task)]
+@pytest.mark.parametrize("lut", [False, True], ids=["requant", "requant+lut"])
+@pytest.mark.parametrize("queue", [4, 0], ids=["vector-queue", "no-queue"])
+def test_ceiling_bounds_every_mapping(npu, conv, lut, queue):
+    import dataclasses
+
+    cfg = dataclasses.replace(npu, vector_queue=queue)
+    info = _info(cfg, conv, Space.PCACHE, Space.PCACHE, lut=lut)
+    roof = roofline(cfg, info)
+    task = tuner.Task(info["workload"], conv, "conv", Space.PCACHE, Space.PCACHE, False, lut)
+    measured = [tuner.measure(cfg, task, mp)[0] for mp in tuner.candidates(cfg, task)]
     assert min(c for c in measured if c is not None) >= roof["ceiling_cycles"]
 
 
