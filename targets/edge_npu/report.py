@@ -60,7 +60,8 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     the 64 B/cycle feeds on chip); on chip that is 64 MACs per byte. ``ceiling`` is the
     fewest cycles the timing model allows any mapping: launch, the first input row's
     load, the compute queue's stall-free folds (every fold of every N-tile with its fill,
-    the better dataflow), the requantize (and fused LUT) vector work, and the last
+    in WS once per band for the fewest bands the accumulators and a bank allow; the
+    better dataflow), the requantize (and fused LUT) vector work, and the last
     output row's store. With a vector queue the vector work overlaps the folds but for
     at least one output row of the narrowest N-tile after the last fold; without one it
     runs on the compute queue. ``MACs / (ceiling * R * C)`` bounds the utilization (an
@@ -89,7 +90,11 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
         for _, nl in tiles:
             k = c.kh * c.kw * (nl if c.depthwise else c.cin)
             if df == Dataflow.WS:
-                total += -(-k // cfg.rows) * timing.fold_cycles(cfg, df, m)
+                # every band pays each K-fold's fill; a band's N-tile must fit the
+                # accumulators, its output a bank, its pixels one STORE
+                nb = max(-(-m * nl // cfg.accumulator_words), -(-out_b // cfg.activation_bank),
+                         -(-m // 2047))
+                total += -(-k // cfg.rows) * (timing.fold_cycles(cfg, df, 0) * nb + m)
             else:
                 total += -(-m // cfg.rows) * timing.fold_cycles(cfg, df, k)
         folds[df] = total

@@ -22,6 +22,7 @@ def _info(cfg, conv, inp, out, streamed=False, lut=False):
 
 
 @pytest.mark.parametrize("conv", [programs.Conv(20, 20, 192, 192),
+                                  programs.Conv(40, 40, 192, 192),  # several bands in WS
                                   programs.Conv(10, 10, 384, 360),
                                   programs.Conv(40, 40, 96, 24, 3, 3, 1, (1, 1, 1, 1)),
                                   programs.Conv(12, 48, 88, 88, 5, 5, 1, (2, 2, 2, 2), True)])
