@@ -540,8 +540,6 @@ def _gap(c: Any, out: QTensor, lookup: Lookup, rnd: Rounding) -> tuple[Layer, li
         return shape
     h, w, ch = shape
     p = h * w
-    if p > 2047:
-        return f"global pool over {p} pixels: the ones-row DMA holds at most 2047"
     # ONNX Runtime's QLinearGlobalAveragePool: ScaleInput / (ScaleOutput * P) in float32
     m, t = rounding.multipliers(rounding.f32_ratio(s_in, np.float32(out.scale) * np.float32(p)),
                                 rnd)

@@ -48,6 +48,8 @@ from .isa import (
     requant_block,
 )
 
+MAX_RUN = 2047  # the DMA's 11-bit rows / depth fields: the longest run one descriptor moves
+
 
 class ProgramError(EdgecError):
     """A layer does not fit the machine or the generator's tiling."""
@@ -220,6 +222,9 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     """
     if order not in ("band", "tile"):
         raise ProgramError(f"loop order {order!r}: expected band or tile")
+    if (conv.h * conv.w == 1 and conv.kh * conv.kw == 1 and conv.cin > MAX_RUN
+            and not conv.depthwise):
+        return long_k_layer(cfg, conv, place, dataflow, lut, sync)
     if conv.depthwise and conv.cin != conv.cout:
         raise ProgramError(f"depthwise conv needs cin == cout, got {conv.cin}, {conv.cout}")
     df = (choose_dataflow(cfg, conv) if dataflow is None
@@ -351,6 +356,63 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     prog += _interleave(load_q, comp_q, store_q)
     return LayerProgram(prog, conv.macs, nbands, folds_total, df, wbytes,
                         {"band_rows": rows_b, "param_bytes": off_p})
+
+
+def long_k_layer(cfg: NpuConfig, conv: Conv, place: Placement,
+                 dataflow: Dataflow | str | None = None, lut: int | None = None,
+                 sync: bool = True) -> LayerProgram:
+    """A one-pixel 1x1 conv whose K is more than one DMA row or CFG holds (> 2047): a
+    vector times a matrix, or a global pool over more than 2047 pixels (the ones row
+    times the activation). The input vector arrives in flat runs; K is cut into chunks
+    of at most 2047, each with its own CFG, accumulating into the same accumulators
+    (OS: one fold per chunk, chained after the first; WS: 64-row folds)."""
+    if place.stream_from is not None:
+        raise ProgramError(f"conv {conv}: streamed weights with K > {MAX_RUN}")
+    df = (Dataflow.OS if dataflow is None
+          else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
+    k, R = conv.cin, cfg.rows
+    out_base = -(-k // 64) * 64
+    if out_base + conv.cout > cfg.activation_bank:
+        raise ProgramError(f"conv {conv}: the {k}-element input and its output do not fit "
+                           f"an activation bank ({cfg.activation_bank} B)")
+    in_space, in_addr = place.inp
+    out_space, out_addr = place.out
+    runs = _flat_runs(k, MAX_RUN)
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    prog += [make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (), kind=Kind.ACT,
+                  space=in_space, dram=in_addr + off, sram=off, rows=rows, cols=1,
+                  depth=depth, stride=depth) for i, (off, rows, depth) in enumerate(runs)]
+    half = cfg.accumulator_words // 2
+    folds, off_p = 0, 0
+    for t, (n0, nl) in enumerate(n_tiles(conv, cfg.cols)):
+        acc0 = (t % 2) * half
+        for j, k0 in enumerate(range(0, k, MAX_RUN)):
+            kl = min(MAX_RUN, k - k0)
+            prog.append(make(Op.CFG, ("pop_prev",) if t == j == 0 else (), inp=k0, in_w=1,
+                             cin=kl, kc=kl, c_base=0, kh=1, kw=1, stride=1, out_w=1,
+                             wgt_stride=conv.cout, acc_stride=nl))
+            wgt = place.wgt + k0 * conv.cout + n0
+            if df == Dataflow.OS:
+                prog.append(make(Op.GEMM, df=df, reset=int(j == 0), chain=int(j > 0), m0=0,
+                                 m_len=1, k0=0, k_len=kl, n_len=nl, wgt=wgt, acc=acc0))
+                folds += int(j == 0)
+            else:
+                for f0 in range(0, kl, R):
+                    prog.append(make(Op.GEMM, df=df, reset=int(j == 0 and f0 == 0), m0=0,
+                                     m_len=1, k0=f0, k_len=min(R, kl - f0), n_len=nl,
+                                     wgt=wgt + f0 * conv.cout, acc=acc0))
+                    folds += 1
+        prog.append(make(Op.VEC, () if lut is not None else ("push_next",), vop=VecOp.REQUANT,
+                         src=acc0, dst=out_base + n0, count=nl, cols=nl,
+                         param=place.params + off_p))
+        if lut is not None:
+            prog.append(make(Op.VEC, ("push_next",), vop=VecOp.LUT, src=out_base + n0,
+                             dst=out_base + n0, count=nl, param=lut))
+        prog.append(make(Op.STORE, ("pop_prev",), space=out_space, dram=out_addr + n0,
+                         sram=out_base + n0, rows=1, cols=1, depth=nl, stride=conv.cout))
+        off_p += 4 * (3 + 3 * nl)
+    return LayerProgram(prog, conv.macs, 1, folds, df, k * conv.cout,
+                        {"band_rows": 1, "param_bytes": off_p})
 
 
 def act_loads(first: tuple[str, ...], last: tuple[str, ...], space: Space, dram: int,

@@ -151,3 +151,23 @@ def test_double_buffered_accumulators_bit_exact(small, queue):
         serial = run_conv(dataclasses.replace(soc, vector_queue=0), conv, x, wt, bias, mult,
                           shift, 2, -128, 127, lut=lut, dataflow="ws")[1]
         assert rep.cycles < serial.cycles
+
+
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+@pytest.mark.parametrize("lut", [False, True], ids=["requant", "lut"])
+def test_long_k_vector_times_matrix_bit_exact(small, dataflow, lut):
+    """K = 5000 > 2047 (one DMA row, one CFG): flat input runs and K chunks that
+    accumulate (OS: chained folds), as a global pool over 80x80 pixels needs."""
+    rng = np.random.default_rng(8)
+    conv, x, wt, bias, mult, shift = _layer(rng, 1, 1, 5000, 40, 1, 1, (0, 0, 0, 0), False)
+    table = rng.integers(-128, 128, 256) if lut else None
+    got, _, lp = run_conv(small, conv, x, wt, bias, mult, shift, 4, -128, 127,
+                            dataflow=dataflow, lut=table)
+    want = conv_requant(x, wt, bias, mult, shift, 4, -128, 127)
+    if lut:
+        want = table[want.astype(np.int64) + 128].astype(np.int8)
+    np.testing.assert_array_equal(got, want)
+    cfgs = [i for i in lp.instrs if i.op == Op.CFG]
+    assert max(i.cin for i in cfgs) == 2047 and len(cfgs) == 3 * 3  # 3 chunks x 3 N-tiles
+    chained = [i for i in lp.instrs if i.op == Op.GEMM and i.chain]
+    assert len(chained) == (2 * 3 if dataflow == "os" else 0)
