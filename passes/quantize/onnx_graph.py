@@ -284,7 +284,8 @@ CHAIN_UNARY = {"Relu": 1, "Clip": 2, "Sigmoid": 1, "Tanh": 1, "HardSigmoid": 3, 
                "Exp": 1, "Neg": 1, "Abs": 1, "LeakyRelu": 2, "Softplus": 3, "Elu": 3}
 CHAIN_SCALAR = {"Add", "Sub", "Mul", "Div", "Max", "Min"}
 NPU_OTHER = {"Add", "Mul", "MaxPool", "GlobalAveragePool", "Reshape", "Flatten",
-             "HardSwish", "AveragePool"}
+             "HardSwish", "AveragePool", "Resize", "Concat"}
+DATA_ONLY = {"Resize"}  # ops whose other inputs (roi, scales, sizes) are not activations
 MAX_CHAIN = 4  # element-wise ops per table (edge_npu.patterns.MAX_CHAIN, in Relax ops)
 
 
@@ -318,7 +319,8 @@ def npu_tensors(model: onnx.ModelProto, anchors: list[Anchor]) -> list[str]:
         weight = _chain_weight(g, n)
         if not weight and n.op_type not in NPU_OTHER:
             continue
-        ins = [t for t in n.input if activation(t)]
+        ins = [t for t in (n.input[:1] if n.op_type in DATA_ONLY else n.input)
+               if activation(t)]
         length = weight
         for t in ins:
             producer = g.producer.get(t)

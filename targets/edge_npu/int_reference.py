@@ -49,6 +49,13 @@ def run_layer(layer: Layer, xs: list[np.ndarray]) -> np.ndarray:
                                    at["qmax"], rnd).reshape(1, 1, -1)
     if layer.kind == "lut":
         return a["table"][xs[0].astype(np.int64) + 128]
+    if layer.kind == "resize":
+        y = a["table"][xs[0].astype(np.int64) + 128] if "table" in a else xs[0]
+        f = at["factor"]
+        return np.repeat(np.repeat(y, f, axis=0), f, axis=1)
+    if layer.kind == "concat":
+        return np.concatenate([a[f"table{i}"][x.astype(np.int64) + 128].astype(np.int8)
+                               for i, x in enumerate(xs)], axis=2)
     if layer.kind in ("alias", "copy"):
         return xs[0].reshape(layer.out.shape)
     if layer.kind == "add":

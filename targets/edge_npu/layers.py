@@ -59,7 +59,7 @@ class QTensor:
 class Layer:
     """One NPU layer: kind, int8 inputs/output and integer parameters."""
 
-    kind: str  # conv | lut | add | mul | maxpool | gap | alias
+    kind: str  # conv | lut | add | mul | maxpool | gap | alias | resize | concat
     inputs: list[QTensor]
     out: QTensor
     attrs: dict[str, Any] = field(default_factory=dict)
@@ -303,6 +303,10 @@ def describe(root: Any, lookup: Lookup, rnd: Rounding = rounding.DEFAULT
         return _gap(c, out, lookup, rnd)
     if name == "relax.reshape":
         return _reshape(c, out, lookup)
+    if name == "relax.image.resize2d":
+        return _resize(c, out, lookup)
+    if name == "relax.concat":
+        return _concat(c, out, lookup)
     return _lut(y, out, lookup)
 
 
@@ -569,3 +573,56 @@ def _reshape(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | 
     if np.array_equal(table, np.arange(-128, 128)):
         return Layer("alias", [inp], out, {}, {}, ["relax.reshape"]), [x]
     return Layer("lut", [inp], out, {}, {"table": table}, ["relax.reshape"]), [x]
+
+
+def _resize(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    """Nearest upsampling by an integer factor (ONNX Resize, asymmetric / floor): the
+    DMA repeats pixels; a LUT maps the values when the output's scale differs."""
+    a = act_input(c.args[0], lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    at = c.attrs
+    if str(at.method) != "nearest_neighbor":
+        return f"resize by {at.method}: the NPU repeats pixels (nearest only)"
+    if (str(at.coordinate_transformation_mode), str(at.rounding_method)) != ("asymmetric",
+                                                                            "floor"):
+        return (f"nearest resize with {at.coordinate_transformation_mode} / "
+                f"{at.rounding_method} coordinates (the NPU repeats pixels: asymmetric, floor)")
+    shape = hwc(_shape(x))
+    if isinstance(shape, str):
+        return shape
+    (h, w, ch), (oh, ow, oc) = shape, out.shape
+    if oc != ch or oh % h or ow % w or oh // h != ow // w:
+        return f"resize {h}x{w} -> {oh}x{ow}: not one integer factor for both axes"
+    table = build_table([], s_in, zp_in, out.scale, out.zp)
+    arrays = {} if np.array_equal(table, np.arange(-128, 128)) else {"table": table}
+    return (Layer("resize", [QTensor(shape, s_in, zp_in)], out, {"factor": oh // h}, arrays,
+                  ["relax.image.resize2d"]), [x])
+
+
+def _concat(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
+    """Concatenation along channels (NCHW axis 1): each input is stored at its channel
+    offset, through a LUT to the output's scale (the QDQ graph's dequantize / quantize)."""
+    tup = _val(c.args[0], lookup)
+    fields = getattr(tup, "fields", None)
+    if fields is None:
+        return "concat of a tuple the pattern cannot see"
+    rank = len(_shape(c))
+    if c.attrs.axis is None or rank != 4 or int(c.attrs.axis) % rank != 1:
+        return "concat along an axis other than channels"
+    ins, xs, tables = [], [], {}
+    for i, f in enumerate(fields):
+        a = act_input(f, lookup)
+        if isinstance(a, str):
+            return a
+        x, s_in, zp_in = a
+        shape = hwc(_shape(x))
+        if isinstance(shape, str):
+            return shape
+        ins.append(QTensor(shape, s_in, zp_in))
+        xs.append(x)
+        tables[f"table{i}"] = build_table([], s_in, zp_in, out.scale, out.zp)
+    if any(t.shape[:2] != out.shape[:2] for t in ins):
+        return "concat of tensors with different heights or widths"
+    return Layer("concat", ins, out, {}, tables, ["relax.concat"]), xs

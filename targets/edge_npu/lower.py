@@ -47,7 +47,7 @@ from .mapping import Mapping, workload_key
 from .models import _FirstFit
 from .programs import Conv, Placement, ProgramError
 from .simulator import simulate
-from .vector_layers import elementwise_layer, maxpool_layer
+from .vector_layers import concat_layer, elementwise_layer, maxpool_layer, resize_layer
 
 ALIGN = 64
 Loc = tuple[Space, int]
@@ -155,6 +155,13 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
         return params, b""
     if layer.kind == "copy":
         return {"clamp": _i32(clamp_block(-128, 127))}, b""
+    if layer.kind == "resize":
+        if "table" in a:
+            return {"lut": _i32(lut_block(a["table"]))}, b""
+        return {"clamp": _i32(clamp_block(-128, 127))}, b""
+    if layer.kind == "concat":
+        return {f"lut{i}": _i32(lut_block(a[f"table{i}"]))
+                for i in range(len(layer.inputs))}, b""
     if layer.kind == "alias":
         return {}, b""
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
@@ -215,6 +222,13 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         prog, _ = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"], inputs[0],
                                 out, params["pool"], params.get("lut"))
         return prog
+    if layer.kind == "resize":
+        ih, iw, ic = layer.inputs[0].shape
+        vop = (VecOp.LUT, params["lut"]) if "lut" in params else (VecOp.CLAMP, params["clamp"])
+        return resize_layer(cfg, ih, iw, ic, at["factor"], inputs[0], out, vop)
+    if layer.kind == "concat":
+        return concat_layer(cfg, h * w, [t.shape[2] for t in layer.inputs], inputs, out,
+                            [(VecOp.LUT, params[f"lut{i}"]) for i in range(len(inputs))])
     if layer.kind == "alias":
         return []
     raise ProgramError(f"unknown layer kind {layer.kind!r}")

@@ -9,6 +9,8 @@ Each pattern is a QDQ layer, ``quantize(op(dequantize(a), ...))``, registered as
     edge_npu.maxpool   q(max_pool2d(chain*(dq(a))))
     edge_npu.gap       q(mean(dq(a)))
     edge_npu.reshape   q(reshape(dq(a)))
+    edge_npu.resize    q(resize2d(dq(a)))            nearest, integer factor
+    edge_npu.concat    q(concat((dq(a), dq(b), ...)))  2 to 8 inputs, along channels
     edge_npu.lut       q(chain+(dq(a)))   chain: element-wise ops of the table's "lut" row
 
 The check runs ``layers.describe`` and ``lower.fits`` on the match, so a pattern that
@@ -32,6 +34,7 @@ from .tvm_compat import var_name
 TABLE: dict[str, Any] = json.loads((Path(__file__).parent / "supported_ops.json").read_text())
 PREFIX = "edge_npu"
 MAX_CHAIN = 4  # element-wise ops in one LUT chain (hard-swish written out is 3)
+MAX_CONCAT = 8  # inputs of one concat layer
 
 
 class Rejections:
@@ -83,6 +86,13 @@ def _element_wise(x: Any) -> Any:
     return pat
 
 
+def _alternatives(pats: list[Any]) -> Any:
+    pat = pats[0]
+    for alt in pats[1:]:
+        pat = pat | alt
+    return pat
+
+
 def _chains(x: Any, min_len: int) -> Any:
     """Element-wise chains of ``min_len`` .. MAX_CHAIN ops on ``x``."""
     chains, cur = [], x
@@ -98,7 +108,7 @@ def _chains(x: Any, min_len: int) -> Any:
 
 def layer_patterns() -> list[tuple[str, Any, dict[str, Any]]]:
     """(name, pattern, annotations), highest priority first."""
-    from tvm.relax.dpl import is_const, is_op, wildcard
+    from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
 
     a, b = wildcard(), wildcard()
     conv = is_op("relax.nn.conv2d")(_dq(a), _dq(is_const()))
@@ -110,6 +120,10 @@ def layer_patterns() -> list[tuple[str, Any, dict[str, Any]]]:
     maxpool = _q(is_op("relax.nn.max_pool2d")(_chains(_dq(a), 0)))
     gap = _q(is_op("relax.mean")(_dq(a)))
     reshape = _q(is_op("relax.reshape")(_dq(a), wildcard()))
+    resize = _q(is_op("relax.image.resize2d")(_dq(a), wildcard()))
+    concat = _q(_alternatives([is_op("relax.concat")(is_tuple([_dq(wildcard())
+                                                                for _ in range(n)]))
+                               for n in range(2, MAX_CONCAT + 1)]))
     lut = _q(_chains(_dq(a), 1))
     return [(f"{PREFIX}.conv", conv_root, {"root": conv_root}),
             (f"{PREFIX}.gemm", gemm_root, {"root": gemm_root}),
@@ -117,6 +131,8 @@ def layer_patterns() -> list[tuple[str, Any, dict[str, Any]]]:
             (f"{PREFIX}.maxpool", maxpool, {"root": maxpool}),
             (f"{PREFIX}.gap", gap, {"root": gap}),
             (f"{PREFIX}.reshape", reshape, {"root": reshape}),
+            (f"{PREFIX}.resize", resize, {"root": resize}),
+            (f"{PREFIX}.concat", concat, {"root": concat}),
             (f"{PREFIX}.lut", lut, {"root": lut})]
 
 

@@ -285,6 +285,10 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     # the other half while the vector unit still requantizes tile j (``hazards``).
     half = cfg.accumulator_words // 2
     double = rows_b * ow * max(nl for _, nl in tiles) <= half
+    # outputs go above the largest input band in every bank: with tile order a full band's
+    # load comes two steps after the short last band, while that band's stores may still
+    # be reading (a load waits for the compute two steps back, not for its stores)
+    tile_max = ((min(rows_b, oh) - 1) * sh + conv.kh) * wp * conv.cin
     n_acc = 0
     for st, (b, step_tiles) in enumerate(steps):
         oy0 = b * rows_b
@@ -294,7 +298,6 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         y_hi = (oy0 + orows - 1) * sh + conv.kh - pt   # one past the last
         top, bottom = max(0, -y_lo), max(0, y_hi - conv.h)
         in_rows = y_hi - y_lo
-        tile = in_rows * wp * conv.cin
         load_q += act_loads((("pop_next",) if st >= 2 else ()), ("push_next",), in_space,
                             in_addr + max(0, y_lo) * conv.w * conv.cin, bank,
                             in_rows - top - bottom, conv.w, conv.cin, conv.w * conv.cin,
@@ -302,7 +305,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         if st == 0:
             load_q += wloads
         m = orows * ow
-        out_base = bank + tile
+        out_base = bank + tile_max
         for i, t in enumerate(step_tiles):
             (n0, nl), k = tiles[t], ks[t]
             deps: tuple[str, ...] = ()

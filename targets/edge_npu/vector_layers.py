@@ -15,12 +15,13 @@ in the graph (max commutes with a non-decreasing function).
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import numpy as np
 
 from .config import NpuConfig
 from .isa import Instr, Kind, Op, Space, VecOp, make
-from .programs import ProgramError, act_loads, pool_block
+from .programs import MAX_RUN, ProgramError, act_loads, pool_block
 
 Loc = tuple[Space, int]
 
@@ -131,3 +132,94 @@ def maxpool_layer(cfg: NpuConfig, h: int, w: int, c: int, k: int, stride: int,
                          space=out[0], dram=out[1] + oy0 * ow * c, sram=bank + tile,
                          rows=orows * ow, cols=1, depth=c, stride=c))
     return prog, np.concatenate(words).astype(np.int32)
+
+
+@dataclass(frozen=True)
+class Chunk:
+    """One pass through a bank: LOAD ``rows`` x ``cols`` pixels of ``depth`` bytes (DRAM
+    row stride ``stride``) into the bank's lower half, one VEC (a LUT, or a CLAMP copy)
+    over them into its upper half, then STOREs of (SRAM offset in that half, DRAM address, runs, run
+    stride): each store writes ``runs`` pixels of ``depth`` bytes, ``run_stride`` apart."""
+
+    src: Loc
+    rows: int
+    cols: int
+    depth: int
+    stride: int
+    vop: tuple[VecOp, int]
+    stores: list[tuple[int, int, int, int]]
+
+
+def stream_chunks(cfg: NpuConfig, chunks: list[Chunk], out_space: Space,
+                  sync: bool = True) -> list[Instr]:
+    """Chunks through the two banks with VTA's double buffering (``elementwise_layer``'s
+    token protocol), one index across all chunks so no bank is reused early."""
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    n = len(chunks)
+    half = cfg.activation_bank // 2
+    for i, ch in enumerate(chunks):
+        bank = (i % 2) * cfg.activation_bank
+        size = ch.rows * ch.cols * ch.depth
+        if size > half:
+            raise ProgramError(f"a chunk of {size} B and its copy do not fit an activation "
+                               f"bank ({cfg.activation_bank} B)")
+        more = i + 2 < n
+        prog += act_loads((("pop_next",) if i >= 2 else ()), ("push_next",), ch.src[0],
+                          ch.src[1], bank, ch.rows, ch.cols, ch.depth, ch.stride,
+                          (0, 0, 0, 0), 0)
+        # the copy always goes to the bank's upper half: chunks differ in size (concat's
+        # inputs), and load(i+2) waits for compute(i) only, not for store(i)
+        dst = bank + half
+        vop, param = ch.vop
+        prog.append(make(Op.VEC, ("pop_prev",) + (("pop_next",) if i >= 2 else ()) +
+                         (("push_prev",) if more else ()) + ("push_next",),
+                         vop=vop, src=bank, dst=dst, count=size, param=param))
+        for j, (off, dram, runs, run_stride) in enumerate(ch.stores):
+            last = j == len(ch.stores) - 1
+            prog.append(make(Op.STORE, (("pop_prev",) if j == 0 else ()) +
+                             (("push_prev",) if more and last else ()), space=out_space,
+                             dram=dram, sram=dst + off, rows=runs, cols=1, depth=ch.depth,
+                             stride=run_stride))
+    return prog
+
+
+def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
+                 vop: tuple[VecOp, int], sync: bool = True) -> list[Instr]:
+    """Nearest-neighbour upsampling by an integer ``f`` of an HWC tensor: bands of input
+    rows are copied (or mapped through a LUT when the scales differ) and each input row
+    is stored f x f times, its pixels ``f`` apart (output pixel (f y + dy, f x + dx) is
+    input pixel (y, x), ONNX's asymmetric / floor nearest)."""
+    if c > MAX_RUN or w > MAX_RUN or f * c >= 1 << 14:
+        raise ProgramError(f"resize of {h}x{w}x{c} by {f}: rows or channels exceed a DMA field")
+    rows = max(1, min(h, cfg.activation_bank // (2 * w * c)))
+    if 2 * w * c > cfg.activation_bank:
+        raise ProgramError(f"one row of {w}x{c} and its copy do not fit an activation bank")
+    ow = w * f
+    chunks = []
+    for y0 in range(0, h, rows):
+        r = min(rows, h - y0)
+        stores = [((y - y0) * w * c, out[1] + ((y * f + dy) * ow + dx) * c, w, f * c)
+                  for y in range(y0, y0 + r) for dy in range(f) for dx in range(f)]
+        chunks.append(Chunk((inp[0], inp[1] + y0 * w * c), r, w, c, w * c, vop, stores))
+    return stream_chunks(cfg, chunks, out[0], sync)
+
+
+def concat_layer(cfg: NpuConfig, pixels: int, channels: list[int], inputs: list[Loc],
+                 out: Loc, vops: list[tuple[VecOp, int]], sync: bool = True) -> list[Instr]:
+    """Concatenation along channels of HWC tensors with the same pixels: each input is
+    copied (or mapped through its LUT to the output's scale) in chunks of pixels and
+    stored at its channel offset, one run per pixel, the output's channels apart."""
+    total = sum(channels)
+    if max(channels) > MAX_RUN or total >= 1 << 14:
+        raise ProgramError(f"concat of {channels} channels exceeds a DMA field")
+    chunks, off = [], 0
+    for (space, addr), c, vop in zip(inputs, channels, vops):
+        per = min(cfg.activation_bank // (2 * c), MAX_RUN)
+        if per == 0:
+            raise ProgramError(f"one pixel of {c} channels and its copy do not fit a bank")
+        for p0 in range(0, pixels, per):
+            pix = min(per, pixels - p0)
+            chunks.append(Chunk((space, addr + p0 * c), pix, 1, c, c, vop,
+                                [(0, out[1] + p0 * total + off, pix, total)]))
+        off += c
+    return stream_chunks(cfg, chunks, out[0], sync)

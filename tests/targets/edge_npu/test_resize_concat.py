@@ -1,0 +1,102 @@
+"""Nearest resize and channel concat on the NPU, against ONNX Runtime on the same QDQ
+model (ORT's ``quantize_static``): an FPN-like block, two conv branches, one upsampled
+x2, concatenated and mixed by a 1x1 conv, as PP-OCR det's neck does."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from edgec import frontend
+from edgec.targets.edge_npu import int_reference
+from edgec.targets.edge_npu.int_reference import to_hwc
+from edgec.targets.edge_npu.offload import offload
+from edgec.targets.edge_npu.runtime import NpuDevice
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _float_model(rng: np.random.Generator) -> onnx.ModelProto:
+    def w(name, *shape):
+        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+
+    nodes = [
+        helper.make_node("Conv", ["x", "w1", "bias1"], ["a0"], pads=[0, 0, 0, 0]),
+        helper.make_node("Relu", ["a0"], ["a"]),
+        helper.make_node("Conv", ["x", "w2", "bias2"], ["b"], strides=[2, 2], pads=[1, 1, 1, 1]),
+        helper.make_node("Resize", ["b", "", "scales"], ["b2"], mode="nearest",
+                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        helper.make_node("Concat", ["a", "b2"], ["c"], axis=1),
+        helper.make_node("Conv", ["c", "w3", "bias3"], ["y"]),
+    ]
+    inits = [w("w1", 16, 8, 1, 1), w("bias1", 16), w("w2", 8, 8, 3, 3), w("bias2", 8),
+             w("w3", 4, 24, 1, 1), w("bias3", 4),
+             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
+    graph = helper.make_graph(nodes, "fpn", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8, 12, 12])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4, 12, 12])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+@pytest.fixture(scope="module")
+def qdq(tmp_path_factory):
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    rng = np.random.default_rng(0)
+    d = tmp_path_factory.mktemp("fpn")
+    onnx.save(_float_model(rng), d / "f32.onnx")
+    data = [{"x": rng.normal(0, 1, (1, 8, 12, 12)).astype(np.float32)} for _ in range(8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(data)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(d / "f32.onnx"), str(d / "qdq.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return onnx.load(d / "qdq.onnx")
+
+
+def test_resize_and_concat_run_on_the_npu(qdq):
+    off = offload(frontend.to_relax(qdq), "edge-npu-s")
+    kinds = [sl.layer.kind for seg in off.partition.segments for sl in seg.layers]
+    assert len(off.partition.segments) == 1
+    assert "resize" in kinds and "concat" in kinds
+    cpu = {c["op"] for c in off.report["ops"]["cpu"]}
+    assert not cpu & {"relax.image.resize2d", "relax.concat"}
+
+
+def test_within_one_step_of_ort_and_bit_exact(qdq):
+    """The segment on ORT's quantized input: bit-exact with the integer reference, and
+    its int8 output within one step of ORT's last QuantizeLinear (graph optimizations
+    off: the QDQ graph's own float semantics) for every element."""
+    off = offload(frontend.to_relax(qdq), "edge-npu-s")
+    model = onnx.load_from_string(qdq.SerializeToString())
+    quants = [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"
+              and n.input[0] not in {i.name for i in model.graph.initializer}]
+    for name in (quants[0], quants[-1]):
+        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.INT8, None))
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    sess = ort.InferenceSession(model.SerializeToString(), so,
+                                providers=["CPUExecutionProvider"])
+    device = NpuDevice(off.model)
+    seg = off.partition.segments[0]
+    rng = np.random.default_rng(7)
+    diffs = []
+    for _ in range(4):
+        x = rng.normal(0, 1, (1, 8, 12, 12)).astype(np.float32)
+        q_in, q_out = sess.run([quants[0], quants[-1]], {"x": x})
+        npu = device.run_segment(0, [q_in])[0]
+        assert np.array_equal(npu, int_reference.run_segment(seg, [q_in])[0])
+        diffs.append(np.abs(to_hwc(npu).astype(int) - to_hwc(q_out).astype(int)))
+    d = np.concatenate([v.reshape(-1) for v in diffs])
+    assert d.max() <= 1 and (d == 0).mean() >= 0.99
