@@ -26,10 +26,13 @@ from __future__ import annotations
 from collections import deque
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from . import hazards, timing
 from .config import NpuConfig
 from .energy import Energy, energy
 from .isa import Dataflow, Instr, Kind, Op, Space
+from .races import RaceChecker, footprint
 from .semantics import Memory, SimError, execute
 
 QUEUES = ("load", "compute", "store")
@@ -111,9 +114,13 @@ class Simulator:
     """Runs programs on one machine; ``functional=False`` keeps only the timing."""
 
     def __init__(self, cfg: NpuConfig, host_bytes: int = 1 << 20, functional: bool = True,
-                 trace: list[tuple[int, str, int, int]] | None = None):
+                 trace: list[tuple[int, str, int, int]] | None = None,
+                 check_races: bool = True):
         self.cfg = cfg
         self.functional = functional
+        # functional runs refuse programs whose result depends on the timing (``races``)
+        self.check_races = functional and check_races
+        self.races: RaceChecker | None = None
         # (instruction index, unit, start, end) of every instruction, when a list is given
         self.trace = trace
         self.mem = Memory.create(cfg, host_bytes)
@@ -123,6 +130,8 @@ class Simulator:
         rep = Report(cfg.name, cfg.link.name, cached_weights=cached_weights,
                      instructions=len(program))
         now = 0
+        if self.check_races:
+            self.races = RaceChecker(self.mem.inp.size, self.mem.acc.size)
         segs = _segments(program)
         bounds = [s for s, _ in segs[1:]] + [len(program) - 1]
         for (sync_idx, seg), boundary in zip(segs, bounds):
@@ -163,6 +172,11 @@ class Simulator:
                 need.append((NEXT[q], q))
             return need
 
+        races = self.races
+        if races is not None:
+            races.sync()  # a SYNC (or the start) orders everything before it
+        tok_vc: dict[tuple[str, str], deque] = {t: deque() for t in tokens}
+        vec_hist: list[tuple[object, hazards.Footprint]] = []  # VECs' clocks, footprints
         depth = cfg.vector_queue
         vec_free = start   # when the vector unit has finished every VEC dispatched so far
         vec_starts: deque[int] = deque(maxlen=max(depth, 1))  # the last ``depth`` VECs' starts
@@ -206,8 +220,13 @@ class Simulator:
                 tokens[t].popleft()
             cost = instr_cycles(cfg, ins)
             end = t0 + cost
+            if races is not None:
+                self._order(races, q, ins, idx, [tok_vc[t].popleft() for t in need],
+                            vec_hist, regs, depth)
             self._account(ins, idx, rep, cost)
             unit_start = t0
+            if ins.op == Op.CFG:
+                regs = dict(ins.fields)
             if q == "compute" and depth:
                 inflight = [(e, v) for e, v in inflight if e > t0]
                 if ins.op == Op.VEC:
@@ -217,8 +236,6 @@ class Simulator:
                     inflight.append((vec_free, hazards.vec_footprint(ins)))
                     rep.busy["vector"] += cost
                     cost, end = VEC_DISPATCH_CYCLES, t0 + VEC_DISPATCH_CYCLES
-                elif ins.op == Op.CFG:
-                    regs = dict(ins.fields)
             if self.trace is not None:
                 unit = "vector" if q == "compute" and ins.op == Op.VEC else q
                 self.trace.append((idx, unit, unit_start,
@@ -227,15 +244,42 @@ class Simulator:
             rep.busy[q] += cost
             # a compute-queue token also vouches for every VEC dispatched before it
             pushed = max(end, vec_free) if q == "compute" else end
-            if "push_prev" in ins.deps:
-                tokens[(q, PREV[q])].append(pushed)
-            if "push_next" in ins.deps:
-                tokens[(q, NEXT[q])].append(pushed)
+            for flag, other in (("push_prev", PREV[q]), ("push_next", NEXT[q])):
+                if flag in ins.deps:
+                    tokens[(q, other)].append(pushed)
+                    if races is not None:
+                        clock = races.clock(q)
+                        if q == "compute":
+                            clock = np.maximum(clock, races.clock("vector"))
+                        tok_vc[(q, other)].append(clock)
         left = {f"{a}->{b}": len(v) for (a, b), v in tokens.items() if v}
         if left:
             raise SimError(f"token misuse: token(s) pushed but never popped before "
                            f"{boundary}: {left}")
         return max([*free.values(), vec_free])
+
+    def _order(self, races: RaceChecker, q: str, ins: Instr, idx: int, popped: list,
+               vec_hist: list, regs: dict | None, depth: int) -> None:
+        """Happens-before bookkeeping and the race check of one instruction (``races``)."""
+        for clock in popped:
+            races.join(q, clock)
+        agent = q
+        if q == "compute" and depth:
+            if ins.op == Op.VEC:  # dispatched in order, after the array's earlier work
+                agent = "vector"
+                races.join(agent, races.clock("compute"))
+            elif ins.op == Op.GEMM:  # the hazard unit orders it after conflicting VECs
+                fp = hazards.gemm_footprint(ins, regs)
+                for clock, v in reversed(vec_hist):
+                    if hazards.gemm_must_wait(v, fp):
+                        races.join(agent, clock)
+                        break
+        races.step(agent)  # this instruction's epoch; tokens it pushes carry it
+        where = f"instruction #{idx} {ins.op.name}"
+        for mem, lo, hi, write in footprint(ins, regs, self.mem):
+            races.access(agent, mem, lo, hi, write, idx, where)
+        if agent == "vector":
+            vec_hist.append((races.clock(agent), hazards.vec_footprint(ins)))
 
     def _account(self, ins: Instr, idx: int, rep: Report, cost: int) -> None:
         if self.functional:

@@ -158,3 +158,40 @@ def test_bad_vector_queue_is_refused():
     data["vector"]["queue"] = -1
     with pytest.raises(EdgecError, match="vector.queue.*non-negative"):
         parse_config(data, "x.json")
+
+
+# -- race checking: a result must not depend on the timing model's order ---------------------
+def _racy(tokens: bool):
+    """Load 400 bytes into inp[0:400], store them: ordered only if the load pushes a
+    token the compute queue passes on to the store."""
+    load = make(Op.LOAD, ("push_next",) if tokens else (), kind=isa.Kind.ACT,
+                space=Space.HOST, rows=1, cols=1, depth=400, stride=400)
+    relay = [make(Op.CFG, ("pop_prev", "push_next"))] if tokens else []
+    store = make(Op.STORE, ("pop_prev",) if tokens else (), space=Space.HOST, dram=4096,
+                 rows=1, cols=1, depth=400, stride=400)
+    return [load, *relay, store, END]
+
+
+def test_unordered_accesses_are_a_race(small):
+    from edgec.targets.edge_npu.races import RaceError
+
+    with pytest.raises(RaceError, match=r"race: instruction #[01] (STORE|LOAD) touches "
+                                        r"inp\[0\], which instruction #[01] on the "
+                                        r"(load|store) unit (wrote|read)"):
+        Simulator(small).run(_racy(tokens=False))
+    Simulator(small).run(_racy(tokens=True))
+    Simulator(small, check_races=False).run(_racy(tokens=False))  # timing-only order
+
+
+def test_vec_and_gemm_ordered_by_the_hazard_unit_are_not_a_race(small):
+    """GEMM 2 overwrites the accumulators VEC 1 reads: the hazard wait orders them. A
+    VEC that writes the bytes a later LOAD fills with no token between them is a race."""
+    from edgec.targets.edge_npu.races import RaceError
+
+    prog = [_cfgi(), _gemm(0), _requant(0, 1000), _gemm(0), _requant(0, 1400), END]
+    Simulator(small).run(prog)
+    late = make(Op.LOAD, kind=isa.Kind.ACT, space=Space.HOST, sram=1000, rows=1, cols=1,
+                depth=16, stride=16)
+    with pytest.raises(RaceError, match=r"race: instruction #[23] (VEC|LOAD) touches "
+                                        r"inp\[1000\]"):
+        Simulator(small).run([_cfgi(), _gemm(0), _requant(0, 1000), late, END])
