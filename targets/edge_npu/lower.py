@@ -335,8 +335,8 @@ def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
 
 
 def _plan_activations(seg: Segment, base: int, end: int,
-                      host: dict[str, int], layers: list[SegLayer] | None = None
-                      ) -> tuple[dict[str, Loc], int]:
+                      host: dict[str, int], layers: list[SegLayer] | None = None,
+                      stop_on_fail: bool = False) -> tuple[dict[str, Loc], int]:
     """Places every value (host buffers for inputs/outputs, first fit in PCACHE for the
     rest, freed after the last reader); returns (locations, scratch bytes used)."""
     layers = seg.layers if layers is None else layers
@@ -356,7 +356,13 @@ def _plan_activations(seg: Segment, base: int, end: int,
             last[key] = max(last.get(key, i), last.get(sl.output, i))
         elif sl.output not in loc:
             size = seg.tensors[sl.output].size
-            loc[sl.output] = (Space.PCACHE, alloc.alloc(sl.output, _align(size)))
+            try:
+                addr = alloc.alloc(sl.output, _align(size))
+            except ProgramError:
+                if stop_on_fail:
+                    raise _PlanFailed([*alloc.used, sl.output]) from None
+                raise
+            loc[sl.output] = (Space.PCACHE, addr)
             buf[sl.output] = sl.output
             peak = max(peak, max(a + n for a, n in alloc.used.values()))
         for v in sl.inputs:
@@ -364,6 +370,50 @@ def _plan_activations(seg: Segment, base: int, end: int,
             if last.get(key, -1) <= i:
                 alloc.free(key)
     return loc, peak - base
+
+
+def _choose_spills(seg: Segment, layers: list[SegLayer], room: int) -> list[str]:
+    """Activations to keep in host buffers so the rest fit ``room`` bytes of scratch.
+
+    Replans until the first fit succeeds; each time it fails, the value live at that
+    point whose last reader is furthest away (Belady's choice; the larger on a tie)
+    moves to the host. Inputs of global pools stay (the pool reads them as weights)."""
+    pinned = {v for sl in layers if sl.layer.kind == "gap" for v in sl.inputs}
+    last: dict[str, int] = {}
+    for i, sl in enumerate(layers):
+        for v in sl.inputs:
+            last[v] = i
+    io = {v: 0 for v in seg.inputs + seg.outputs}
+    spills: list[str] = []
+    for _ in range(len(layers) + 1):
+        host = {**io, **{v: 0 for v in spills}}
+        try:
+            _plan_activations(seg, 0, room, host, layers)
+            return spills
+        except ProgramError:
+            pass
+        live = _live_at_failure(seg, layers, room, host)
+        live = [v for v in live if v not in pinned and seg.tensors[v].size > 0]
+        if not live:
+            break
+        spills.append(max(live, key=lambda v: (last.get(v, -1), seg.tensors[v].size)))
+    raise LowerError(f"activations of {seg.name} do not fit {room} B of scratch even with "
+                     f"spills to the host", _largest([seg]))
+
+
+def _live_at_failure(seg: Segment, layers: list[SegLayer], room: int,
+                     host: dict[str, int]) -> list[str]:
+    """The PCACHE values allocated when the first fit fails, and the one it failed on."""
+    try:
+        _plan_activations(seg, 0, room, host, layers, stop_on_fail=True)
+    except _PlanFailed as exc:
+        return exc.live
+    return []
+
+
+class _PlanFailed(Exception):
+    def __init__(self, live: list[str]) -> None:
+        self.live = live
 
 
 # -- the whole model ---------------------------------------------------------------------
@@ -383,15 +433,25 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     # host IO buffers (addresses after the streamed weights are fixed later)
     io_sizes = [([seg.tensors[v].size for v in seg.inputs],
                  [seg.tensors[v].size for v in seg.outputs]) for seg in segments]
-    # scratch needed: dry-run each segment's plan from address 0
-    scratch = 0
-    for seg in segments:
-        io = {v: 0 for v in seg.inputs + seg.outputs}
-        _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[segments.index(seg)])
-        scratch = max(scratch, peak)
     # params (always cached) and weights (cached greedily, else streamed)
     items = [(si, li, *_images(cfg, sl))
              for si, plan in enumerate(plans) for li, sl in enumerate(plan)]
+    # scratch needed: dry-run each segment's plan from address 0. Activations that do not
+    # fit beside the parameters and one layer's streamed weights go to host buffers
+    # (spills: streaming a weight costs its bytes once, a spill its bytes twice)
+    room = cfg.parameter_cache - sum(_align(len(d)) for *_, params, _ in items
+                                     for d in params.values())
+    room -= max((_align(len(w)) for *_, w in items if w), default=0)
+    scratch = 0
+    spills: dict[int, list[str]] = {}
+    for si, seg in enumerate(segments):
+        io = {v: 0 for v in seg.inputs + seg.outputs}
+        _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si])
+        if peak > room > 0:
+            spills[si] = _choose_spills(seg, plans[si], room)
+            io.update({v: 0 for v in spills[si]})
+            _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si])
+        scratch = max(scratch, peak)
     param_top = 0
     param_addr: dict[tuple[int, int], dict[str, int]] = {}
     images: list[tuple[Space, int, bytes]] = []
@@ -453,6 +513,9 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             host += _align(n)
         host_io: dict[str, int] = {str(d["name"]): int(d["addr"]) for d in ins}
         host_io.update(host_out)
+        for v in spills.get(si, []):
+            host_io[v] = host
+            host += _align(seg.tensors[v].size)
         loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io, plans[si])
         prog: list[Instr] = []
         infos = []

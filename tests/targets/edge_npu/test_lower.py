@@ -92,3 +92,35 @@ def test_strided_rows_conv_and_wide_rows(small):
     loads = [i for i in model.segments[0].program if i.op.name == "LOAD" and i.kind == 0]
     assert all(i.rows == 1 for i in loads)
     assert model.images and all(sp in (Space.PCACHE, Space.HOST) for sp, _, _ in model.images)
+
+
+def test_activations_that_do_not_fit_spill_to_host_buffers(small):
+    """A skip connection keeps a 128 KiB activation alive across two more: 384 KiB of
+    live activations on a 304 KiB parameter cache. The plan moves the value read last
+    to a host buffer instead of leaving a layer on the CPU, and stays bit-exact."""
+    from edgec.targets.edge_npu import intmath
+
+    from .tuner_fixture import _conv_layer
+
+    rng = np.random.default_rng(2)
+    c1 = _conv_layer(rng, 64, 64, 32, 32, 1)
+    c2 = _conv_layer(rng, 64, 64, 32, 32, 1, s_in=0.04, zp_in=-5)
+    c3 = _conv_layer(rng, 64, 64, 32, 32, 1, s_in=0.04, zp_in=-5)
+    t = c1.out
+    mult, shift = intmath.quantize_multiplier(t.scale * t.scale / 0.05)
+    mul = Layer("mul", [t, c3.out], QTensor(t.shape, 0.05, 1),
+                {"broadcast": False, "zp1": t.zp, "zp2": t.zp, "mult": mult, "shift": shift,
+                 "zp_out": 1, "qmin": -128, "qmax": 127}, ops=["relax.multiply"])
+    layers = [SegLayer("c1", c1, ["x"], "a"), SegLayer("c2", c2, ["a"], "b"),
+              SegLayer("c3", c3, ["b"], "c"), SegLayer("mul", mul, ["a", "c"], "y")]
+    tensors = {"x": c1.inputs[0], "a": t, "b": c2.out, "c": c3.out, "y": mul.out}
+    seg = Segment("s", ["x"], ["y"], layers, {"x": (1, 32, 64, 64), "y": (1, 32, 64, 64)},
+                  tensors)
+    model = lower(small, [seg])
+    assert model.scratch_bytes <= small.parameter_cache
+    places = [json.loads(ly["workload"]) for ly in model.segments[0].layers if "workload" in ly]
+    assert [(p["in"], p["out"]) for p in places] == [
+        ("host", "host"), ("host", "pcache"), ("pcache", "pcache")]  # "a" is spilled
+    ins = _random_inputs(seg, 1)
+    got = NpuDevice(model).run_segment(0, ins)[0]
+    assert np.array_equal(got, int_reference.run_segment(seg, ins)[0])
