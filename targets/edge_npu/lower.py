@@ -308,6 +308,37 @@ def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer
     return [sl for i, sl in enumerate(out) if i not in drop]
 
 
+def compose_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """A LUT whose input comes from another LUT that nothing else reads (and is not a
+    segment output) is one table: ``t2[t1[x]]``. Every LUT maps int8 to int8, so the
+    composition is exact. It takes the first LUT's place, so a chain after a conv (PP-OCR
+    det's affine, then hard-swish folded to one table, then ``/ 6`` and another affine)
+    still follows the conv and fuses into it."""
+    readers: dict[str, int] = {}
+    for sl in layers:
+        for v in sl.inputs:
+            readers[v] = readers.get(v, 0) + 1
+    out: list[SegLayer | None] = list(layers)
+    made_by: dict[str, int] = {}  # value -> index in ``out`` of the LUT that writes it
+    for i, sl in enumerate(layers):
+        if sl.layer.kind != "lut":
+            continue
+        v = sl.inputs[0]
+        p = made_by.get(v)
+        if p is not None and readers.get(v) == 1 and v not in outputs:
+            first = out[p]
+            assert first is not None
+            table = sl.layer.arrays["table"][first.layer.arrays["table"].astype(np.int64) + 128]
+            lut = Layer("lut", first.layer.inputs, sl.layer.out, arrays={"table": table},
+                        ops=list(first.layer.ops) + list(sl.layer.ops))
+            out[p] = SegLayer(sl.name, lut, first.inputs, sl.output, sl.origin or sl.layer)
+            out[i] = None
+            made_by[sl.output] = p
+        else:
+            made_by[sl.output] = i
+    return [sl for sl in out if sl is not None]
+
+
 def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     """A conv directly followed by a LUT that is the only reader of its output (not a
     segment output) becomes one layer: the conv program applies the table to each
@@ -428,7 +459,8 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     mappings = mappings or {}
     for seg in segments:
         seg.layers = _expand(seg)
-    plans = [fuse_luts(fold_gated_luts(seg.layers, seg.outputs), seg.outputs) if fuse
+    plans = [fuse_luts(compose_luts(fold_gated_luts(seg.layers, seg.outputs), seg.outputs),
+                       seg.outputs) if fuse
              else list(seg.layers) for seg in segments]
     # host IO buffers (addresses after the streamed weights are fixed later)
     io_sizes = [([seg.tensors[v].size for v in seg.inputs],

@@ -41,16 +41,25 @@ def test_segments_bit_exact(workdir, config):
 
 
 def test_weights_cached_then_streamed(workdir):
-    """Greedy placement: everything cached on edge-npu; edge-npu-s streams the rest."""
-    big, small = cls_offload(workdir, "edge-npu"), cls_offload(workdir, "edge-npu-s")
+    """Greedy placement: everything cached on edge-npu; on edge-npu-s with 48 KiB less
+    SRAM (a 256 KiB parameter cache) the weights that do not fit are streamed."""
+    import dataclasses
+
+    from edgec.targets.edge_npu.offload import offload
+
+    from .qdq_fixture import cls_relax
+
+    big = cls_offload(workdir, "edge-npu")
     assert big.model.streamed_weights == 0 and big.model.cached_weights > 0
+    base = load_config("edge-npu-s")
+    cfg = dataclasses.replace(base, sram_total=base.sram_total - 48 * 1024)
+    small = offload(cls_relax(workdir), cfg)
     assert small.model.streamed_weights > 0 and small.model.cached_weights > 0
-    cfg = load_config("edge-npu-s")
     assert small.model.param_bytes + small.model.cached_weights <= cfg.parameter_cache
     streamed = [ly for s in small.model.segments for ly in s.layers if ly["streamed"]]
     assert streamed
     # streamed weights cross the link on every run and are counted
-    dev = NpuDevice(small.model)
+    dev = NpuDevice(small.model, cfg)
     for i, seg in enumerate(small.partition.segments):
         dev.run_segment(i, _random_inputs(seg, 0))
     assert sum(r.streamed_weights for r in dev.reports) == small.model.streamed_weights
@@ -124,3 +133,52 @@ def test_activations_that_do_not_fit_spill_to_host_buffers(small):
     ins = _random_inputs(seg, 1)
     got = NpuDevice(model).run_segment(0, ins)[0]
     assert np.array_equal(got, int_reference.run_segment(seg, ins)[0])
+
+
+def test_lut_chains_compose_and_fuse_into_the_conv(small):
+    """conv -> LUT -> LUT -> LUT (det's affine, hard-swish, / 6 and affine): one layer,
+    the composed table applied in the conv program; the same integers as the unfused
+    layers."""
+    from .tuner_fixture import _conv_layer
+
+    rng = np.random.default_rng(4)
+    c1 = _conv_layer(rng, 12, 12, 16, 24, 3)
+    t = c1.out
+    luts = [Layer("lut", [t], t, arrays={"table": rng.integers(-128, 128, 256)},
+                  ops=["relax.multiply"]) for _ in range(3)]
+    layers = [SegLayer("c1", c1, ["x"], "a0")] + [
+        SegLayer(f"l{i}", lut, [f"a{i}"], f"a{i + 1}") for i, lut in enumerate(luts)]
+    tensors = {"x": c1.inputs[0], **{f"a{i}": t for i in range(4)}}
+    seg = Segment("s", ["x"], ["a3"], layers, {"x": (1, 16, 12, 12), "a3": (1, 24, 12, 12)},
+                  tensors)
+    model = lower(small, [seg])
+    assert [ly["kind"] for ly in model.segments[0].layers] == ["conv"]
+    assert model.segments[0].layers[0]["fused_lut"]
+    ins = _random_inputs(seg, 2)
+    assert np.array_equal(NpuDevice(model).run_segment(0, ins)[0],
+                          int_reference.run_segment(seg, ins)[0])
+
+
+def test_segment_without_macs_stays_on_the_cpu():
+    """A QDQ sigmoid alone would only send its tensor over the link and back."""
+    import onnx
+    from edgec import frontend
+    from edgec.targets.edge_npu.offload import NO_MACS, offload
+    from onnx import TensorProto, helper, numpy_helper
+
+    s, z = numpy_helper.from_array(np.float32(0.05), "s"), numpy_helper.from_array(
+        np.int8(0), "z")
+    nodes = [helper.make_node("QuantizeLinear", ["x", "s", "z"], ["q"]),
+             helper.make_node("DequantizeLinear", ["q", "s", "z"], ["d"]),
+             helper.make_node("Sigmoid", ["d"], ["e"]),
+             helper.make_node("QuantizeLinear", ["e", "s", "z"], ["q2"]),
+             helper.make_node("DequantizeLinear", ["q2", "s", "z"], ["y"])]
+    graph = helper.make_graph(nodes, "g", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8, 4, 4])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 8, 4, 4])], [s, z])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    off = offload(frontend.to_relax(onnx.load_from_string(model.SerializeToString())),
+                  "edge-npu-s")
+    assert off.partition.segments == []
+    assert any(c["op"] == "relax.sigmoid" and c["reason"].endswith(NO_MACS)
+               for c in off.report["ops"]["cpu"])
