@@ -31,8 +31,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     os.close(fd)
     tmp_path = Path(tmp)
     try:
-        yield tmp_path
+        # set before the caller writes, so a mode the caller gives it (an executable's
+        # 0755) is the one that lands
         os.chmod(tmp_path, _mode_for(target))
+        yield tmp_path
         os.replace(tmp_path, target)
     except BaseException:
         tmp_path.unlink(missing_ok=True)

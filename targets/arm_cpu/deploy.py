@@ -54,8 +54,8 @@ def build_runner() -> Path:
     cxx = toolchain.find_cxx()
     runtime = runtime_libs.ensure_runtime()
     out = runtime_libs.cache_dir() / "aarch64-runner" / _runner_key(runtime) / "runner"
-    if out.is_file():
-        return out
+    if out.is_file() and os.access(out, os.X_OK):
+        return out  # (a runner cached without its x bit, as 5be6211 left it, is rebuilt)
     # Compile to a private name and rename: concurrent builders each produce the same
     # file and the last rename wins, so no lock is needed.
     with atomic_path(out) as tmp:

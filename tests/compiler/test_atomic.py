@@ -60,3 +60,12 @@ def test_checks_refuse_a_file_in_the_way_without_creating_anything(tmp_path: Pat
         check_output(tmp_path)
     assert check_output_dir(tmp_path / "new" / "db") == tmp_path / "new" / "db"
     assert [p.name for p in tmp_path.iterdir()] == ["f"]
+
+
+def test_a_mode_the_writer_sets_is_kept(tmp_path: Path) -> None:
+    """An executable written through atomic_path (the aarch64 runner) stays executable."""
+    out = tmp_path / "runner"
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(b"#!/bin/sh\n")
+        os.chmod(tmp, 0o755)
+    assert _mode(out) == 0o755
