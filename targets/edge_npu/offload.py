@@ -47,8 +47,8 @@ def offload(mod: Any, config: str | NpuConfig = "edge-npu",
 
 
 MAX_FALLBACKS = 64
-NO_MACS = ("in a segment of element-wise layers only: sending its tensors over the link and "
-           "back costs more than the CPU's work")
+NO_MACS = ("in a segment without MACs (element-wise, max-pool, resize or concat layers "
+           "only): sending its tensors over the link and back costs more than the CPU's work")
 
 
 def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | None = None,
@@ -62,7 +62,7 @@ def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | Non
         part = partition(mod, cfg, deny)
         idle = [sl.layer for seg in part.segments if not any(sl.layer.macs for sl in seg.layers)
                 for sl in seg.layers]
-        if idle:  # element-wise only: the link costs more than the CPU's work
+        if idle:  # no MACs: the link costs more than the CPU's work
             deny.update({signature(ly): NO_MACS for ly in idle})
             continue
         try:
