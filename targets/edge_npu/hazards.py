@@ -2,8 +2,8 @@
 
 With a vector command queue (config ``vector.queue``) the compute queue hands each VEC
 to the vector unit and goes on, so a GEMM may run while earlier VECs still read the
-accumulators or write the activation banks (as TPU v1's activation pipeline runs behind its matrix unit, and
-Gemmini's execute unit checks hazards between its decoupled parts). A GEMM must wait
+accumulators or write the activation banks (as TPU v1's activation pipeline runs behind
+its matrix unit, and Gemmini's execute unit checks hazards between its decoupled parts). A GEMM must wait
 for an in-flight VEC when it would overwrite accumulators the VEC has yet to read
 (write after read) or read activations the VEC has yet to write (read after write).
 Ranges are half-open ``[lo, hi)``: accumulator words, activation-bank bytes. A range

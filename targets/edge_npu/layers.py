@@ -162,6 +162,19 @@ def hwc(shape: tuple[int, ...]) -> tuple[int, int, int] | str:
     return f"rank-{len(shape)} tensor: the NPU takes NCHW or 2-D tensors"
 
 
+def hwc_input(e: Any, lookup: Lookup) -> tuple[Any, QTensor] | str:
+    """``dequantize(a)`` of an int8 activation in NCHW / 2-D -> (a, its HWC ``QTensor``),
+    or a reason."""
+    a = act_input(e, lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    shape = hwc(_shape(x))
+    if isinstance(shape, str):
+        return shape
+    return x, QTensor(shape, s_in, zp_in)
+
+
 def _round_half_even(x: np.ndarray) -> np.ndarray:
     return np.rint(x)
 
@@ -486,14 +499,11 @@ def _chain_input(
     if isinstance(ch, str):
         return ch
     dq, fns, names = ch
-    a = act_input(dq, lookup)
-    if isinstance(a, str):
-        return a
-    x, s_in, zp_in = a
-    shape = hwc(_shape(x))
-    if isinstance(shape, str):
-        return shape
-    return x, s_in, zp_in, shape, fns, names
+    found = hwc_input(dq, lookup)
+    if isinstance(found, str):
+        return found
+    x, t = found
+    return x, t.scale, t.zp, t.shape, fns, names
 
 
 def _lut(y: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
@@ -557,19 +567,16 @@ def _gap(c: Any, out: QTensor, lookup: Lookup, rnd: Rounding) -> tuple[Layer, li
 
 
 def _reshape(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
-    a = act_input(c.args[0], lookup)
-    if isinstance(a, str):
-        return a
-    x, s_in, zp_in = a
-    shape = hwc(_shape(x))
-    if isinstance(shape, str):
-        return shape
+    found = hwc_input(c.args[0], lookup)
+    if isinstance(found, str):
+        return found
+    x, inp = found
+    shape = inp.shape
     if shape[0] * shape[1] != 1 and shape != out.shape:
         return "reshape moves bytes in HWC"
     if out.shape[0] * out.shape[1] != 1 and shape != out.shape:
         return "reshape moves bytes in HWC"
-    table = build_table([], s_in, zp_in, out.scale, out.zp)
-    inp = QTensor(shape, s_in, zp_in)
+    table = build_table([], inp.scale, inp.zp, out.scale, out.zp)
     if np.array_equal(table, np.arange(-128, 128)):
         return Layer("alias", [inp], out, {}, {}, ["relax.reshape"]), [x]
     return Layer("lut", [inp], out, {}, {"table": table}, ["relax.reshape"]), [x]
@@ -578,10 +585,6 @@ def _reshape(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | 
 def _resize(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | str:
     """Nearest upsampling by an integer factor (ONNX Resize, asymmetric / floor): the
     DMA repeats pixels; a LUT maps the values when the output's scale differs."""
-    a = act_input(c.args[0], lookup)
-    if isinstance(a, str):
-        return a
-    x, s_in, zp_in = a
     at = c.attrs
     if str(at.method) != "nearest_neighbor":
         return f"resize by {at.method}: the NPU repeats pixels (nearest only)"
@@ -589,15 +592,16 @@ def _resize(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | s
                                                                             "floor"):
         return (f"nearest resize with {at.coordinate_transformation_mode} / "
                 f"{at.rounding_method} coordinates (the NPU repeats pixels: asymmetric, floor)")
-    shape = hwc(_shape(x))
-    if isinstance(shape, str):
-        return shape
-    (h, w, ch), (oh, ow, oc) = shape, out.shape
+    found = hwc_input(c.args[0], lookup)
+    if isinstance(found, str):
+        return found
+    x, t = found
+    (h, w, ch), (oh, ow, oc) = t.shape, out.shape
     if oc != ch or oh % h or ow % w or oh // h != ow // w:
         return f"resize {h}x{w} -> {oh}x{ow}: not one integer factor for both axes"
-    table = build_table([], s_in, zp_in, out.scale, out.zp)
+    table = build_table([], t.scale, t.zp, out.scale, out.zp)
     arrays = {} if np.array_equal(table, np.arange(-128, 128)) else {"table": table}
-    return (Layer("resize", [QTensor(shape, s_in, zp_in)], out, {"factor": oh // h}, arrays,
+    return (Layer("resize", [t], out, {"factor": oh // h}, arrays,
                   ["relax.image.resize2d"]), [x])
 
 
@@ -613,16 +617,13 @@ def _concat(c: Any, out: QTensor, lookup: Lookup) -> tuple[Layer, list[Any]] | s
         return "concat along an axis other than channels"
     ins, xs, tables = [], [], {}
     for i, f in enumerate(fields):
-        a = act_input(f, lookup)
-        if isinstance(a, str):
-            return a
-        x, s_in, zp_in = a
-        shape = hwc(_shape(x))
-        if isinstance(shape, str):
-            return shape
-        ins.append(QTensor(shape, s_in, zp_in))
+        found = hwc_input(f, lookup)
+        if isinstance(found, str):
+            return found
+        x, t = found
+        ins.append(t)
         xs.append(x)
-        tables[f"table{i}"] = build_table([], s_in, zp_in, out.scale, out.zp)
+        tables[f"table{i}"] = build_table([], t.scale, t.zp, out.scale, out.zp)
     if any(t.shape[:2] != out.shape[:2] for t in ins):
         return "concat of tensors with different heights or widths"
     return Layer("concat", ins, out, {}, tables, ["relax.concat"]), xs

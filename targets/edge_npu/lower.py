@@ -419,12 +419,10 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int) -> list[str]
     for _ in range(len(layers) + 1):
         host = {**io, **{v: 0 for v in spills}}
         try:
-            _plan_activations(seg, 0, room, host, layers)
+            _plan_activations(seg, 0, room, host, layers, stop_on_fail=True)
             return spills
-        except ProgramError:
-            pass
-        live = _live_at_failure(seg, layers, room, host)
-        live = [v for v in live if v not in pinned and seg.tensors[v].size > 0]
+        except _PlanFailed as exc:
+            live = [v for v in exc.live if v not in pinned and seg.tensors[v].size > 0]
         if not live:
             break
         spills.append(max(live, key=lambda v: (last.get(v, -1), seg.tensors[v].size)))
@@ -432,17 +430,10 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int) -> list[str]
                      f"spills to the host", _largest([seg]))
 
 
-def _live_at_failure(seg: Segment, layers: list[SegLayer], room: int,
-                     host: dict[str, int]) -> list[str]:
-    """The PCACHE values allocated when the first fit fails, and the one it failed on."""
-    try:
-        _plan_activations(seg, 0, room, host, layers, stop_on_fail=True)
-    except _PlanFailed as exc:
-        return exc.live
-    return []
-
-
 class _PlanFailed(Exception):
+    """The first fit failed; ``live``: the PCACHE values allocated then, and the one it
+    failed on."""
+
     def __init__(self, live: list[str]) -> None:
         self.live = live
 

@@ -28,7 +28,8 @@ from typing import Any
 
 import numpy as np
 
-from .isa import Instr, Kind, Op, VecOp
+from . import hazards
+from .isa import POOL_KEYS, Instr, Kind, Op, VecOp
 from .semantics import SimError
 
 AGENTS = ("load", "compute", "vector", "store")
@@ -40,14 +41,16 @@ class RaceError(SimError):
 
 
 class _Shadow:
-    """Per element: last writer (agent, clock, instruction) and each agent's last read."""
+    """Per element: last writer (agent + 1, 0 for none; clock; instruction) and each
+    agent's last read (clock, 0 for none; instruction). All zero-initialised, so only
+    the pages a program touches cost anything."""
 
     def __init__(self, size: int) -> None:
-        self.w_agent = np.full(size, -1, dtype=np.int8)
-        self.w_clock = np.zeros(size, dtype=np.int64)
-        self.w_instr = np.full(size, -1, dtype=np.int64)
-        self.r_clock = np.zeros((len(AGENTS), size), dtype=np.int64)
-        self.r_instr = np.full((len(AGENTS), size), -1, dtype=np.int64)
+        self.w_agent = np.zeros(size, dtype=np.int8)
+        self.w_clock = np.zeros(size, dtype=np.int32)
+        self.w_instr = np.zeros(size, dtype=np.int32)
+        self.r_clock = np.zeros((len(AGENTS), size), dtype=np.int32)
+        self.r_instr = np.zeros((len(AGENTS), size), dtype=np.int32)
 
 
 class RaceChecker:
@@ -86,7 +89,7 @@ class RaceChecker:
         if hi <= lo:
             return
         vc, me = self.vc[agent], _IDX[agent]
-        wa = sh.w_agent[lo:hi]
+        wa = sh.w_agent[lo:hi].astype(np.intp) - 1
         known = wa >= 0
         bad = known & (vc[np.where(known, wa, 0)] < sh.w_clock[lo:hi])
         if bad.any():
@@ -99,7 +102,7 @@ class RaceChecker:
                 late = sh.r_clock[b, lo:hi] > vc[b]
                 if late.any():
                     self._report(where, mem, lo, late, sh.r_instr[b, lo:hi], other, "read")
-            sh.w_agent[lo:hi] = me
+            sh.w_agent[lo:hi] = me + 1
             sh.w_clock[lo:hi] = vc[me]
             sh.w_instr[lo:hi] = idx
             sh.r_clock[:, lo:hi] = 0
@@ -116,12 +119,10 @@ class RaceChecker:
                         f"SYNC ordering the two")
 
 
-def footprint(ins: Instr, regs: dict[str, Any] | None, mem: Any
+def footprint(ins: Instr, fp: hazards.Footprint | None, mem: Any
               ) -> list[tuple[str, int, int, bool]]:
-    """(memory, lo, hi, write) ranges an instruction touches in INP and ACC."""
-    from . import hazards
-    from .isa import POOL_KEYS
-
+    """(memory, lo, hi, write) ranges an instruction touches in INP and ACC; ``fp`` is a
+    GEMM's or VEC's ``hazards`` footprint (pools' windows are read from ``mem``)."""
     if ins.op == Op.LOAD:
         if ins.kind != Kind.ACT:
             return []
@@ -131,7 +132,7 @@ def footprint(ins: Instr, regs: dict[str, Any] | None, mem: Any
     if ins.op == Op.STORE:
         return [("inp", ins.sram, ins.sram + ins.rows * ins.cols * ins.depth, False)]
     if ins.op == Op.GEMM:
-        fp = hazards.gemm_footprint(ins, regs)
+        assert fp is not None
         acc = [("acc", lo, hi, True) for lo, hi in fp.acc_write]
         return acc + [("inp", lo, hi, False) for lo, hi in fp.inp_read]
     if ins.op == Op.VEC:
@@ -143,7 +144,7 @@ def footprint(ins: Instr, regs: dict[str, Any] | None, mem: Any
             size_out = p["out_h"] * p["out_w"] * p["channels"]
             return [("inp", ins.src, ins.src + size_in, False),
                     ("inp", ins.dst, ins.dst + size_out, True)]
-        fp = hazards.vec_footprint(ins)
+        assert fp is not None
         return ([("acc", lo, hi, False) for lo, hi in fp.acc_read] +
                 [("inp", lo, hi, False) for lo, hi in fp.inp_read] +
                 [("inp", lo, hi, True) for lo, hi in fp.inp_write])

@@ -93,7 +93,7 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
                 # every band pays each K-fold's fill; a band's N-tile must fit the
                 # accumulators, its output a bank, its pixels one STORE
                 nb = max(-(-m * nl // cfg.accumulator_words), -(-out_b // cfg.activation_bank),
-                         -(-m // 2047))
+                         -(-m // programs.MAX_RUN))
                 total += -(-k // cfg.rows) * (timing.fold_cycles(cfg, df, 0) * nb + m)
             else:
                 total += -(-m // cfg.rows) * timing.fold_cycles(cfg, df, k)

@@ -182,15 +182,23 @@ class Simulator:
         vec_starts: deque[int] = deque(maxlen=max(depth, 1))  # the last ``depth`` VECs' starts
         inflight: list[tuple[int, hazards.Footprint]] = []
         regs: dict | None = None  # the last CFG, for GEMM footprints
+        fps: dict[int, hazards.Footprint] = {}  # GEMM / VEC footprints, once each
 
-        def ready(q: str, ins: Instr, t: int) -> int:
+        def footprint_of(idx: int, ins: Instr) -> hazards.Footprint:
+            fp = fps.get(idx)
+            if fp is None:
+                fp = fps[idx] = (hazards.vec_footprint(ins) if ins.op == Op.VEC
+                                 else hazards.gemm_footprint(ins, regs))
+            return fp
+
+        def ready(q: str, idx: int, ins: Instr, t: int) -> int:
             """Earliest start on the units, given queue and token time ``t``."""
             if q != "compute" or not depth:
                 return t
             if ins.op == Op.VEC:  # dispatch: a slot in the vector queue
                 return max(t, vec_starts[0]) if len(vec_starts) == depth else t
             if ins.op == Op.GEMM and inflight:
-                fp = hazards.gemm_footprint(ins, regs)
+                fp = footprint_of(idx, ins)
                 return max([t] + [end for end, v in inflight if hazards.gemm_must_wait(v, fp)])
             return t
 
@@ -202,7 +210,7 @@ class Simulator:
                 idx, ins = queues[q][0]
                 need = pops(q, ins)
                 if all(tokens[t] for t in need):
-                    t0 = ready(q, ins, max([free[q]] + [tokens[t][0] for t in need]))
+                    t0 = ready(q, idx, ins, max([free[q]] + [tokens[t][0] for t in need]))
                     if best is None or t0 < best[0]:
                         best = (t0, q, need)
             if best is None:
@@ -220,9 +228,13 @@ class Simulator:
                 tokens[t].popleft()
             cost = instr_cycles(cfg, ins)
             end = t0 + cost
+            # footprints serve the race check and the vector queue's hazard list only
+            wanted = races is not None or (depth and ins.op == Op.VEC)
+            fp = footprint_of(idx, ins) if wanted and ins.op in (Op.GEMM, Op.VEC) else None
+            fps.pop(idx, None)
             if races is not None:
                 self._order(races, q, ins, idx, [tok_vc[t].popleft() for t in need],
-                            vec_hist, regs, depth)
+                            vec_hist, depth, fp)
             self._account(ins, idx, rep, cost)
             unit_start = t0
             if ins.op == Op.CFG:
@@ -233,7 +245,8 @@ class Simulator:
                     unit_start = max(t0, vec_free)
                     vec_starts.append(unit_start)
                     vec_free = unit_start + cost
-                    inflight.append((vec_free, hazards.vec_footprint(ins)))
+                    assert fp is not None
+                    inflight.append((vec_free, fp))
                     rep.busy["vector"] += cost
                     cost, end = VEC_DISPATCH_CYCLES, t0 + VEC_DISPATCH_CYCLES
             if self.trace is not None:
@@ -259,8 +272,9 @@ class Simulator:
         return max([*free.values(), vec_free])
 
     def _order(self, races: RaceChecker, q: str, ins: Instr, idx: int, popped: list,
-               vec_hist: list, regs: dict | None, depth: int) -> None:
-        """Happens-before bookkeeping and the race check of one instruction (``races``)."""
+               vec_hist: list, depth: int, fp: hazards.Footprint | None) -> None:
+        """Happens-before bookkeeping and the race check of one instruction (``races``);
+        ``fp``: a GEMM's or VEC's footprint."""
         for clock in popped:
             races.join(q, clock)
         agent = q
@@ -268,18 +282,17 @@ class Simulator:
             if ins.op == Op.VEC:  # dispatched in order, after the array's earlier work
                 agent = "vector"
                 races.join(agent, races.clock("compute"))
-            elif ins.op == Op.GEMM:  # the hazard unit orders it after conflicting VECs
-                fp = hazards.gemm_footprint(ins, regs)
+            elif fp is not None:  # a GEMM: the hazard unit orders it after conflicting VECs
                 for clock, v in reversed(vec_hist):
                     if hazards.gemm_must_wait(v, fp):
                         races.join(agent, clock)
                         break
         races.step(agent)  # this instruction's epoch; tokens it pushes carry it
         where = f"instruction #{idx} {ins.op.name}"
-        for mem, lo, hi, write in footprint(ins, regs, self.mem):
+        for mem, lo, hi, write in footprint(ins, fp, self.mem):
             races.access(agent, mem, lo, hi, write, idx, where)
         if agent == "vector":
-            vec_hist.append((races.clock(agent), hazards.vec_footprint(ins)))
+            vec_hist.append((races.clock(agent), fp))
 
     def _account(self, ins: Instr, idx: int, rep: Report, cost: int) -> None:
         if self.functional:

@@ -138,8 +138,9 @@ def maxpool_layer(cfg: NpuConfig, h: int, w: int, c: int, k: int, stride: int,
 class Chunk:
     """One pass through a bank: LOAD ``rows`` x ``cols`` pixels of ``depth`` bytes (DRAM
     row stride ``stride``) into the bank's lower half, one VEC (a LUT, or a CLAMP copy)
-    over them into its upper half, then STOREs of (SRAM offset in that half, DRAM address, runs, run
-    stride): each store writes ``runs`` pixels of ``depth`` bytes, ``run_stride`` apart."""
+    over them into its upper half, then STOREs of (SRAM offset in that half, DRAM
+    address, runs, run stride): each writes ``runs`` pixels of ``depth`` bytes,
+    ``run_stride`` apart."""
 
     src: Loc
     rows: int
@@ -191,9 +192,9 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     input pixel (y, x), ONNX's asymmetric / floor nearest)."""
     if c > MAX_RUN or w > MAX_RUN or f * c >= 1 << 14:
         raise ProgramError(f"resize of {h}x{w}x{c} by {f}: rows or channels exceed a DMA field")
-    rows = max(1, min(h, cfg.activation_bank // (2 * w * c)))
     if 2 * w * c > cfg.activation_bank:
         raise ProgramError(f"one row of {w}x{c} and its copy do not fit an activation bank")
+    rows = min(h, cfg.activation_bank // (2 * w * c))
     ow = w * f
     chunks = []
     for y0 in range(0, h, rows):
