@@ -40,11 +40,24 @@ def det(tmp_path_factory):
     return imp, off, NpuExecutor(lib.read_bytes(), off.files, desc.to_json())
 
 
+def _closeness(a: np.ndarray, ref: np.ndarray) -> tuple[float, float]:
+    """(share of map pixels within 1/255 of ``ref``, share of equal 0.3 text-mask pixels)."""
+    return (np.abs(a - ref) <= 1 / 255 + 1e-6).mean(), ((a > 0.3) == (ref > 0.3)).mean()
+
+
 def test_one_segment_bit_exact_and_the_map_agrees_with_ort(det):
-    """Measured on 2 pages: the probability map is within 1/255 of ORT's (default graph
-    optimizations) for 98.6-99.6 % of pixels and the text mask at PP-OCR's 0.3 threshold
-    agrees on 99.86-99.96 %; the one-step differences of single layers (next test)
-    compound over 100 layers."""
+    """Against ORT with its default graph optimizations (the fused QLinear kernels), the
+    probability map is as close as ORT without graph optimizations (the QDQ graph's float
+    semantics) is to the same ORT: no implementation can do better than ORT's two modes
+    agree with each other.
+
+    Why det cannot meet "within one step for 99.9 %": ORT itself runs 14 of det's 62
+    convs in float (DequantizeLinear -> Conv -> QuantizeLinear, not fused), whose
+    rounding near a tie depends on the float summation order; single layers differ in a
+    few elements per page (next test), and det's LUT layers are steep enough that a
+    one-step input difference becomes up to 16 steps, so over 100 layers the differences
+    spread. Measured on 2 pages: NPU vs ORT 98.6-99.6 % of map pixels within 1/255 and the
+    0.3 text mask equal on 99.86-99.96 %; ORT's two modes 97.7-99.2 % and 99.75-99.93 %."""
     from edgec.examples.images import text_page_images
 
     imp, off, exe = det
@@ -53,6 +66,10 @@ def test_one_segment_bit_exact_and_the_map_agrees_with_ort(det):
     assert not cpu_ops & {"relax.image.resize2d", "relax.concat", "relax.mean"}
     sess = ort.InferenceSession(imp.simple.SerializeToString(),
                                 providers=["CPUExecutionProvider"])
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    unfused = ort.InferenceSession(imp.simple.SerializeToString(), so,
+                                   providers=["CPUExecutionProvider"])
     pages, _ = text_page_images(2, SIZE, SIZE, seed=11)
     seg = off.partition.segments[0]
     for i in range(len(pages)):
@@ -62,9 +79,13 @@ def test_one_segment_bit_exact_and_the_map_agrees_with_ort(det):
         npu = exe.device.run_segment(0, ins)
         assert all(np.array_equal(a, b) for a, b in zip(npu, int_reference.run_segment(seg, ins)))
         ref = sess.run(None, {"x": x})[0]
+        alt = unfused.run(None, {"x": x})[0]
         assert y.shape == ref.shape
-        assert (np.abs(y - ref) <= 1 / 255 + 1e-6).mean() >= 0.98
-        assert ((y > 0.3) == (ref > 0.3)).mean() >= 0.995
+        (npu_map, npu_mask), (ort_map, ort_mask) = _closeness(y, ref), _closeness(alt, ref)
+        print(f"page {i}: map within 1/255 npu {npu_map:.4f} ort-unfused {ort_map:.4f}; "
+              f"mask npu {npu_mask:.5f} ort-unfused {ort_mask:.5f}")
+        assert npu_map >= min(ort_map, 0.999) - 0.005 and npu_map >= 0.98
+        assert npu_mask >= min(ort_mask, 0.9999) - 0.001 and npu_mask >= 0.995
 
 
 def test_each_layer_within_one_step_of_ort(det):
