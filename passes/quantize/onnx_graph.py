@@ -8,15 +8,17 @@ quantize ("anchors").
   ``W' = W * s[c]`` and ``b' = (b - mean) * s + beta`` (the int8 weights must be the
   folded ones, or the layer's true scale is unknown);
 - Gemm with a constant B becomes ``MatMul(A, alpha * B^T?) + beta * C``;
-- (``conv_add``, the "npu" style) a Conv without bias followed by an ``Add`` of a
-  constant per-channel vector (shape ``[C]``, ``[C,1,1]`` or ``[1,C,1,1]``;
-  PaddlePaddle writes SE-block convs this way) takes the vector as its bias (so it is
-  quantized to int32 with the conv).
+- (``conv_add``, the "npu" style) a Conv or ConvTranspose without bias followed by an
+  ``Add`` of a constant per-channel vector (shape ``[C]``, ``[C,1,1]`` or ``[1,C,1,1]``;
+  PaddlePaddle writes SE-block convs and DB heads this way) takes the vector as its
+  bias (so it is quantized to int32 with the conv), and a BatchNormalization after such
+  a ConvTranspose is folded into it as well (scaling the weights' output axis, 1).
 
-An anchor is a 2-D Conv or a MatMul whose weight is a constant, with its bias (a
-Conv's third input, or an ``Add`` of a constant vector after a MatMul) and a
-following Relu or Clip (fused as clamp bounds) when the intermediate tensors have no
-other reader. Its input ``x`` and final output ``y`` are the activations to calibrate.
+An anchor is a 2-D Conv or a MatMul whose weight is a constant (in the npu style also a
+2-D ConvTranspose with one group), with its bias (a Conv's third input, or an ``Add`` of
+a constant vector after a MatMul) and a following Relu or Clip (fused as clamp bounds)
+when the intermediate tensors have no other reader. Its input ``x`` and final output
+``y`` are the activations to calibrate.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ class Anchor:
     """One quantizable layer of the prepared float graph."""
 
     name: str  # the Conv/MatMul node's name (unique after prepare)
-    kind: str  # "conv" or "matmul"
+    kind: str  # "conv", "conv_transpose" or "matmul"
     x: str  # activation input tensor
     weight: str  # initializer name
     bias: str | None  # initializer name
@@ -48,7 +50,8 @@ class Anchor:
 
     @property
     def weight_axis(self) -> int:
-        """The output-channel axis of the weight: O of OIHW, N of a [K, N] MatMul."""
+        """The output-channel axis of the weight: O of OIHW, O of a ConvTranspose's IOHW,
+        N of a [K, N] MatMul."""
         return 0 if self.kind == "conv" else 1
 
 
@@ -89,7 +92,8 @@ class Graph:
 
 def prepare(model: onnx.ModelProto, conv_add: bool = False) -> onnx.ModelProto:
     """A copy of ``model`` with opset >= 13, BN folded into convs and Gemm as MatMul
-    (and, if ``conv_add``, per-channel Adds after bias-less convs folded into them)."""
+    (and, if ``conv_add``, per-channel Adds after bias-less convs and transposed convs
+    folded into them, then BN after a transposed conv)."""
     out = onnx.ModelProto()
     out.CopyFrom(model)
     if _opset(out) < MIN_OPSET:
@@ -98,6 +102,7 @@ def prepare(model: onnx.ModelProto, conv_add: bool = False) -> onnx.ModelProto:
     _fold_batchnorm(out)
     if conv_add:
         _fold_conv_add(out)
+        _fold_batchnorm(out, transposed=True)  # ConvTranspose -> Add(bias) -> BN
     _gemm_to_matmul(out)
     _drop_unused_initializers(out)
     return out
@@ -130,14 +135,31 @@ def _replace_init(model: onnx.ModelProto, name: str, value: np.ndarray) -> None:
     model.graph.initializer.append(numpy_helper.from_array(value, name))
 
 
-def _fold_batchnorm(model: onnx.ModelProto) -> None:
+def _group(n: onnx.NodeProto) -> int:
+    return next((a.i for a in n.attribute if a.name == "group"), 1)
+
+
+def _out_axis(conv: onnx.NodeProto) -> int | None:
+    """The weight's output-channel axis: 0 for a Conv, 1 for a one-group ConvTranspose
+    (IOHW), None for anything else."""
+    if conv.op_type == "Conv":
+        return 0
+    if conv.op_type == "ConvTranspose" and _group(conv) == 1:
+        return 1
+    return None
+
+
+def _fold_batchnorm(model: onnx.ModelProto, transposed: bool = False) -> None:
+    """BN after a Conv (with ``transposed``, after a one-group ConvTranspose instead)
+    folded into its weights and bias."""
     g = Graph(model)
     drop = []
     for bn in list(model.graph.node):
         if bn.op_type != "BatchNormalization" or len(bn.output) != 1:
             continue
         conv = g.producer.get(bn.input[0])
-        if conv is None or conv.op_type != "Conv" or g.sole_reader(conv.output[0]) is not bn:
+        if conv is None or conv.op_type != ("ConvTranspose" if transposed else "Conv") or \
+                _out_axis(conv) is None or g.sole_reader(conv.output[0]) is not bn:
             continue
         w = g.const(conv.input[1])
         params = [g.const(n) for n in bn.input[1:5]]
@@ -147,7 +169,9 @@ def _fold_batchnorm(model: onnx.ModelProto) -> None:
         eps = next((a.f for a in bn.attribute if a.name == "epsilon"), 1e-5)
         b = g.const(conv.input[2]) if len(conv.input) > 2 and conv.input[2] else None
         s = gamma / np.sqrt(var + eps)
-        w_f = (w.astype(np.float64) * s.reshape(-1, *([1] * (w.ndim - 1)))).astype(np.float32)
+        shape = [1] * w.ndim
+        shape[_out_axis(conv)] = -1  # type: ignore[index]
+        w_f = (w.astype(np.float64) * s.reshape(shape)).astype(np.float32)
         b0 = np.zeros_like(s) if b is None else b.astype(np.float64)
         b_f = ((b0 - mean) * s + beta).astype(np.float32)
         _replace_init(model, conv.input[1], w_f)
@@ -162,7 +186,8 @@ def _fold_batchnorm(model: onnx.ModelProto) -> None:
 
 
 def _fold_conv_add(model: onnx.ModelProto) -> None:
-    """``Add(Conv(x, W), b)`` with a constant per-channel ``b`` -> ``Conv(x, W, b)``."""
+    """``Add(Conv(x, W), b)`` with a constant per-channel ``b`` -> ``Conv(x, W, b)`` (and
+    the same for a one-group ConvTranspose)."""
     g = Graph(model)
     drop = []
     for add in list(model.graph.node):
@@ -171,16 +196,18 @@ def _fold_conv_add(model: onnx.ModelProto) -> None:
         for i in (0, 1):
             conv = g.producer.get(add.input[i])
             other = add.input[1 - i]
-            if conv is not None and conv.op_type == "Conv" and other in g.inits:
+            if conv is not None and _out_axis(conv) is not None and other in g.inits:
                 break
         else:
             continue
         if (len(conv.input) > 2 and conv.input[2]) or g.sole_reader(conv.output[0]) is not add:
             continue
         w, b = g.const(conv.input[1]), g.const(other)
-        if w is None or b is None or w.ndim != 4 or b.size != w.shape[0] or \
-                b.ndim > 4 or (b.ndim >= 3 and b.shape[-2:] != (1, 1)) or \
-                (b.ndim == 4 and b.shape[0] != 1) or (b.ndim == 1 and b.shape[0] != w.shape[0]):
+        if w is None or b is None or w.ndim != 4:
+            continue
+        n_out = w.shape[_out_axis(conv)]  # type: ignore[index]
+        if b.size != n_out or b.ndim > 4 or (b.ndim >= 3 and b.shape[-2:] != (1, 1)) or \
+                (b.ndim == 4 and b.shape[0] != 1) or (b.ndim == 1 and b.shape[0] != n_out):
             continue
         bias_name = conv.name + ".bias_added"
         _replace_init(model, bias_name, b.reshape(-1).astype(np.float32))
@@ -225,26 +252,29 @@ def _gemm_to_matmul(model: onnx.ModelProto) -> None:
 # ---------------------------------------------------------------------------- anchors
 
 
-def find_anchors(model: onnx.ModelProto) -> list[Anchor]:
-    """The quantizable layers of a prepared model, in graph order."""
+def find_anchors(model: onnx.ModelProto, transposed: bool = False) -> list[Anchor]:
+    """The quantizable layers of a prepared model, in graph order (with ``transposed``,
+    one-group 2-D ConvTranspose layers too: the npu style, whose accelerator runs them;
+    edgec's CPU int8 kernels do not, so there they stay float)."""
     g = Graph(model)
     anchors = []
     for n in model.graph.node:
-        a = _anchor(g, n)
+        a = _anchor(g, n, transposed)
         if a is not None:
             anchors.append(a)
     return anchors
 
 
-def _anchor(g: Graph, n: onnx.NodeProto) -> Anchor | None:
-    if n.op_type == "Conv":
+def _anchor(g: Graph, n: onnx.NodeProto, transposed: bool = False) -> Anchor | None:
+    if n.op_type == "Conv" or (transposed and n.op_type == "ConvTranspose" and _group(n) == 1):
         w = g.const(n.input[1])
         if w is None or w.ndim != 4 or n.input[1] not in g.inits:
             return None
         bias = n.input[2] if len(n.input) > 2 and n.input[2] in g.inits else None
         if len(n.input) > 2 and n.input[2] and bias is None:
             return None  # a computed bias: leave the layer in float
-        kind, bias_node, out = "conv", None, n.output[0]
+        kind = "conv" if n.op_type == "Conv" else "conv_transpose"
+        bias_node, out = None, n.output[0]
     elif n.op_type == "MatMul":
         w = g.const(n.input[1])
         if w is None or w.ndim != 2 or n.input[1] not in g.inits:

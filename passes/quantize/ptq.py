@@ -94,7 +94,7 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
     if not held_out:
         raise EdgecError("quantize: no held-out samples to measure accuracy on")
     prepared = prepare(model, conv_add=style == "npu")
-    anchors = find_anchors(prepared)
+    anchors = find_anchors(prepared, transposed=style == "npu")
     if not anchors:
         raise EdgecError("quantize: the model has no conv2d or matmul with constant weights")
     extra = npu_tensors(prepared, anchors) if style == "npu" else []

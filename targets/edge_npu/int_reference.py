@@ -35,14 +35,25 @@ def _conv_acc(x: np.ndarray, layer: Layer) -> np.ndarray:
     return acc
 
 
+def depth_to_space(y: np.ndarray, p: int) -> np.ndarray:
+    """A transposed conv's (H, W, p*p*C) phase outputs, (i, j, c) order -> (p*H, p*W, C)."""
+    if p == 1:
+        return y
+    h, w, n = y.shape
+    c = n // (p * p)
+    return np.ascontiguousarray(y.reshape(h, w, p, p, c).transpose(0, 2, 1, 3, 4)
+                                ).reshape(h * p, w * p, c)
+
+
 def run_layer(layer: Layer, xs: list[np.ndarray]) -> np.ndarray:
     """One layer on HWC int8 inputs -> HWC int8 output."""
     a, at = layer.arrays, layer.attrs
     rnd = rounding.of_attrs(at)
     if layer.kind == "conv":
         acc = _conv_acc(xs[0], layer) + a["bias"]
-        return rounding.requantize(acc, a["mult"], a["shift"], at["zp_out"], at["qmin"],
-                                   at["qmax"], rnd)
+        y = rounding.requantize(acc, a["mult"], a["shift"], at["zp_out"], at["qmin"],
+                                at["qmax"], rnd)
+        return depth_to_space(y, at["conv"].phases)
     if layer.kind == "gap":
         acc = xs[0].astype(np.int64).sum(axis=(0, 1)) + a["bias"]
         return rounding.requantize(acc, a["mult"], a["shift"], at["zp_out"], at["qmin"],

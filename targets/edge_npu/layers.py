@@ -297,11 +297,14 @@ def describe(root: Any, lookup: Lookup, rnd: Rounding = rounding.DEFAULT
     if name == "relax.add":
         for i in (0, 1):
             inner = _call(c.args[i], lookup)
-            if inner is not None and inner.op.name in ("relax.nn.conv2d", "relax.matmul"):
+            if inner is not None and inner.op.name in ("relax.nn.conv2d", "relax.matmul",
+                                                       "relax.nn.conv2d_transpose"):
                 bias, c, name = c.args[1 - i], inner, inner.op.name
                 break
     if name == "relax.nn.conv2d":
         return _conv(c, bias, lo, hi, out, lookup, clamp_ops, rnd)
+    if name == "relax.nn.conv2d_transpose":
+        return _conv_transpose(c, bias, lo, hi, out, lookup, clamp_ops, rnd)
     if name == "relax.matmul":
         return _gemm(c, bias, lo, hi, out, lookup, clamp_ops, rnd)
     c = _call(y, lookup)
@@ -410,26 +413,86 @@ def _conv(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
     if max(pad) > 7:
         return f"padding {pad} exceeds the 3-bit DMA padding fields"
     conv = Conv(h, wd, cin, cout, kh, kw, sw, pad, depthwise, stride_h=sh)  # type: ignore[arg-type]
-    if (conv.out_h, conv.out_w, conv.cout) != out.shape:
+    if conv.out_shape != out.shape:
         return f"conv2d output {out.shape} does not match its geometry"
-    s_acc = np.float32(s_in) * ws.astype(np.float32)
-    b = _bias(bias, lookup, cout, np.broadcast_to(s_acc, (cout,)).astype(np.float64))
+    packed = (wq[:, 0] if depthwise else wq.transpose(0, 2, 3, 1)).astype(np.int8)
+    b = _bias(bias, lookup, cout, _acc_scale(s_in, ws, cout))
     if isinstance(b, str):
         return b
-    w_int = wq.astype(np.int64)
-    wsum = w_int.reshape(cout, -1).sum(axis=1)
-    bias_folded = b - zp_in * wsum
+    return _conv_layer(conv, x, QTensor(in_shape, s_in, zp_in), wq, packed, ws, b, lo, hi,
+                       out, ["relax.nn.conv2d"] + (["relax.add"] if bias is not None else [])
+                       + clamp_ops, rnd)
+
+
+def _acc_scale(s_in: float, ws: np.ndarray, n: int) -> np.ndarray:
+    """The accumulator's scale ``s_in * s_w`` per output channel, float64."""
+    s_acc = np.float32(s_in) * ws.astype(np.float32)
+    return np.broadcast_to(s_acc, (n,)).astype(np.float64)
+
+
+def _conv_layer(conv: Conv, x: Any, inp: QTensor, wq: np.ndarray, packed: np.ndarray,
+                ws: np.ndarray, b: np.ndarray, lo: float, hi: float, out: QTensor,
+                ops: list[str], rnd: Rounding) -> tuple[Layer, list[Any]] | str:
+    """The conv layer for ``conv``: int8 weights ``wq`` (output channel first; ``packed``
+    is how the program reads them), weight scales ``ws`` and integer bias ``b`` per
+    output channel of ``conv`` (or one scale)."""
+    n = conv.cout
+    wsum = wq.astype(np.int64).reshape(n, -1).sum(axis=1)
+    bias_folded = b - inp.zp * wsum
     if np.abs(bias_folded).max(initial=0) >= 2**31:
         return "folded bias overflows int32"
-    mult, shift = _requant(s_in, ws, out, cout, rnd)
+    mult, shift = _requant(inp.scale, ws, out, n, rnd)
     qmin, qmax = _clamp_bounds(lo, hi, out)
-    packed = (wq[:, 0] if depthwise else wq.transpose(0, 2, 3, 1)).astype(np.int8)
-    layer = Layer("conv", [QTensor(in_shape, s_in, zp_in)], out,
+    layer = Layer("conv", [inp], out,
                   {"conv": conv, "zp_out": out.zp, "qmin": qmin, "qmax": qmax,
                    "rounding": rnd.name.lower()},
-                  {"weights": packed, "bias": bias_folded, "mult": mult, "shift": shift},
-                  ["relax.nn.conv2d"] + (["relax.add"] if bias is not None else []) + clamp_ops)
+                  {"weights": packed, "bias": bias_folded, "mult": mult, "shift": shift}, ops)
     return layer, [x]
+
+
+def _conv_transpose(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
+                    clamp_ops: list[str], rnd: Rounding) -> tuple[Layer, list[Any]] | str:
+    """A transposed conv whose kernel equals its stride (no overlap, no padding): one
+    1x1 conv computing every output phase (``Conv.phases``)."""
+    a = act_input(c.args[0], lookup)
+    if isinstance(a, str):
+        return a
+    x, s_in, zp_in = a
+    at = c.attrs
+    if str(at.data_layout) != "NCHW" or str(at.kernel_layout) != "IOHW":
+        return (f"conv2d_transpose layout {at.data_layout}/{at.kernel_layout}; the importer "
+                "gives NCHW/IOHW")
+    if int(at.groups) != 1:
+        return f"grouped conv2d_transpose (groups={int(at.groups)})"
+    w = _weights(c.args[1], lookup, axis=1)
+    if isinstance(w, str):
+        return w
+    wq, ws = w
+    in_shape = hwc(_shape(x))
+    if isinstance(in_shape, str):
+        return in_shape
+    h, wd, cin = in_shape
+    _, ch, kh, kw = wq.shape
+    strides = tuple(int(v) for v in at.strides)
+    if (strides != (kh, kw) or kh != kw or any(int(d) != 1 for d in at.dilation)
+            or any(int(v) for v in at.padding) or any(int(v) for v in at.output_padding)):
+        return (f"conv2d_transpose with kernel {kh}x{kw} and stride {strides[0]}x{strides[1]}"
+                " (padding, dilation): the NPU runs kernel == stride, unpadded, as a 1x1 "
+                "conv per output phase")
+    p = kh
+    conv = Conv(h, wd, cin, p * p * ch, phases=p)
+    if conv.out_shape != out.shape:
+        return f"conv2d_transpose output {out.shape} does not match its geometry"
+    b = _bias(bias, lookup, ch, _acc_scale(s_in, ws, ch))
+    if isinstance(b, str):
+        return b
+    # IOHW (cin, ch, i, j) -> output channel n = (i, j, c) of a 1x1 OHWI weight
+    w1 = np.ascontiguousarray(wq.transpose(2, 3, 1, 0)).reshape(p * p * ch, 1, 1, cin)
+    ws_n = np.tile(np.broadcast_to(ws, (ch,)), p * p)
+    return _conv_layer(conv, x, QTensor(in_shape, s_in, zp_in), w1, w1.astype(np.int8),
+                       ws_n, np.tile(b, p * p), lo, hi, out,
+                       ["relax.nn.conv2d_transpose"]
+                       + (["relax.add"] if bias is not None else []) + clamp_ops, rnd)
 
 
 def _gemm(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,

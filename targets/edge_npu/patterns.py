@@ -4,6 +4,7 @@ Each pattern is a QDQ layer, ``quantize(op(dequantize(a), ...))``, registered as
 ``("edge_npu.<layer>", pattern, annotations, check)`` for Relax's ``FuseOpsByPattern``:
 
     edge_npu.conv      q(clamp?(add?(conv2d(dq(a), dq(W)), reshape?(dq(b)))))
+                       (or conv2d_transpose with kernel == stride)
     edge_npu.gemm      q(clamp?(add?(matmul(dq(a), dq(W)), dq(b))))
     edge_npu.binary    q(add|multiply(dq(a), dq(b)))
     edge_npu.maxpool   q(max_pool2d(chain*(dq(a))))
@@ -111,7 +112,8 @@ def layer_patterns() -> list[tuple[str, Any, dict[str, Any]]]:
     from tvm.relax.dpl import is_const, is_op, is_tuple, wildcard
 
     a, b = wildcard(), wildcard()
-    conv = is_op("relax.nn.conv2d")(_dq(a), _dq(is_const()))
+    conv = _alternatives([is_op(op)(_dq(a), _dq(is_const()))
+                          for op in ("relax.nn.conv2d", "relax.nn.conv2d_transpose")])
     bias = is_op("relax.reshape")(_dq(is_const()), wildcard()) | _dq(is_const())
     conv_root = _q(_clamped(is_op("relax.add")(conv, bias) | conv))
     mm = is_op("relax.matmul")(_dq(a), _dq(is_const()))

@@ -62,6 +62,13 @@ class Conv:
     ``stride`` is the horizontal stride (and the vertical one unless ``stride_h`` is set):
     a (s, 1) stride, as in PP-OCR's text-line nets, runs one output row per band so the
     CFG stride only steps along x.
+
+    ``phases`` p > 1: a transposed conv whose kernel equals its stride p (no overlap, no
+    padding), run as this 1x1 conv with ``cout`` = p * p * channels in (i, j, c) order;
+    input pixel (y, x)'s output (i, j, c) is the transposed conv's output pixel
+    (p*y + i, p*x + j), channel c. Output row phase i is an N-tile of p * channels
+    columns whose bytes are, per input row, one contiguous run of the output row p*y + i,
+    so a band stores each phase with one DMA.
     """
 
     h: int
@@ -74,10 +81,22 @@ class Conv:
     pad: tuple[int, int, int, int] = (0, 0, 0, 0)
     depthwise: bool = False
     stride_h: int = 0  # 0: same as ``stride``
+    phases: int = 1
 
     @property
     def sh(self) -> int:
         return self.stride_h or self.stride
+
+    @property
+    def channels(self) -> int:
+        """Channels of the layer's output tensor (``cout`` unless transposed)."""
+        return self.cout // (self.phases * self.phases)
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        """The layer's output tensor, HWC."""
+        p = self.phases
+        return (self.out_h * p, self.out_w * p, self.channels)
 
     @property
     def out_h(self) -> int:
@@ -135,9 +154,17 @@ def pack_weights(conv: Conv, w: np.ndarray, cols: int) -> np.ndarray:
 
 
 def n_tiles(conv: Conv, cols: int) -> list[tuple[int, int]]:
-    """(first output channel, width) of each N-tile (a depthwise group is one)."""
+    """(first output channel, width) of each N-tile (a depthwise group is one; a
+    transposed conv has one per output row phase)."""
     if conv.depthwise:
         return groups(conv, cols)
+    if conv.phases > 1:
+        width = conv.phases * conv.channels
+        if width > cols:
+            raise ProgramError(f"transposed conv with {conv.channels} channels and stride "
+                               f"{conv.phases}: an output row phase ({width} columns) is "
+                               f"wider than the {cols}-column array")
+        return [(i * width, width) for i in range(conv.phases)]
     return [(n, min(cols, conv.cout - n)) for n in range(0, conv.cout, cols)]
 
 
@@ -223,10 +250,20 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     if order not in ("band", "tile"):
         raise ProgramError(f"loop order {order!r}: expected band or tile")
     if (conv.h * conv.w == 1 and conv.kh * conv.kw == 1 and conv.cin > MAX_RUN
-            and not conv.depthwise):
+            and not conv.depthwise and conv.phases == 1):
         return long_k_layer(cfg, conv, place, dataflow, lut, sync)
     if conv.depthwise and conv.cin != conv.cout:
         raise ProgramError(f"depthwise conv needs cin == cout, got {conv.cin}, {conv.cout}")
+    p = conv.phases
+    if p > 1 and (conv.depthwise or conv.kh * conv.kw != 1 or conv.stride != 1
+                  or conv.cout % (p * p)):
+        raise ProgramError(f"transposed conv {conv}: expected a 1x1 stride-1 dense conv "
+                           f"with cout a multiple of {p * p}")
+    # one output row of a transposed conv in bytes; a band's phase i lands every p rows
+    out_row = p * conv.out_w * conv.channels
+    if p > 1 and p * out_row >= 1 << 14:
+        raise ProgramError(f"transposed conv {conv}: its output rows ({out_row} B) are too "
+                           "long for the STORE's 14-bit stride")
     df = (choose_dataflow(cfg, conv) if dataflow is None
           else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
     R = cfg.rows
@@ -349,9 +386,14 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             sdeps: tuple[str, ...] = ("pop_prev",)
             if last and st + 2 < nsteps:
                 sdeps += ("push_prev",)
-            store_q.append(make(Op.STORE, sdeps, space=out_space,
-                                dram=out_addr + oy0 * ow * conv.cout + n0, sram=dst,
-                                rows=m, cols=1, depth=nl, stride=conv.cout))
+            if p > 1:  # phase i = n0 // nl: input row y's results are output row p*y + i
+                store_q.append(make(Op.STORE, sdeps, space=out_space,
+                                    dram=out_addr + (p * oy0 + n0 // nl) * out_row, sram=dst,
+                                    rows=orows, cols=ow, depth=nl, stride=p * out_row))
+            else:
+                store_q.append(make(Op.STORE, sdeps, space=out_space,
+                                    dram=out_addr + oy0 * ow * conv.cout + n0, sram=dst,
+                                    rows=m, cols=1, depth=nl, stride=conv.cout))
     for (_, nl), k in zip(tiles, ks):
         folds_total += (math.ceil(k / R) if df == Dataflow.WS
                         else math.ceil(oh * ow / R)) * math.ceil(nl / cfg.cols)

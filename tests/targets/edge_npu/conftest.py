@@ -46,4 +46,4 @@ def run_conv(cfg, conv, x, w, bias, mult, shift, zp_out, qmin, qmax, zp_in=0,
                                order=order)
     rep = sim.run(lp.instrs + programs.end(), cached_weights=0 if stream else wpack.size)
     out = sim.mem.read(Space.HOST, out_addr, conv.out_h * conv.out_w * conv.cout)
-    return out.reshape(conv.out_h, conv.out_w, conv.cout), rep, lp
+    return out.reshape(conv.out_shape), rep, lp

@@ -36,3 +36,20 @@ def conv_requant(x, w, bias, mult, shift, zp_out, qmin, qmax, stride=1, pad=(0, 
                  zp_in=0, depthwise=False):
     acc = conv_acc(x, w, stride, pad, zp_in, depthwise) + bias
     return intmath.requantize(acc, mult, shift, zp_out, qmin, qmax)
+
+
+def conv_transpose_requant(x, w, bias, mult, shift, zp_out, qmin, qmax):
+    """A transposed conv with kernel == stride p (w: Cin x C x p x p, as ONNX has it),
+    scattered the textbook way: input pixel (y, x) times tap (i, j) lands on output pixel
+    (p*y + i, p*x + j). As in ``conv_acc``, x is not offset by its zero point (the layer
+    folds that into the bias); with no padding the zero point plays no part here."""
+    _, c, p, _ = w.shape
+    h, wd, _ = x.shape
+    xs = x.astype(np.int64)
+    acc = np.zeros((p * h, p * wd, c), dtype=np.int64)
+    for y in range(h):
+        for xx in range(wd):
+            for i in range(p):
+                for j in range(p):
+                    acc[p * y + i, p * xx + j] += xs[y, xx] @ w[:, :, i, j].astype(np.int64)
+    return intmath.requantize(acc + bias, mult, shift, zp_out, qmin, qmax)

@@ -9,7 +9,7 @@ from edgec.targets.edge_npu.isa import MUL_KEYS, Kind, Op, Space, VecOp, keyed_b
 from edgec.targets.edge_npu.simulator import Simulator
 
 from .conftest import run_conv
-from .reference import conv_requant
+from .reference import conv_requant, conv_transpose_requant
 
 CASES = [  # h, w, cin, cout, k, stride, pad, depthwise
     (9, 9, 5, 7, 3, 1, (1, 1, 1, 1), False),
@@ -47,6 +47,36 @@ def test_conv_bit_exact(small, case, dataflow, stream):
     np.testing.assert_array_equal(got, want)
     assert rep.cycles > 0
     assert rep.streamed_weights == (wt.size if stream else 0)
+
+
+@pytest.mark.parametrize("h, w, cin, c, p", [(5, 7, 10, 8, 2), (6, 3, 20, 1, 2),
+                                              (4, 5, 6, 5, 3), (40, 9, 8, 4, 2)])
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+@pytest.mark.parametrize("order", ["band", "tile"])
+def test_transposed_conv_bit_exact(small, h, w, cin, c, p, dataflow, order):
+    """Kernel == stride p: a 1x1 conv computing p * p phases, each output row phase stored
+    with one strided DMA per band (several bands in the 40-row case, 1 channel and 3x3
+    phases too), against a scatter-loop reference."""
+    rng = np.random.default_rng(h * 100 + c)
+    wt = rng.integers(-127, 128, (cin, c, p, p), dtype=np.int8)
+    x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, c)
+    ms = [intmath.quantize_multiplier(float(v)) for v in rng.uniform(2e-4, 3e-3, c)]
+    mult, shift = np.array([m for m, _ in ms]), np.array([s for _, s in ms])
+    conv = programs.Conv(h, w, cin, p * p * c, phases=p)
+    w1 = np.ascontiguousarray(wt.transpose(2, 3, 1, 0)).reshape(p * p * c, 1, 1, cin)
+    got, _, lp = run_conv(small, conv, x, w1, np.tile(bias, p * p), np.tile(mult, p * p),
+                          np.tile(shift, p * p), 5, -100, 127, zp_in=-4, dataflow=dataflow,
+                          order=order)
+    want = conv_transpose_requant(x, wt, bias, mult, shift, 5, -100, 127)
+    np.testing.assert_array_equal(got, want)
+    stores = [i for i in lp.instrs if i.op == Op.STORE]
+    assert len(stores) == lp.bands * p  # one DMA per band and output row phase
+
+
+def test_transposed_conv_wider_than_the_array_is_refused(small):
+    with pytest.raises(programs.ProgramError, match="wider than"):
+        programs.n_tiles(programs.Conv(4, 4, 8, 4 * 9, phases=2), small.cols)
 
 
 def test_gemm_clamp_and_streamed_weights(small):
