@@ -155,10 +155,11 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
         return params, b""
     if layer.kind == "copy":
         return {"clamp": _i32(clamp_block(-128, 127))}, b""
-    if layer.kind == "resize":
+    if layer.kind == "resize":  # the clamp copies the second pass's rows
+        params = {"clamp": _i32(clamp_block(-128, 127))}
         if "table" in a:
-            return {"lut": _i32(lut_block(a["table"]))}, b""
-        return {"clamp": _i32(clamp_block(-128, 127))}, b""
+            params["lut"] = _i32(lut_block(a["table"]))
+        return params, b""
     if layer.kind == "concat":
         return {f"lut{i}": _i32(lut_block(a[f"table{i}"]))
                 for i in range(len(layer.inputs))}, b""
@@ -224,8 +225,9 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         return prog
     if layer.kind == "resize":
         ih, iw, ic = layer.inputs[0].shape
-        vop = (VecOp.LUT, params["lut"]) if "lut" in params else (VecOp.CLAMP, params["clamp"])
-        return resize_layer(cfg, ih, iw, ic, at["factor"], inputs[0], out, vop)
+        copy = (VecOp.CLAMP, params["clamp"])
+        vop = (VecOp.LUT, params["lut"]) if "lut" in params else copy
+        return resize_layer(cfg, ih, iw, ic, at["factor"], inputs[0], out, vop, copy)
     if layer.kind == "concat":
         return concat_layer(cfg, h * w, [t.shape[2] for t in layer.inputs], inputs, out,
                             [(VecOp.LUT, params[f"lut{i}"]) for i in range(len(inputs))])

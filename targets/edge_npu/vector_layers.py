@@ -139,8 +139,8 @@ class Chunk:
     """One pass through a bank: LOAD ``rows`` x ``cols`` pixels of ``depth`` bytes (DRAM
     row stride ``stride``) into the bank's lower half, one VEC (a LUT, or a CLAMP copy)
     over them into its upper half, then STOREs of (SRAM offset in that half, DRAM
-    address, runs, run stride): each writes ``runs`` pixels of ``depth`` bytes,
-    ``run_stride`` apart."""
+    address, runs, run stride, pixels per run): each writes ``runs`` runs of that many
+    pixels of ``depth`` bytes, ``run_stride`` apart."""
 
     src: Loc
     rows: int
@@ -148,14 +148,32 @@ class Chunk:
     depth: int
     stride: int
     vop: tuple[VecOp, int]
-    stores: list[tuple[int, int, int, int]]
+    stores: list[tuple[int, int, int, int, int]]
 
 
 def stream_chunks(cfg: NpuConfig, chunks: list[Chunk], out_space: Space,
-                  sync: bool = True) -> list[Instr]:
+                  sync: bool = True, then: list[Chunk] | None = None) -> list[Instr]:
     """Chunks through the two banks with VTA's double buffering (``elementwise_layer``'s
-    token protocol), one index across all chunks so no bank is reused early."""
+    token protocol), one index across all chunks so no bank is reused early.
+
+    ``then``: chunks that read what ``chunks`` stored. A token relay orders them without
+    a SYNC (one SYNC per layer keeps the report's per-layer sections): the last store
+    of the first pass pushes to the compute queue, a CFG there (1 cycle, no other
+    effect) waits for it and pushes to the load queue, and the second pass's first LOAD
+    waits for that. Stores run in order, so every store of the first pass is done."""
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    prog += _stream(cfg, chunks, out_space, wait=False, signal=bool(then))
+    if then:
+        prog.append(make(Op.CFG, ("pop_next", "push_prev")))
+        prog += _stream(cfg, then, out_space, wait=True, signal=False)
+    return prog
+
+
+def _stream(cfg: NpuConfig, chunks: list[Chunk], out_space: Space, wait: bool,
+            signal: bool) -> list[Instr]:
+    """One pass of ``stream_chunks``; ``wait``: the first LOAD pops the relay's token,
+    ``signal``: the last STORE pushes one to the compute queue."""
+    prog: list[Instr] = []
     n = len(chunks)
     half = cfg.activation_bank // 2
     for i, ch in enumerate(chunks):
@@ -165,9 +183,9 @@ def stream_chunks(cfg: NpuConfig, chunks: list[Chunk], out_space: Space,
             raise ProgramError(f"a chunk of {size} B and its copy do not fit an activation "
                                f"bank ({cfg.activation_bank} B)")
         more = i + 2 < n
-        prog += act_loads((("pop_next",) if i >= 2 else ()), ("push_next",), ch.src[0],
-                          ch.src[1], bank, ch.rows, ch.cols, ch.depth, ch.stride,
-                          (0, 0, 0, 0), 0)
+        prog += act_loads((("pop_next",) if i >= 2 or (wait and i == 0) else ()),
+                          ("push_next",), ch.src[0], ch.src[1], bank, ch.rows, ch.cols,
+                          ch.depth, ch.stride, (0, 0, 0, 0), 0)
         # the copy always goes to the bank's upper half: chunks differ in size (concat's
         # inputs), and load(i+2) waits for compute(i) only, not for store(i)
         dst = bank + half
@@ -175,34 +193,57 @@ def stream_chunks(cfg: NpuConfig, chunks: list[Chunk], out_space: Space,
         prog.append(make(Op.VEC, ("pop_prev",) + (("pop_next",) if i >= 2 else ()) +
                          (("push_prev",) if more else ()) + ("push_next",),
                          vop=vop, src=bank, dst=dst, count=size, param=param))
-        for j, (off, dram, runs, run_stride) in enumerate(ch.stores):
+        for j, (off, dram, runs, run_stride, cols) in enumerate(ch.stores):
             last = j == len(ch.stores) - 1
+            push = last and (more or (signal and i == n - 1))
             prog.append(make(Op.STORE, (("pop_prev",) if j == 0 else ()) +
-                             (("push_prev",) if more and last else ()), space=out_space,
-                             dram=dram, sram=dst + off, rows=runs, cols=1, depth=ch.depth,
-                             stride=run_stride))
+                             (("push_prev",) if push else ()), space=out_space,
+                             dram=dram, sram=dst + off, rows=runs, cols=cols,
+                             depth=ch.depth, stride=run_stride))
     return prog
 
 
 def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
-                 vop: tuple[VecOp, int], sync: bool = True) -> list[Instr]:
-    """Nearest-neighbour upsampling by an integer ``f`` of an HWC tensor: bands of input
-    rows are copied (or mapped through a LUT when the scales differ) and each input row
-    is stored f x f times, its pixels ``f`` apart (output pixel (f y + dy, f x + dx) is
-    input pixel (y, x), ONNX's asymmetric / floor nearest)."""
+                 vop: tuple[VecOp, int], copy: tuple[VecOp, int] | None = None,
+                 sync: bool = True) -> list[Instr]:
+    """Nearest-neighbour upsampling by an integer ``f`` of an HWC tensor (output pixel
+    (f y + dy, f x + dx) is input pixel (y, x), ONNX's asymmetric / floor nearest).
+
+    Bands of input rows are copied (or mapped through a LUT when the scales differ) and
+    each input row is stored ``f`` times, its pixels ``f`` apart, into output row f y.
+    With ``copy`` (a CLAMP copy's parameters) and an on-chip output, a second pass then
+    reads those rows back, whole, and stores each ``f - 1`` more times, all of a band's
+    rows in one DMA per dy: f + 1 descriptors per row band instead of f per input row.
+    Without it (or when a field is too narrow) every row is stored f x f times."""
     if c > MAX_RUN or w > MAX_RUN or f * c >= 1 << 14:
         raise ProgramError(f"resize of {h}x{w}x{c} by {f}: rows or channels exceed a DMA field")
     if 2 * w * c > cfg.activation_bank:
         raise ProgramError(f"one row of {w}x{c} and its copy do not fit an activation bank")
-    rows = min(h, cfg.activation_bank // (2 * w * c))
+    half = cfg.activation_bank // 2
+    rows = min(h, half // (w * c))
     ow = w * f
+    row = ow * c  # one output row, bytes
+    # rows are re-read from the output: on chip only (over the host link the read-back
+    # would cost more than the descriptors it saves)
+    two = (copy is not None and f > 1 and out[0] == Space.PCACHE and ow <= MAX_RUN
+           and f * row < 1 << 14 and row <= half)
+    dys = range(1) if two else range(f)
     chunks = []
     for y0 in range(0, h, rows):
         r = min(rows, h - y0)
-        stores = [((y - y0) * w * c, out[1] + ((y * f + dy) * ow + dx) * c, w, f * c)
-                  for y in range(y0, y0 + r) for dy in range(f) for dx in range(f)]
+        stores = [((y - y0) * w * c, out[1] + ((y * f + dy) * ow + dx) * c, w, f * c, 1)
+                  for y in range(y0, y0 + r) for dy in dys for dx in range(f)]
         chunks.append(Chunk((inp[0], inp[1] + y0 * w * c), r, w, c, w * c, vop, stores))
-    return stream_chunks(cfg, chunks, out[0], sync)
+    then = []
+    if two:
+        assert copy is not None
+        rows2 = min(h, half // row)
+        for y0 in range(0, h, rows2):
+            r = min(rows2, h - y0)
+            then.append(Chunk((out[0], out[1] + f * y0 * row), r, ow, c, f * row, copy,
+                              [(0, out[1] + (f * y0 + dy) * row, r, f * row, ow)
+                               for dy in range(1, f)]))
+    return stream_chunks(cfg, chunks, out[0], sync, then)
 
 
 def concat_layer(cfg: NpuConfig, pixels: int, channels: list[int], inputs: list[Loc],
@@ -221,6 +262,6 @@ def concat_layer(cfg: NpuConfig, pixels: int, channels: list[int], inputs: list[
         for p0 in range(0, pixels, per):
             pix = min(per, pixels - p0)
             chunks.append(Chunk((space, addr + p0 * c), pix, 1, c, c, vop,
-                                [(0, out[1] + p0 * total + off, pix, total)]))
+                                [(0, out[1] + p0 * total + off, pix, total, 1)]))
         off += c
     return stream_chunks(cfg, chunks, out[0], sync)

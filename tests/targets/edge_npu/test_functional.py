@@ -234,6 +234,61 @@ def test_resize_nearest_bit_exact(small, f, lut):
                                   np.repeat(np.repeat(y, f, axis=0), f, axis=1))
 
 
+@pytest.mark.parametrize("f", [2, 3, 8])
+@pytest.mark.parametrize("lut", [False, True], ids=["copy", "lut"])
+def test_resize_on_chip_two_passes_bit_exact(small, f, lut):
+    """Output in the parameter cache: the first pass stores each input row f times into
+    output row f y (through the LUT if any), the second reads those rows back and stores
+    each f - 1 more times, a band of rows per DMA, behind a token relay (no SYNC)."""
+    from edgec.targets.edge_npu.isa import clamp_block, lut_block
+    from edgec.targets.edge_npu.vector_layers import resize_layer
+
+    h, w, c = 9, 10, 24
+    rng = np.random.default_rng(10 + f)
+    x = rng.integers(-128, 128, (h, w, c), dtype=np.int8)
+    table = rng.integers(-128, 128, 256)
+    out = 8192
+    vop = (VecOp.LUT, 0) if lut else (VecOp.CLAMP, 4096)
+    prog = resize_layer(small, h, w, c, f, (Space.HOST, 0), (Space.PCACHE, out), vop,
+                        (VecOp.CLAMP, 4096))
+    assert sum(i.op == Op.SYNC for i in prog) == 1
+    stores = [i for i in prog if i.op == Op.STORE]
+    assert len(stores) < h * f * f  # the one-pass program's count
+    sim = Simulator(small, host_bytes=1 << 20)
+    sim.mem.write(Space.HOST, 0, x)
+    sim.mem.write(Space.PCACHE, 0, lut_block(table).astype(np.int32))
+    sim.mem.write(Space.PCACHE, 4096, clamp_block(-128, 127).astype(np.int32))
+    sim.run(prog + programs.end())
+    got = sim.mem.read(Space.PCACHE, out, x.size * f * f).reshape(h * f, w * f, c)
+    y = table[x.astype(np.int64) + 128].astype(np.int8) if lut else x
+    np.testing.assert_array_equal(got, np.repeat(np.repeat(y, f, axis=0), f, axis=1))
+
+
+def test_resize_second_pass_needs_its_token_relay(small):
+    """Without the relay (the first pass's last STORE -> CFG -> the second pass's first
+    LOAD) the second pass reloads a bank the first is still using: a race."""
+    import dataclasses
+
+    from edgec.targets.edge_npu.isa import clamp_block
+    from edgec.targets.edge_npu.races import RaceError
+    from edgec.targets.edge_npu.vector_layers import resize_layer
+
+    x = np.random.default_rng(0).integers(-128, 128, (9, 10, 24), dtype=np.int8)
+    prog = resize_layer(small, 9, 10, 24, 8, (Space.HOST, 0), (Space.PCACHE, 8192),
+                        (VecOp.CLAMP, 4096), (VecOp.CLAMP, 4096))
+    k = next(i for i, ins in enumerate(prog) if ins.op == Op.CFG)
+    load = next(i for i, ins in enumerate(prog) if ins.op == Op.LOAD and i > k)
+    store = max(i for i, ins in enumerate(prog) if ins.op == Op.STORE and i < k)
+    for i, drop in ((k, {"pop_next", "push_prev"}), (load, {"pop_next"}), (store, {"push_prev"})):
+        assert drop <= prog[i].deps
+        prog[i] = dataclasses.replace(prog[i], deps=prog[i].deps - drop)
+    sim = Simulator(small, host_bytes=1 << 20)
+    sim.mem.write(Space.HOST, 0, x)
+    sim.mem.write(Space.PCACHE, 4096, clamp_block(-128, 127).astype(np.int32))
+    with pytest.raises(RaceError):
+        sim.run(prog + programs.end())
+
+
 def test_concat_along_channels_bit_exact(small):
     """Three inputs of 24, 5 and 40 channels, each through its own LUT, at their offsets;
     the 40-channel input takes two chunks, so the four chunks use both banks twice."""
