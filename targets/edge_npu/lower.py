@@ -44,7 +44,6 @@ from .isa import (
 )
 from .layers import Layer, QTensor
 from .mapping import Mapping, workload_key
-from .models import _FirstFit
 from .programs import Conv, Placement, ProgramError
 from .simulator import simulate
 from .vector_layers import concat_layer, elementwise_layer, maxpool_layer, resize_layer
@@ -369,67 +368,147 @@ def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
 
 def _plan_activations(seg: Segment, base: int, end: int,
                       host: dict[str, int], layers: list[SegLayer] | None = None,
-                      stop_on_fail: bool = False) -> tuple[dict[str, Loc], int]:
-    """Places every value (host buffers for inputs/outputs, first fit in PCACHE for the
-    rest, freed after the last reader); returns (locations, scratch bytes used)."""
+                      stop_on_fail: bool = False, in_place: bool = True
+                      ) -> tuple[dict[str, Loc], int]:
+    """Places every value: inputs, outputs and spills in their host buffers, the rest in
+    PCACHE scratch [base, end); returns (locations, scratch bytes used).
+
+    A buffer lives from the layer that writes it to its last reader; an alias shares its
+    source's buffer, and (``in_place``) an element-wise layer's output takes the buffer
+    of an input that dies there. Offsets are assigned greedily by size, largest first,
+    each at the lowest offset clear of the buffers already placed whose lifetimes
+    overlap its own (TFLite's greedy-by-size arena planner): all lifetimes are known
+    ahead, so large buffers do not end up split by the holes small ones leave."""
     layers = seg.layers if layers is None else layers
-    alloc = _FirstFit(base, end)
-    loc: dict[str, Loc] = {v: (Space.HOST, a) for v, a in host.items()}
-    buf: dict[str, str] = {}  # value -> buffer key (aliases share their source's buffer)
     last: dict[str, int] = {}
     for i, sl in enumerate(layers):
         for v in sl.inputs:
             last[v] = i
-    peak = base
+    buf: dict[str, str] = {}  # on-chip value -> buffer key
+    born: dict[str, int] = {}  # buffer key -> the layer that first writes it
+    dies: dict[str, int] = {}  # buffer key -> the last layer that reads it
     for i, sl in enumerate(layers):
+        if sl.output in host:
+            continue
         if sl.layer.kind == "alias":
+            if sl.inputs[0] not in buf:
+                continue  # an alias of a host buffer is that buffer (below)
+            key = buf[sl.inputs[0]]
+        elif in_place and (src := _in_place(seg, sl, i, buf, dies)):
+            # an element-wise layer writes over an input that dies here (chunk i's
+            # store follows its own load and no later load reads those bytes)
+            key = buf[src]
+        else:
+            key = sl.output
+            born[key] = i
+        buf[sl.output] = key
+        dies[key] = max(dies.get(key, i), last.get(sl.output, i))
+    offset: dict[str, int] = {}
+    placed: list[tuple[int, int, int, int, str]] = []  # (offset, size, born, dies, key)
+    room = end - base
+    for key in sorted(born, key=lambda k: (-seg.tensors[k].size, born[k])):
+        size, b, d = _align(seg.tensors[key].size), born[key], dies[key]
+        near = sorted(p for p in placed if p[2] <= d and b <= p[3])
+        addr = 0
+        for o, n, *_ in near:
+            if addr + size <= o:
+                break
+            addr = max(addr, o + n)
+        if addr + size > room:
+            if stop_on_fail:
+                raise _PlanFailed([p[4] for p in near] + [key])
+            raise ProgramError(f"activation {key} ({size} B) does not fit the parameter "
+                               f"cache's free space")
+        offset[key] = addr
+        placed.append((addr, size, b, d, key))
+    loc: dict[str, Loc] = {v: (Space.HOST, a) for v, a in host.items()}
+    for sl in layers:
+        if sl.output in buf:
+            loc[sl.output] = (Space.PCACHE, base + offset[buf[sl.output]])
+        elif sl.output not in loc:  # an alias of a host buffer
             loc[sl.output] = loc[sl.inputs[0]]
-            key = buf.get(sl.inputs[0], sl.inputs[0])
-            buf[sl.output] = key
-            last[key] = max(last.get(key, i), last.get(sl.output, i))
-        elif sl.output not in loc:
-            size = seg.tensors[sl.output].size
-            try:
-                addr = alloc.alloc(sl.output, _align(size))
-            except ProgramError:
-                if stop_on_fail:
-                    raise _PlanFailed([*alloc.used, sl.output]) from None
-                raise
-            loc[sl.output] = (Space.PCACHE, addr)
-            buf[sl.output] = sl.output
-            peak = max(peak, max(a + n for a, n in alloc.used.values()))
-        for v in sl.inputs:
-            key = buf.get(v, v)
-            if last.get(key, -1) <= i:
-                alloc.free(key)
-    return loc, peak - base
+    return loc, max((o + n for o, n, *_ in placed), default=0)
 
 
-def _choose_spills(seg: Segment, layers: list[SegLayer], room: int) -> list[str]:
+IN_PLACE = ("lut", "add", "mul")  # kinds whose output pixel p reads input pixel p only
+
+
+def _in_place(seg: Segment, sl: SegLayer, i: int, buf: dict[str, str],
+              dies: dict[str, int]) -> str | None:
+    """The input of element-wise layer ``sl`` (the ``i``-th) whose on-chip buffer its
+    output can take: same size, and no reader after this layer."""
+    if sl.layer.kind not in IN_PLACE:
+        return None
+    size = seg.tensors[sl.output].size
+    for v in sl.inputs:
+        if v in buf and seg.tensors[v].size == size and dies[buf[v]] <= i:
+            return v
+    return None
+
+
+def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
+                   in_place: bool = True) -> list[str]:
     """Activations to keep in host buffers so the rest fit ``room`` bytes of scratch.
 
-    Replans until the first fit succeeds; each time it fails, the value live at that
-    point whose last reader is furthest away (Belady's choice; the larger on a tie)
-    moves to the host. Inputs of global pools stay (the pool reads them as weights)."""
+    A spilled value costs its bytes over the link once when written and once per reader.
+    Each time the first fit fails, every value live there is tried as the next spill,
+    finishing the plan with Belady's choice (the value whose last reader is furthest
+    away, the larger on a tie) until it fits; the one whose finished plan moves the fewest
+    bytes is kept. One of the candidates continues the previous best plan, so each step
+    costs at most what Belady's choice alone would. Inputs of global pools stay (the pool
+    reads them as weights)."""
     pinned = {v for sl in layers if sl.layer.kind == "gap" for v in sl.inputs}
     last: dict[str, int] = {}
     for i, sl in enumerate(layers):
         for v in sl.inputs:
             last[v] = i
     io = {v: 0 for v in seg.inputs + seg.outputs}
+
+    def live_at_failure(spills: list[str]) -> list[str] | None:
+        """None if the plan fits, else the values that could move to the host."""
+        try:
+            _plan_activations(seg, 0, room, {**io, **{v: 0 for v in spills}}, layers,
+                              stop_on_fail=True, in_place=in_place)
+            return None
+        except _PlanFailed as exc:
+            return [v for v in exc.live if v not in pinned and seg.tensors[v].size > 0]
+
+    def belady(spills: list[str]) -> list[str] | None:
+        spills = list(spills)
+        for _ in range(len(layers) + 1):
+            live = live_at_failure(spills)
+            if live is None:
+                return spills
+            if not live:
+                return None
+            spills.append(max(live, key=lambda v: (last.get(v, -1), seg.tensors[v].size)))
+        return None
+
     spills: list[str] = []
     for _ in range(len(layers) + 1):
-        host = {**io, **{v: 0 for v in spills}}
-        try:
-            _plan_activations(seg, 0, room, host, layers, stop_on_fail=True)
+        live = live_at_failure(spills)
+        if live is None:
             return spills
-        except _PlanFailed as exc:
-            live = [v for v in exc.live if v not in pinned and seg.tensors[v].size > 0]
-        if not live:
+        best: tuple[int, str] | None = None
+        for v in live:
+            done = belady([*spills, v])
+            if done is not None and (best is None or spill_bytes(seg, layers, done) < best[0]):
+                best = (spill_bytes(seg, layers, done), v)
+        if best is None:
             break
-        spills.append(max(live, key=lambda v: (last.get(v, -1), seg.tensors[v].size)))
+        spills.append(best[1])
     raise LowerError(f"activations of {seg.name} do not fit {room} B of scratch even with "
                      f"spills to the host", _largest([seg]))
+
+
+def spill_bytes(seg: Segment, layers: list[SegLayer], spills: list[str]) -> int:
+    """Bytes the spilled values move over the link per inference (written once, read by
+    each reader)."""
+    readers: dict[str, int] = {}
+    for sl in layers:
+        for v in sl.inputs:
+            readers[v] = readers.get(v, 0) + 1
+    return sum(seg.tensors[v].size * (1 + readers.get(v, 0)) for v in spills)
 
 
 class _PlanFailed(Exception):
@@ -469,13 +548,25 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     room -= max((_align(len(w)) for *_, w in items if w), default=0)
     scratch = 0
     spills: dict[int, list[str]] = {}
+    in_place: dict[int, bool] = {}
     for si, seg in enumerate(segments):
-        io = {v: 0 for v in seg.inputs + seg.outputs}
-        _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si])
-        if peak > room > 0:
-            spills[si] = _choose_spills(seg, plans[si], room)
-            io.update({v: 0 for v in spills[si]})
-            _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si])
+        # with and without in-place element-wise layers: the first fit's holes differ,
+        # so either may need fewer spills; the fewest bytes over the link, then the
+        # least scratch, wins
+        tries = []
+        for ip in (True, False):
+            io = {v: 0 for v in seg.inputs + seg.outputs}
+            _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si], in_place=ip)
+            sp: list[str] = []
+            if peak > room > 0:
+                sp = _choose_spills(seg, plans[si], room, ip)
+                io.update({v: 0 for v in sp})
+                _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si], in_place=ip)
+            tries.append((spill_bytes(seg, plans[si], sp), peak, not ip, sp))
+            if not sp:
+                break  # in place and nothing spilled: nothing to gain
+        _, peak, not_ip, sp = min(tries, key=lambda t: t[:3])
+        spills[si], in_place[si] = sp, not not_ip
         scratch = max(scratch, peak)
     param_top = 0
     param_addr: dict[tuple[int, int], dict[str, int]] = {}
@@ -541,7 +632,8 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         for v in spills.get(si, []):
             host_io[v] = host
             host += _align(seg.tensors[v].size)
-        loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io, plans[si])
+        loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io, plans[si],
+                                   in_place=in_place[si])
         prog: list[Instr] = []
         infos = []
         for li, sl in enumerate(plans[si]):
