@@ -451,7 +451,7 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
     """Activations to keep in host buffers so the rest fit ``room`` bytes of scratch.
 
     A spilled value costs its bytes over the link once when written and once per reader.
-    Each time the first fit fails, every value live there is tried as the next spill,
+    Each time the plan fails, every value live there is tried as the next spill,
     finishing the plan with Belady's choice (the value whose last reader is furthest
     away, the larger on a tie) until it fits; the one whose finished plan moves the fewest
     bytes is kept. One of the candidates continues the previous best plan, so each step
@@ -512,8 +512,8 @@ def spill_bytes(seg: Segment, layers: list[SegLayer], spills: list[str]) -> int:
 
 
 class _PlanFailed(Exception):
-    """The first fit failed; ``live``: the PCACHE values allocated then, and the one it
-    failed on."""
+    """The plan did not fit; ``live``: the buffers placed whose lifetimes overlap the one
+    that did not fit, and that one."""
 
     def __init__(self, live: list[str]) -> None:
         self.live = live
@@ -550,7 +550,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     spills: dict[int, list[str]] = {}
     in_place: dict[int, bool] = {}
     for si, seg in enumerate(segments):
-        # with and without in-place element-wise layers: the first fit's holes differ,
+        # with and without in-place element-wise layers: the buffers' lifetimes differ,
         # so either may need fewer spills; the fewest bytes over the link, then the
         # least scratch, wins
         tries = []

@@ -261,9 +261,9 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                            f"with cout a multiple of {p * p}")
     # one output row of a transposed conv in bytes; a band's phase i lands every p rows
     out_row = p * conv.out_w * conv.channels
-    if p > 1 and p * out_row >= 1 << 14:
+    if p > 1 and (p * out_row >= 1 << 14 or conv.out_w > MAX_RUN):
         raise ProgramError(f"transposed conv {conv}: its output rows ({out_row} B) are too "
-                           "long for the STORE's 14-bit stride")
+                           "long for the STORE's 14-bit stride or 11-bit pixel count")
     df = (choose_dataflow(cfg, conv) if dataflow is None
           else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
     R = cfg.rows

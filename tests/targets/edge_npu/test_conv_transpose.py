@@ -107,3 +107,29 @@ def test_bit_exact_and_within_one_step_of_ort(qdq):
     d = np.concatenate([v.reshape(-1) for v in diffs])
     print(f"max {d.max()}, equal {(d == 0).mean():.5f}")
     assert d.max() <= 1 and (d == 0).mean() >= 0.99
+
+
+def test_overlapping_transposed_conv_stays_on_the_cpu_with_its_reason():
+    """Kernel 3, stride 2 (outputs overlap): not a 1x1 conv per phase; the placement
+    report says so, and the conv before it runs on the NPU (the last conv writes the
+    float model output, so it stays on the CPU as well)."""
+    rng = np.random.default_rng(1)
+    nodes = [helper.make_node("Conv", ["x", "w0", "b0"], ["a"], pads=[1, 1, 1, 1]),
+             helper.make_node("ConvTranspose", ["a", "w1", "b1"], ["u"], strides=[2, 2],
+                              pads=[1, 1, 1, 1], output_padding=[1, 1]),
+             helper.make_node("Relu", ["u"], ["r"]),
+             helper.make_node("Conv", ["r", "w2", "b2"], ["y"])]
+    inits = [numpy_helper.from_array(rng.normal(0, 0.3, s).astype(np.float32), n)
+             for n, s in (("w0", (8, 8, 3, 3)), ("b0", (8,)), ("w1", (8, 4, 3, 3)),
+                          ("b1", (4,)), ("w2", (4, 4, 1, 1)), ("b2", (4,)))]
+    graph = helper.make_graph(nodes, "up", [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8, 6, 6])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4, 12, 12])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    feeds = [{"x": rng.normal(0, 1, (1, 8, 6, 6)).astype(np.float32)} for _ in range(6)]
+    qdq = quantize_onnx(model, feeds[:4], feeds[4:], "minmax", with_sensitivity=False,
+                        style="npu").model
+    off = offload(frontend.to_relax(qdq), "edge-npu-s")
+    cpu = {c["op"]: c["reason"] for c in off.report["ops"]["cpu"]}
+    assert "kernel == stride" in cpu["relax.nn.conv2d_transpose"]
+    assert len(off.partition.segments) == 1
