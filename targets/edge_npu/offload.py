@@ -85,6 +85,9 @@ class _DenyAll(dict):  # type: ignore[type-arg]
     def get(self, key: Any, default: Any = None) -> Any:
         return self.reason
 
+    def __bool__(self) -> bool:  # empty, yet it denies everything (``deny or {}``)
+        return True
+
 
 def replace_segments(mod: Any, names: list[str], key: int) -> Any:
     """Calls to segment functions -> ``call_dps_packed`` of the simulator; drop them."""

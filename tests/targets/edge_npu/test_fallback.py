@@ -35,6 +35,24 @@ def test_unplaceable_layer_falls_back(workdir, monkeypatch):
     assert off.report["macs"]["npu_fraction"] > 0.9
 
 
+@pytest.mark.slow  # ~25 s: the fallback denies layers one by one before the last resort
+def test_nothing_fits_leaves_everything_on_the_cpu(workdir):
+    """An 8 KiB parameter cache holds not even cls's requant parameters: the last resort
+    partitions with every layer denied, so the build still succeeds, all on the CPU,
+    each op with its reason (the deny-all table used to be an empty dict, which reads as
+    no table at all)."""
+    import dataclasses
+
+    from edgec.targets.edge_npu.config import load_config
+
+    base = load_config("edge-npu-s")
+    cfg = dataclasses.replace(base, sram_total=base.sram_total - base.parameter_cache + 8192)
+    off = offload(cls_relax(workdir), cfg)
+    assert off.partition.segments == [] and off.report["macs"]["npu_fraction"] == 0
+    convs = [c for c in off.report["ops"]["cpu"] if c["op"] == "relax.nn.conv2d"]
+    assert convs and all("could not be placed" in c["reason"] for c in convs)
+
+
 def test_clip_call_tir_normalized():
     import numpy as np
     from edgec.targets.edge_npu.partition import normalize_clip
