@@ -380,24 +380,39 @@ def _requant(s_in: float, s_w: np.ndarray, out: QTensor, n: int,
     return rounding.multipliers(np.broadcast_to(real, (n,)), rnd)
 
 
-def _conv(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
-          clamp_ops: list[str], rnd: Rounding) -> tuple[Layer, list[Any]] | str:
+ConvOperands = tuple[Any, float, int, np.ndarray, np.ndarray, tuple[int, int, int]]
+
+
+def _conv_operands(c: Any, lookup: Lookup, kernel_layout: str,
+                   axis: int) -> ConvOperands | str:
+    """A conv2d / conv2d_transpose call's int8 input (expr, scale, zero point), int8
+    weights and their scales (output channels on ``axis``) and its HWC input shape."""
     a = act_input(c.args[0], lookup)
     if isinstance(a, str):
         return a
     x, s_in, zp_in = a
-    at = c.attrs
-    if str(at.data_layout) != "NCHW" or str(at.kernel_layout) != "OIHW":
-        return f"conv2d layout {at.data_layout}/{at.kernel_layout}; the importer gives NCHW/OIHW"
-    if any(int(d) != 1 for d in at.dilation):
-        return "dilated conv2d: the NPU's im2col has no dilation"
-    w = _weights(c.args[1], lookup, axis=0)
+    at, op = c.attrs, c.op.name.removeprefix("relax.nn.")
+    if str(at.data_layout) != "NCHW" or str(at.kernel_layout) != kernel_layout:
+        return (f"{op} layout {at.data_layout}/{at.kernel_layout}; the importer gives "
+                f"NCHW/{kernel_layout}")
+    w = _weights(c.args[1], lookup, axis=axis)
     if isinstance(w, str):
         return w
-    wq, ws = w
     in_shape = hwc(_shape(x))
     if isinstance(in_shape, str):
         return in_shape
+    return x, s_in, zp_in, *w, in_shape
+
+
+def _conv(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
+          clamp_ops: list[str], rnd: Rounding) -> tuple[Layer, list[Any]] | str:
+    got = _conv_operands(c, lookup, "OIHW", axis=0)
+    if isinstance(got, str):
+        return got
+    x, s_in, zp_in, wq, ws, in_shape = got
+    at = c.attrs
+    if any(int(d) != 1 for d in at.dilation):
+        return "dilated conv2d: the NPU's im2col has no dilation"
     h, wd, cin = in_shape
     cout, _, kh, kw = wq.shape
     groups = int(at.groups)
@@ -454,23 +469,13 @@ def _conv_transpose(c: Any, bias: Any, lo: float, hi: float, out: QTensor, looku
                     clamp_ops: list[str], rnd: Rounding) -> tuple[Layer, list[Any]] | str:
     """A transposed conv whose kernel equals its stride (no overlap, no padding): one
     1x1 conv computing every output phase (``Conv.phases``)."""
-    a = act_input(c.args[0], lookup)
-    if isinstance(a, str):
-        return a
-    x, s_in, zp_in = a
     at = c.attrs
-    if str(at.data_layout) != "NCHW" or str(at.kernel_layout) != "IOHW":
-        return (f"conv2d_transpose layout {at.data_layout}/{at.kernel_layout}; the importer "
-                "gives NCHW/IOHW")
     if int(at.groups) != 1:
         return f"grouped conv2d_transpose (groups={int(at.groups)})"
-    w = _weights(c.args[1], lookup, axis=1)
-    if isinstance(w, str):
-        return w
-    wq, ws = w
-    in_shape = hwc(_shape(x))
-    if isinstance(in_shape, str):
-        return in_shape
+    got = _conv_operands(c, lookup, "IOHW", axis=1)
+    if isinstance(got, str):
+        return got
+    x, s_in, zp_in, wq, ws, in_shape = got
     h, wd, cin = in_shape
     _, ch, kh, kw = wq.shape
     strides = tuple(int(v) for v in at.strides)

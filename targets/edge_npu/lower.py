@@ -489,14 +489,11 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
         live = live_at_failure(spills)
         if live is None:
             return spills
-        best: tuple[int, str] | None = None
-        for v in live:
-            done = belady([*spills, v])
-            if done is not None and (best is None or spill_bytes(seg, layers, done) < best[0]):
-                best = (spill_bytes(seg, layers, done), v)
-        if best is None:
+        finished = [(spill_bytes(seg, layers, done), v) for v in live
+                    if (done := belady([*spills, v])) is not None]
+        if not finished:
             break
-        spills.append(best[1])
+        spills.append(min(finished, key=lambda t: t[0])[1])
     raise LowerError(f"activations of {seg.name} do not fit {room} B of scratch even with "
                      f"spills to the host", _largest([seg]))
 

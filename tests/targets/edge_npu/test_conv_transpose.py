@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from edgec import frontend
 from edgec.passes.quantize.ptq import quantize_onnx
-from edgec.targets.edge_npu import int_reference
-from edgec.targets.edge_npu.int_reference import to_hwc
 from edgec.targets.edge_npu.offload import offload
-from edgec.targets.edge_npu.runtime import NpuDevice
 from onnx import TensorProto, helper, numpy_helper
+
+from .ort_oracle import segment_diffs
 
 SHAPE = (1, 8, 10, 12)
 
@@ -82,29 +80,7 @@ def test_bit_exact_and_within_one_step_of_ort(qdq):
     int8 output (before the float Sigmoid) within one step of ORT's (graph optimizations
     off: the QDQ graph's own float semantics) for every element."""
     off = offload(frontend.to_relax(qdq), "edge-npu-s")
-    model = onnx.ModelProto()
-    model.CopyFrom(qdq)
-    inits = {i.name for i in model.graph.initializer}
-    quants = [n.output[0] for n in model.graph.node
-              if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
-    for name in (quants[0], quants[-1]):
-        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.INT8, None))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
-    device = NpuDevice(off.model)
-    seg = off.partition.segments[0]
-    rng = np.random.default_rng(7)
-    diffs = []
-    for _ in range(4):
-        x = rng.normal(0, 1, SHAPE).astype(np.float32)
-        q_in, q_out = sess.run([quants[0], quants[-1]], {"x": x})
-        npu = device.run_segment(0, [q_in])[0]
-        assert npu.shape == q_out.shape
-        assert np.array_equal(npu, int_reference.run_segment(seg, [q_in])[0])
-        diffs.append(np.abs(to_hwc(npu).astype(int) - to_hwc(q_out).astype(int)))
-    d = np.concatenate([v.reshape(-1) for v in diffs])
+    d = segment_diffs(qdq, off, SHAPE)
     print(f"max {d.max()}, equal {(d == 0).mean():.5f}")
     assert d.max() <= 1 and (d == 0).mean() >= 0.99
 

@@ -7,12 +7,12 @@ Runtime on the same QDQ export (per layer, and on the final probability map)."""
 from __future__ import annotations
 
 import numpy as np
-import onnx
 import onnxruntime as ort
 import pytest
 from edgec.targets.edge_npu import int_reference
 from edgec.targets.edge_npu.int_reference import run_layer, to_hwc
-from onnx import TensorProto, helper
+
+from .ort_oracle import quantized_tensors
 
 pytestmark = pytest.mark.slow
 
@@ -103,17 +103,7 @@ def test_each_layer_within_one_step_of_ort(det):
     from edgec.examples.images import text_page_images
 
     imp, off, _ = det
-    model = onnx.ModelProto()
-    model.CopyFrom(imp.simple)
-    inits = {t.name for t in model.graph.initializer}
-    names = [n.output[0] for n in model.graph.node
-             if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
-    for name in names:
-        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.INT8, None))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
+    sess, names = quantized_tensors(imp.simple)
     page, _ = text_page_images(1, SIZE, SIZE, seed=11)
     ort_vals = [to_hwc(v) for v in sess.run(names, {"x": page})]
     seg = off.partition.segments[0]

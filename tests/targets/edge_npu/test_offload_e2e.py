@@ -15,6 +15,7 @@ from edgec.targets.edge_npu.report import to_text
 from edgec.targets.edge_npu.runtime import NpuExecutor
 from edgec.targets.edge_npu.target import npu_target
 
+from .ort_oracle import quantized_tensors
 from .qdq_fixture import cls_offload, ppocr_cls_qdq
 
 
@@ -32,22 +33,6 @@ def executor(workdir, tmp_path_factory):
     lib = tmp_path_factory.mktemp("lib") / "model.so"
     tvm.compile(off.mod, target=desc.tvm_target()).export_library(str(lib))
     return off, NpuExecutor(lib.read_bytes(), off.files, desc.to_json())
-
-
-def _ort_quantized_tensors(path):
-    """ORT (no graph optimizations: the QDQ graph's own float semantics) returning every
-    int8 activation, i.e. each QuantizeLinear output in graph order."""
-    model = onnx.load(path)
-    inits = {i.name for i in model.graph.initializer}
-    names = [n.output[0] for n in model.graph.node
-             if n.op_type == "QuantizeLinear" and n.input[0] not in inits]
-    for name in names:
-        model.graph.output.append(onnx.helper.make_tensor_value_info(
-            name, onnx.TensorProto.INT8, None))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    return ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"]), names
 
 
 def test_whole_model_runs_and_npu_is_bit_exact(workdir, executor):
@@ -84,7 +69,7 @@ def test_each_layer_within_one_step_of_ort(workdir, executor):
     (ORT without graph optimizations runs the conv in float), everything else is equal;
     with gemmlowp rounding 0.2-3.3 % of conv / mul / pool elements differed."""
     off, _ = executor
-    sess, names = _ort_quantized_tensors(str(ppocr_cls_qdq(workdir)))
+    sess, names = quantized_tensors(onnx.load(ppocr_cls_qdq(workdir)))
     seg = off.partition.segments[0]
     images, _ = text_line_images(2, seed=5)
     total = exact = 0

@@ -6,14 +6,12 @@ from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 from edgec import frontend
-from edgec.targets.edge_npu import int_reference
-from edgec.targets.edge_npu.int_reference import to_hwc
 from edgec.targets.edge_npu.offload import offload
-from edgec.targets.edge_npu.runtime import NpuDevice
 from onnx import TensorProto, helper, numpy_helper
+
+from .ort_oracle import segment_diffs
 
 
 def _float_model(rng: np.random.Generator) -> onnx.ModelProto:
@@ -79,24 +77,5 @@ def test_within_one_step_of_ort_and_bit_exact(qdq):
     its int8 output within one step of ORT's last QuantizeLinear (graph optimizations
     off: the QDQ graph's own float semantics) for every element."""
     off = offload(frontend.to_relax(qdq), "edge-npu-s")
-    model = onnx.load_from_string(qdq.SerializeToString())
-    quants = [n.output[0] for n in model.graph.node if n.op_type == "QuantizeLinear"
-              and n.input[0] not in {i.name for i in model.graph.initializer}]
-    for name in (quants[0], quants[-1]):
-        model.graph.output.append(helper.make_tensor_value_info(name, TensorProto.INT8, None))
-    so = ort.SessionOptions()
-    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    sess = ort.InferenceSession(model.SerializeToString(), so,
-                                providers=["CPUExecutionProvider"])
-    device = NpuDevice(off.model)
-    seg = off.partition.segments[0]
-    rng = np.random.default_rng(7)
-    diffs = []
-    for _ in range(4):
-        x = rng.normal(0, 1, (1, 8, 12, 12)).astype(np.float32)
-        q_in, q_out = sess.run([quants[0], quants[-1]], {"x": x})
-        npu = device.run_segment(0, [q_in])[0]
-        assert np.array_equal(npu, int_reference.run_segment(seg, [q_in])[0])
-        diffs.append(np.abs(to_hwc(npu).astype(int) - to_hwc(q_out).astype(int)))
-    d = np.concatenate([v.reshape(-1) for v in diffs])
+    d = segment_diffs(qdq, off, (1, 8, 12, 12))
     assert d.max() <= 1 and (d == 0).mean() >= 0.99
