@@ -51,8 +51,9 @@ def gemm_footprint(ins: Instr, regs: dict[str, Any] | None) -> Footprint:
     row = regs["in_w"] * regs["cin"]
     first = ins.m0 // regs["out_w"]
     last = (ins.m0 + max(ins.m_len, 1) - 1) // regs["out_w"]
-    lo = regs["inp"] + first * regs["stride"] * row
-    hi = regs["inp"] + (last * regs["stride"] + regs["kh"]) * row
+    sh = regs.get("stride_h") or regs["stride"]
+    lo = regs["inp"] + first * sh * row
+    hi = regs["inp"] + (last * sh + regs["kh"]) * row
     return Footprint(acc_write=acc, inp_read=((lo, hi),))
 
 

@@ -96,10 +96,12 @@ LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
     Op.GEMM: (("df", 1), ("reset", 1), ("chain", 1), ("diag", 1), ("m0", 14), ("m_len", 14),
               ("k0", 14), ("k_len", 14), ("n_len", 9), ("wgt", 23), ("acc", 16)),
     # Geometry registers for GEMM: INP tile is (rows, in_w, cin) int8, the window has
-    # kh x kw x kc channels starting at c_base; output pixels are out_w wide.
+    # kh x kw x kc channels starting at c_base; output pixels are out_w wide. ``stride``
+    # steps along x, ``stride_h`` along y (0: same as ``stride``, so programs written
+    # before the field existed keep their meaning).
     Op.CFG: (("inp", 20), ("in_w", 12), ("cin", 12), ("kc", 12), ("c_base", 12),
              ("kh", 4), ("kw", 4), ("stride", 3), ("out_w", 12), ("wgt_stride", 14),
-             ("acc_stride", 12)),
+             ("acc_stride", 12), ("stride_h", 3)),
     # Vector op; scalars and per-channel tables live in PCACHE at ``param``; ``rnd``:
     # the rounding of requant / add / mul (``Rounding``), ignored by the other ops.
     Op.VEC: (("vop", 4), ("src", 20), ("src2", 20), ("dst", 20), ("count", 20),

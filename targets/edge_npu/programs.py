@@ -27,7 +27,7 @@ blocks (``isa.requant_block``) one per N-tile.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from edgec.errors import EdgecError
@@ -59,9 +59,8 @@ class ProgramError(EdgecError):
 class Conv:
     """A conv layer's shape; ``pad`` is (top, left, bottom, right).
 
-    ``stride`` is the horizontal stride (and the vertical one unless ``stride_h`` is set):
-    a (s, 1) stride, as in PP-OCR's text-line nets, runs one output row per band so the
-    CFG stride only steps along x.
+    ``stride`` is the horizontal stride (and the vertical one unless ``stride_h`` is set,
+    as for the (2, 1) strides of PP-OCR's text-line nets).
 
     ``phases`` p > 1: a transposed conv whose kernel equals its stride p (no overlap, no
     padding), run as this 1x1 conv with ``cout`` = p * p * channels in (i, j, c) order;
@@ -69,6 +68,10 @@ class Conv:
     (p*y + i, p*x + j), channel c. Output row phase i is an N-tile of p * channels
     columns whose bytes are, per input row, one contiguous run of the output row p*y + i,
     so a band stores each phase with one DMA.
+
+    ``pack`` g > 1: the array computes g horizontally adjacent output pixels at once
+    (``on_array``), so a conv with few output channels fills g times as many columns.
+    The layer, its weights as given and its ``macs`` stay this conv's.
     """
 
     h: int
@@ -82,6 +85,7 @@ class Conv:
     depthwise: bool = False
     stride_h: int = 0  # 0: same as ``stride``
     phases: int = 1
+    pack: int = 1
 
     @property
     def sh(self) -> int:
@@ -106,9 +110,23 @@ class Conv:
     def out_w(self) -> int:
         return (self.w + self.pad[1] + self.pad[3] - self.kw) // self.stride + 1
 
+    def on_array(self) -> Conv:
+        """The conv the array runs. With ``pack`` g: output pixels g*x' + q (q < g) are
+        one pixel x' of a conv with kernel kh x (kw + (g-1)*s), x stride g*s, the same y
+        stride and g*cout output channels in (q, c) order whose filter (q, c) is filter c
+        shifted right by q*s taps (zero elsewhere). Its HWC output has the same bytes as
+        this conv's, so bands, stores and the layer's neighbours do not change; the
+        array streams g times fewer pixels through one weight fold."""
+        g = self.pack
+        if g == 1:
+            return self
+        return replace(self, cout=g * self.cout, kw=self.kw + (g - 1) * self.stride,
+                       stride=g * self.stride, stride_h=self.sh, pack=1)
+
     @property
     def macs(self) -> int:
-        """Useful MACs (depthwise: one channel per filter)."""
+        """Useful MACs (depthwise: one channel per filter); a packed conv's are those of
+        the conv it computes, not of the zero-padded filters the array runs."""
         per = self.kh * self.kw * (1 if self.depthwise else self.cin)
         return self.out_h * self.out_w * self.cout * per
 
@@ -144,8 +162,37 @@ def groups(conv: Conv, cols: int) -> list[tuple[int, int]]:
     return [(c, min(cols, conv.cin - c)) for c in range(0, conv.cin, cols)]
 
 
+def pixel_packed(conv: Conv, w: np.ndarray) -> np.ndarray:
+    """OHWI weights of ``conv`` -> those of ``conv.on_array()``: filter (q, c) is filter
+    c placed q*stride taps to the right in the wider window."""
+    g, s, a = conv.pack, conv.stride, conv.on_array()
+    out = np.zeros((g, conv.cout, conv.kh, a.kw, conv.cin), dtype=w.dtype)
+    for q in range(g):
+        out[q, :, :, q * s:q * s + conv.kw, :] = w
+    return out.reshape(a.cout, conv.kh, a.kw, conv.cin)
+
+
+def pack_error(cfg: NpuConfig, conv: Conv) -> str | None:
+    """Why ``conv.pack`` cannot run on ``cfg`` (None if it can)."""
+    g = conv.pack
+    if g == 1:
+        return None
+    if conv.depthwise or conv.phases > 1:
+        return "only dense convs pack output pixels"
+    if g < 1 or conv.out_w % g:
+        return f"{conv.out_w} output pixels per row are not a multiple of the pack {g}"
+    a = conv.on_array()
+    if a.cout > cfg.cols:
+        return f"{g} x {conv.cout} packed channels exceed the {cfg.cols}-column array"
+    if a.kw > 15 or a.stride > 7:  # the CFG's 4-bit kw and 3-bit stride
+        return f"packed window {a.kw} wide with stride {a.stride} does not fit the CFG"
+    return None
+
+
 def pack_weights(conv: Conv, w: np.ndarray, cols: int) -> np.ndarray:
     """OHWI weights (depthwise: C x kh x kw) -> the int8 bytes the program reads."""
+    if conv.pack > 1:
+        return pack_weights(conv.on_array(), pixel_packed(conv, w), cols)
     if not conv.depthwise:
         return np.ascontiguousarray(w.reshape(conv.cout, -1).T).astype(np.int8).reshape(-1)
     # depthwise: per group, one weight per k = (i, j, c), expanded by GEMM ``diag``
@@ -170,8 +217,11 @@ def n_tiles(conv: Conv, cols: int) -> list[tuple[int, int]]:
 
 def pack_requant(conv: Conv, bias: np.ndarray, mult: np.ndarray, shift: np.ndarray,
                  zp: int, qmin: int, qmax: int, cols: int) -> np.ndarray:
-    """Per-channel (or scalar) requant parameters -> one block per N-tile."""
-    full = [np.broadcast_to(np.asarray(v), (conv.cout,)) for v in (bias, mult, shift)]
+    """Per-channel (or scalar) requant parameters -> one block per N-tile (a packed
+    conv's channels repeat once per packed pixel)."""
+    full = [np.tile(np.broadcast_to(np.asarray(v), (conv.cout,)), conv.pack)
+            for v in (bias, mult, shift)]
+    conv = conv.on_array()
     return np.concatenate([requant_block(*(v[n0:n0 + nl] for v in full), zp, qmin, qmax)
                            for n0, nl in n_tiles(conv, cols)])
 
@@ -185,9 +235,7 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None) -> i
     n_max = max(nl for _, nl in n_tiles(conv, cfg.cols))
     wp = conv.w + conv.pad[1] + conv.pad[3]
     best = 0
-    # unequal strides: one output row per band (the CFG stride steps x only)
-    most = 1 if conv.sh != conv.stride else conv.out_h
-    for rows in range(1, most + 1):
+    for rows in range(1, conv.out_h + 1):
         in_rows = (rows - 1) * conv.sh + conv.kh
         inp = in_rows * wp * conv.cin
         out = rows * ow * conv.cout
@@ -221,6 +269,41 @@ def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None) -> int:
     return math.ceil(conv.out_h / nb)  # even bands: the last is not a sliver
 
 
+def fold_cost(cfg: NpuConfig, conv: Conv, df: Dataflow) -> int:
+    """Stall-free fold cycles of ``conv`` as the array runs it, with the default bands
+    (a WS fold refills once per band)."""
+    a = conv.on_array()
+    rows_b = _band_rows(cfg, a)
+    total = 0
+    for oy0 in range(0, a.out_h, rows_b):
+        m = min(rows_b, a.out_h - oy0) * a.out_w
+        for _, nl in n_tiles(a, cfg.cols):
+            k = a.kh * a.kw * (nl if a.depthwise else a.cin)
+            total += (math.ceil(k / cfg.rows) * timing.fold_cycles(cfg, df, m)
+                      if df == Dataflow.WS else
+                      math.ceil(m / cfg.rows) * timing.fold_cycles(cfg, df, k))
+    return total
+
+
+def choose_pack(cfg: NpuConfig, conv: Conv) -> int:
+    """The pack (``Conv.pack``) with the fewest fold cycles in its better dataflow; 1
+    when packing does not pay or the conv cannot pack. Packing pays for convs with few
+    output channels: g pixels per fold fill g times the columns and stream g times
+    fewer rows, for a window (kw + (g-1)*s) / kw times as deep."""
+    best: tuple[int, int] | None = None
+    for g in range(1, cfg.cols // max(1, conv.cout) + 1):
+        c = replace(conv, pack=g)
+        if pack_error(cfg, c):
+            continue
+        try:
+            cost = min(fold_cost(cfg, c, df) for df in (Dataflow.WS, Dataflow.OS))
+        except ProgramError:
+            continue
+        if best is None or cost < best[0]:
+            best = (cost, g)
+    return best[1] if best else 1
+
+
 def choose_dataflow(cfg: NpuConfig, conv: Conv) -> Dataflow:
     """The dataflow with fewer stall-free fold cycles (the tuner will refine this)."""
     def cost(df: Dataflow) -> int:
@@ -249,6 +332,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     """
     if order not in ("band", "tile"):
         raise ProgramError(f"loop order {order!r}: expected band or tile")
+    why = pack_error(cfg, conv)
+    if why:
+        raise ProgramError(f"conv {conv}: {why}")
+    macs = conv.macs
+    conv = conv.on_array()
     if (conv.h * conv.w == 1 and conv.kh * conv.kw == 1 and conv.cin > MAX_RUN
             and not conv.depthwise and conv.phases == 1):
         return long_k_layer(cfg, conv, place, dataflow, lut, sync)
@@ -351,7 +439,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             comp_q.append(make(Op.CFG, deps, inp=bank, in_w=wp, cin=conv.cin,
                                kc=nl if conv.depthwise else conv.cin,
                                c_base=n0 if conv.depthwise else 0, kh=conv.kh, kw=conv.kw,
-                               stride=s, out_w=ow, wgt_stride=wgt_stride[t], acc_stride=nl))
+                               stride=s, stride_h=sh if sh != s else 0, out_w=ow,
+                               wgt_stride=wgt_stride[t], acc_stride=nl))
             wbase = place.wgt + wgt_off[t]
             acc0 = (n_acc % 2) * half if double else 0
             n_acc += 1
@@ -399,7 +488,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                         else math.ceil(oh * ow / R)) * math.ceil(nl / cfg.cols)
     # Queues are independent streams; interleave them so a reader sees the band order.
     prog += _interleave(load_q, comp_q, store_q)
-    return LayerProgram(prog, conv.macs, nbands, folds_total, df, wbytes,
+    return LayerProgram(prog, macs, nbands, folds_total, df, wbytes,
                         {"band_rows": rows_b, "param_bytes": off_p})
 
 

@@ -144,7 +144,7 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
     k = ins.k0 + np.arange(ins.k_len)
     oy, ox = m // g["out_w"], m % g["out_w"]
     i, j, c = k // (g["kw"] * g["kc"]), (k // g["kc"]) % g["kw"], k % g["kc"]
-    y = oy[:, None] * g["stride"] + i[None, :]
+    y = oy[:, None] * (g["stride_h"] or g["stride"]) + i[None, :]
     x = ox[:, None] * g["stride"] + j[None, :]
     if (x >= g["in_w"]).any():
         raise SimError(f"{where}: window column reaches {int(x.max())}, tile is "

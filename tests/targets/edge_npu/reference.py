@@ -12,19 +12,21 @@ import numpy as np
 from edgec.targets.edge_npu import intmath
 
 
-def conv_acc(x: np.ndarray, w: np.ndarray, stride: int, pad: tuple[int, int, int, int],
-             zp_in: int, depthwise: bool) -> np.ndarray:
-    """int32 accumulators of a conv: x HWC int8, w OHWI (depthwise: C x kh x kw)."""
+def conv_acc(x: np.ndarray, w: np.ndarray, stride: int | tuple[int, int],
+             pad: tuple[int, int, int, int], zp_in: int, depthwise: bool) -> np.ndarray:
+    """int32 accumulators of a conv: x HWC int8, w OHWI (depthwise: C x kh x kw);
+    ``stride`` one int or (y, x)."""
+    sh, sw = stride if isinstance(stride, tuple) else (stride, stride)
     pt, pl, pb, pr = pad
     xp = np.pad(x.astype(np.int64), ((pt, pb), (pl, pr), (0, 0)), constant_values=zp_in)
     kh, kw = w.shape[1], w.shape[2]
-    oh = (xp.shape[0] - kh) // stride + 1
-    ow = (xp.shape[1] - kw) // stride + 1
+    oh = (xp.shape[0] - kh) // sh + 1
+    ow = (xp.shape[1] - kw) // sw + 1
     cout = w.shape[0]
     acc = np.zeros((oh, ow, cout), dtype=np.int64)
     for i in range(kh):
         for j in range(kw):
-            win = xp[i:i + (oh - 1) * stride + 1:stride, j:j + (ow - 1) * stride + 1:stride]
+            win = xp[i:i + (oh - 1) * sh + 1:sh, j:j + (ow - 1) * sw + 1:sw]
             if depthwise:
                 acc += win * w[:, i, j].astype(np.int64)
             else:

@@ -307,3 +307,63 @@ def test_concat_along_channels_bit_exact(small):
     want = np.concatenate([t[x.astype(np.int64) + 128].astype(np.int8)
                            for t, x in zip(tables, xs)], axis=1)
     np.testing.assert_array_equal(got.reshape(1000, sum(chans)), want)
+
+
+PACKED = [  # h, w, cin, cout, k, (stride y, x), pad, pack
+    (9, 8, 10, 7, 3, (1, 1), (1, 1, 1, 1), 2),
+    (12, 12, 20, 5, 3, (2, 2), (1, 1, 1, 1), 3),    # x stride 6 in the packed window
+    (10, 12, 6, 4, 3, (2, 1), (1, 1, 1, 1), 4),     # PP-OCR's (2, 1) stride
+    (40, 16, 8, 8, 1, (1, 1), (0, 0, 0, 0), 2),     # 1x1, several bands
+    (7, 10, 18, 1, 5, (1, 1), (2, 2, 2, 2), 5),     # N = 1, a 9-wide packed window
+]
+
+
+@pytest.mark.parametrize("case", PACKED)
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_packed_conv_bit_exact(small, case, dataflow):
+    """``Conv.pack`` g: g adjacent output pixels per array pass, from the layer's own
+    weights and requant parameters, against the direct-loop reference."""
+    h, w, cin, cout, k, (sh, sw), pad, g = case
+    rng = np.random.default_rng(h * 1000 + cout * 10 + g)
+    _, x, wt, bias, mult, shift = _layer(rng, h, w, cin, cout, k, sw, pad, False)
+    conv = programs.Conv(h, w, cin, cout, k, k, sw, pad, stride_h=sh, pack=g)
+    got, _, lp = run_conv(small, conv, x, wt, bias, mult, shift, -7, -128, 127, zp_in=3,
+                          dataflow=dataflow)
+    want = conv_requant(x, wt, bias, mult, shift, -7, -128, 127, (sh, sw), pad, 3)
+    np.testing.assert_array_equal(got, want)
+    assert lp.macs == conv.macs == want.size * k * k * cin  # useful MACs, not the zeros
+    gemms = [i for i in lp.instrs if i.op == Op.GEMM]
+    assert max(i.n_len for i in gemms) == g * cout
+
+
+@pytest.mark.parametrize("order", ["band", "tile"])
+def test_packed_conv_bands_and_streamed_weights(small, order):
+    rng = np.random.default_rng(7)
+    _, x, wt, bias, mult, shift = _layer(rng, 30, 12, 12, 6, 3, 1, (1, 1, 1, 1), False)
+    conv = programs.Conv(30, 12, 12, 6, 3, 3, 1, (1, 1, 1, 1), pack=2)
+    got, rep, lp = run_conv(small, conv, x, wt, bias, mult, shift, 4, -128, 127, zp_in=-2,
+                            stream=True, band_rows=4, order=order)
+    np.testing.assert_array_equal(got, conv_requant(x, wt, bias, mult, shift, 4, -128, 127,
+                                                    1, (1, 1, 1, 1), -2))
+    assert lp.bands == 8
+    assert rep.streamed_weights == 3 * 4 * 12 * 12  # K of the packed 3x4 window x 12
+
+
+def test_unequal_strides_run_several_rows_per_band(small):
+    """The CFG's y stride lets a (2, 1)-strided conv run multi-row bands."""
+    rng = np.random.default_rng(3)
+    _, x, wt, bias, mult, shift = _layer(rng, 24, 10, 8, 12, 3, 1, (1, 1, 1, 1), False)
+    conv = programs.Conv(24, 10, 8, 12, 3, 3, 1, (1, 1, 1, 1), stride_h=2)
+    got, _, lp = run_conv(small, conv, x, wt, bias, mult, shift, 0, -128, 127, zp_in=1)
+    np.testing.assert_array_equal(got, conv_requant(x, wt, bias, mult, shift, 0, -128, 127,
+                                                    (2, 1), (1, 1, 1, 1), 1))
+    assert lp.bands < conv.out_h
+    assert {i.stride_h for i in lp.instrs if i.op == Op.CFG} == {2}
+
+
+def test_pack_refusals(small):
+    assert "multiple of the pack" in programs.pack_error(small, programs.Conv(4, 5, 3, 4,
+                                                                              pack=2))
+    assert "exceed" in programs.pack_error(small, programs.Conv(4, 4, 3, 9, pack=2))
+    assert "dense" in programs.pack_error(small, programs.Conv(4, 4, 3, 3, depthwise=True,
+                                                                pack=2))
