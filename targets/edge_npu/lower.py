@@ -23,7 +23,7 @@ the segment program is their concatenation plus END.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -366,6 +366,22 @@ def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     return out
 
 
+def pack_pixels(cfg: NpuConfig, layers: list[SegLayer]) -> list[SegLayer]:
+    """Each dense conv gets the ``Conv.pack`` that ``programs.choose_pack`` picks (a
+    conv with few output channels runs several output pixels per array pass). The
+    layer's weights, parameters and output stay as they are; packing happens where the
+    weights are laid out and the program is generated."""
+    out = []
+    for sl in layers:
+        conv = sl.layer.attrs.get("conv") if sl.layer.kind == "conv" else None
+        g = programs.choose_pack(cfg, conv) if isinstance(conv, Conv) else 1
+        if g > 1:
+            layer = replace(sl.layer, attrs={**sl.layer.attrs, "conv": replace(conv, pack=g)})
+            sl = replace(sl, layer=layer, origin=sl.origin or sl.layer)
+        out.append(sl)
+    return out
+
+
 def _plan_activations(seg: Segment, base: int, end: int,
                       host: dict[str, int], layers: list[SegLayer] | None = None,
                       stop_on_fail: bool = False, in_place: bool = True
@@ -528,9 +544,9 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     mappings = mappings or {}
     for seg in segments:
         seg.layers = _expand(seg)
-    plans = [fuse_luts(compose_luts(fold_gated_luts(seg.layers, seg.outputs), seg.outputs),
-                       seg.outputs) if fuse
-             else list(seg.layers) for seg in segments]
+    plans = [pack_pixels(cfg, fuse_luts(compose_luts(fold_gated_luts(seg.layers, seg.outputs),
+                                                     seg.outputs), seg.outputs)
+                         if fuse else list(seg.layers)) for seg in segments]
     # host IO buffers (addresses after the streamed weights are fixed later)
     io_sizes = [([seg.tensors[v].size for v in seg.inputs],
                  [seg.tensors[v].size for v in seg.outputs]) for seg in segments]

@@ -41,8 +41,9 @@ def workload_key(config: str, conv: Conv, inp: Space, out: Space, streamed: bool
                  lut: bool = False, kind: str = "conv") -> str:
     """A stable string naming everything a mapping's cycles depend on."""
     shape = asdict(conv)
-    if shape["phases"] == 1:
-        del shape["phases"]  # keys of ordinary convs stay as tuning databases hold them
+    for name in ("phases", "pack"):
+        if shape[name] == 1:
+            del shape[name]  # keys of ordinary convs stay as tuning databases hold them
     return json.dumps({"config": config, "kind": kind, "conv": shape,
                        "in": Space(inp).name.lower(), "out": Space(out).name.lower(),
                        "streamed": bool(streamed), "lut": bool(lut)}, sort_keys=True)

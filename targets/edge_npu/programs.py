@@ -189,6 +189,12 @@ def pack_error(cfg: NpuConfig, conv: Conv) -> str | None:
     return None
 
 
+def packs(cfg: NpuConfig, conv: Conv) -> list[int]:
+    """The packs ``conv`` can run with on ``cfg`` (1 always)."""
+    return [g for g in range(1, max(1, cfg.cols // max(1, conv.cout)) + 1)
+            if g == 1 or not pack_error(cfg, replace(conv, pack=g))]
+
+
 def pack_weights(conv: Conv, w: np.ndarray, cols: int) -> np.ndarray:
     """OHWI weights (depthwise: C x kh x kw) -> the int8 bytes the program reads."""
     if conv.pack > 1:
@@ -291,10 +297,8 @@ def choose_pack(cfg: NpuConfig, conv: Conv) -> int:
     output channels: g pixels per fold fill g times the columns and stream g times
     fewer rows, for a window (kw + (g-1)*s) / kw times as deep."""
     best: tuple[int, int] | None = None
-    for g in range(1, cfg.cols // max(1, conv.cout) + 1):
+    for g in packs(cfg, conv):
         c = replace(conv, pack=g)
-        if pack_error(cfg, c):
-            continue
         try:
             cost = min(fold_cost(cfg, c, df) for df in (Dataflow.WS, Dataflow.OS))
         except ProgramError:
@@ -306,16 +310,7 @@ def choose_pack(cfg: NpuConfig, conv: Conv) -> int:
 
 def choose_dataflow(cfg: NpuConfig, conv: Conv) -> Dataflow:
     """The dataflow with fewer stall-free fold cycles (the tuner will refine this)."""
-    def cost(df: Dataflow) -> int:
-        m, total = conv.out_h * conv.out_w, 0
-        for _, nl in n_tiles(conv, cfg.cols):
-            k = conv.kh * conv.kw * (nl if conv.depthwise else conv.cin)
-            if df == Dataflow.WS:
-                total += math.ceil(k / cfg.rows) * timing.fold_cycles(cfg, df, m)
-            else:
-                total += math.ceil(m / cfg.rows) * timing.fold_cycles(cfg, df, k)
-        return total
-    return min((Dataflow.WS, Dataflow.OS), key=cost)
+    return min((Dataflow.WS, Dataflow.OS), key=lambda df: fold_cost(cfg, conv, df))
 
 
 def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,

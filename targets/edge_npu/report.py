@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 from collections import Counter
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -61,7 +62,7 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     fewest cycles the timing model allows any mapping: launch, the first input row's
     load, the compute queue's stall-free folds (every fold of every N-tile with its fill,
     in WS once per band for the fewest bands the accumulators and a bank allow; the
-    better dataflow), the requantize (and fused LUT) vector work, and the last
+    better dataflow and pixel pack, ``Conv.pack``), the requantize (and fused LUT) vector work, and the last
     output row's store. With a vector queue the vector work overlaps the folds but for
     at least one output row of the narrowest N-tile after the last fold; without one it
     runs on the compute queue. ``MACs / (ceiling * R * C)`` bounds the utilization (an
@@ -80,9 +81,27 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
                                          else cfg.feed_weights)
     t_store = out_b / bw[w["out"]]
     t_compute = info["macs"] / peak
+    passes = 1 + w["lut"]
+    first_in = max(1, min(c.h, c.kh - c.pad[0])) * c.w * c.cin
+    dma = cfg.dma_descriptor_cycles
+    busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, w["out"])
+               for g in programs.packs(cfg, c))
+    ends = dma + math.ceil(first_in / bw[w["in"]])
+    ceiling = cfg.layer_launch_cycles + ends + busy
+    return {"bound": "compute" if t_compute >= max(t_load, t_store) else
+            ("load" if t_load >= t_store else "store"),
+            "intensity": info["macs"] / (in_b + w_b + out_b),
+            "t_compute": round(t_compute), "t_load": round(t_load), "t_store": round(t_store),
+            "ceiling_cycles": ceiling,
+            "ceiling_utilization": info["macs"] / (ceiling * peak)}
+
+
+def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out: str) -> int:
+    """Fewest compute-and-vector cycles of the array conv ``c`` (any dataflow and bands),
+    plus its last output row's store."""
+    bw = {"host": cfg.host_bytes_per_cycle, "pcache": cfg.feed_activations}
     m = c.out_h * c.out_w
     tiles = programs.n_tiles(c, cfg.cols)
-    passes = 1 + w["lut"]
     vec = sum(passes * (cfg.vector_latency + -(-m * nl // cfg.vector_lanes)) for _, nl in tiles)
     folds = {}
     for df in (Dataflow.WS, Dataflow.OS):
@@ -99,22 +118,11 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
                 total += -(-m // cfg.rows) * timing.fold_cycles(cfg, df, k)
         folds[df] = total
     narrow = min(nl for _, nl in tiles)
-    first_in = max(1, min(c.h, c.kh - c.pad[0])) * c.w * c.cin
-    dma = cfg.dma_descriptor_cycles
-    ends = (dma + math.ceil(first_in / bw[w["in"]])
-            + dma + math.ceil(c.out_w * narrow / bw[w["out"]]))
+    store = cfg.dma_descriptor_cycles + math.ceil(c.out_w * narrow / bw[out])
     if cfg.vector_queue:
         tail = passes * (cfg.vector_latency + -(-c.out_w * narrow // cfg.vector_lanes))
-        busy = max(min(folds.values()) + tail, vec)
-    else:
-        busy = min(folds.values()) + vec
-    ceiling = cfg.layer_launch_cycles + ends + busy
-    return {"bound": "compute" if t_compute >= max(t_load, t_store) else
-            ("load" if t_load >= t_store else "store"),
-            "intensity": info["macs"] / (in_b + w_b + out_b),
-            "t_compute": round(t_compute), "t_load": round(t_load), "t_store": round(t_store),
-            "ceiling_cycles": ceiling,
-            "ceiling_utilization": info["macs"] / (ceiling * peak)}
+        return store + max(min(folds.values()) + tail, vec)
+    return store + min(folds.values()) + vec
 
 
 def placement(cfg: NpuConfig, part: Partition, model: NpuModel) -> dict[str, Any]:

@@ -86,12 +86,12 @@ def candidates(cfg: NpuConfig, task: Task) -> list[Mapping]:
     """Every mapping the generator accepts for ``task``: dataflow x band rows (each
     distinct band count) x loop order (tile order only with several N-tiles)."""
     try:
-        most = programs.max_band_rows(cfg, task.conv)
+        most = programs.max_band_rows(cfg, task.conv.on_array())
     except ProgramError:
         return []
     oh = task.conv.out_h
     rows = sorted({math.ceil(oh / nb) for nb in range(1, oh + 1)} & set(range(1, most + 1)))
-    tiles = len(programs.n_tiles(task.conv, cfg.cols))
+    tiles = len(programs.n_tiles(task.conv.on_array(), cfg.cols))
     orders = LOOP_ORDERS if tiles > 1 else LOOP_ORDERS[:1]
     return [Mapping(df, r, o) for df in ("ws", "os") for r in rows for o in orders]
 
@@ -103,7 +103,7 @@ def resolved_default(cfg: NpuConfig, task: Task) -> Mapping:
 
 
 def _program(cfg: NpuConfig, task: Task, mp: Mapping) -> programs.LayerProgram:
-    conv = task.conv
+    conv = task.conv.on_array()  # the sizes of what the array reads and writes
     in_bytes = conv.h * conv.w * conv.cin
     out_addr = _align(in_bytes)
     wgt = out_addr + _align(conv.out_h * conv.out_w * conv.cout)
@@ -116,7 +116,7 @@ def _program(cfg: NpuConfig, task: Task, mp: Mapping) -> programs.LayerProgram:
         place = Placement(inp=(task.inp, 0), out=(task.out, out_addr), wgt=wgt, params=params,
                           stream_from=(out_addr + conv.out_h * conv.out_w * conv.cout
                                        if task.streamed else None))
-    return programs.conv2d_layer(cfg, conv, place, mp.dataflow, lut=lut,
+    return programs.conv2d_layer(cfg, task.conv, place, mp.dataflow, lut=lut,
                                  band_rows=mp.band_rows, order=mp.order or "band")
 
 
@@ -137,7 +137,7 @@ def _align(n: int) -> int:
 def features(cfg: NpuConfig, task: Task, mp: Mapping) -> list[float]:
     """Shape and mapping features; the fold counts and fill costs are what the array
     time follows, band counts what the overlap and per-band costs follow."""
-    c = task.conv
+    c = task.conv.on_array()
     df = mp.dataflow or "ws"
     rows = mp.band_rows or 1
     nb = math.ceil(c.out_h / rows)
