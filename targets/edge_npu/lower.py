@@ -724,6 +724,7 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
                          "depthwise": conv.depthwise}
         df = next((i.df for i in instrs if i.op == Op.GEMM), None)
         info["dataflow"] = Dataflow(df).name.lower() if df is not None else "-"
+        info["pack"] = conv.pack  # output pixels per array pass
     return info
 
 

@@ -217,10 +217,12 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
     lines.append("  NPU op counts: " + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in
                                                   sorted(rep["ops"]["npu_ops"].items())))
     top = sorted(rep["layers"], key=lambda ly: -ly["cycles"])[:max_layers]
-    lines.append(f"  slowest {len(top)} layers: name kind cycles MACs util dataflow bound")
+    lines.append(f"  slowest {len(top)} layers: name kind cycles MACs util dataflow(xpack) "
+                 "bound")
     for ly in top:
+        pack = f"x{ly['pack']}" if ly.get("pack", 1) > 1 else ""
         lines.append(f"    {ly['name']:<10} {ly['kind']:<8} {ly['cycles']:>9,} "
-                     f"{ly['macs']:>12,} {ly['utilization']:>6.1%} {ly.get('dataflow', '-')} "
+                     f"{ly['macs']:>12,} {ly['utilization']:>6.1%} {ly.get('dataflow', '-')}{pack} "
                      f"{ly.get('roofline', {}).get('bound', '-')}"
                      f"{' streamed' if ly['streamed'] else ''}")
     return "\n".join(lines)

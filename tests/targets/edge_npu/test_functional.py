@@ -367,3 +367,16 @@ def test_pack_refusals(small):
     assert "exceed" in programs.pack_error(small, programs.Conv(4, 4, 3, 9, pack=2))
     assert "dense" in programs.pack_error(small, programs.Conv(4, 4, 3, 3, depthwise=True,
                                                                 pack=2))
+
+
+def test_choose_pack(npu):
+    """PP-OCR det's 3x3 96 -> 24 head convs pack 2 pixels (48 of 64 columns); the fold
+    cycles drop by a third. A 64-channel conv or an odd row does not pack."""
+    det = programs.Conv(80, 80, 96, 24, 3, 3, 1, (1, 1, 1, 1))
+    assert programs.choose_pack(npu, det) == 2
+    best = min(programs.fold_cost(npu, programs.Conv(**{**det.__dict__, "pack": 2}), df)
+               for df in programs.Dataflow)
+    plain = min(programs.fold_cost(npu, det, df) for df in programs.Dataflow)
+    assert best < 0.7 * plain
+    assert programs.choose_pack(npu, programs.Conv(80, 80, 96, 64, 3, 3, 1, (1, 1, 1, 1))) == 1
+    assert programs.choose_pack(npu, programs.Conv(9, 9, 96, 24, 3, 3, 1, (1, 1, 1, 1))) == 1
