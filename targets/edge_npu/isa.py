@@ -106,8 +106,10 @@ LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
     # the rounding of requant / add / mul (``Rounding``), ignored by the other ops.
     Op.VEC: (("vop", 4), ("src", 20), ("src2", 20), ("dst", 20), ("count", 20),
              ("cols", 12), ("param", 23), ("rnd", 1)),
+    # STORE: ``rows`` runs of ``cols`` pixels of ``depth`` elements, dense in SRAM; runs
+    # ``stride`` and pixels ``pitch`` apart in DRAM (pitch 0: ``depth``, a dense run).
     Op.STORE: (("space", 1), ("dram", 28), ("sram", 20), ("rows", 11), ("cols", 11),
-               ("depth", 11), ("stride", 14)),
+               ("depth", 11), ("stride", 14), ("pitch", 14)),
     Op.SYNC: (),
     Op.END: (),
 }

@@ -366,20 +366,42 @@ def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     return out
 
 
-def pack_pixels(cfg: NpuConfig, layers: list[SegLayer]) -> list[SegLayer]:
-    """Each dense conv gets the ``Conv.pack`` that ``programs.choose_pack`` picks (a
-    conv with few output channels runs several output pixels per array pass). The
-    layer's weights, parameters and output stay as they are; packing happens where the
-    weights are laid out and the program is generated."""
-    out = []
-    for sl in layers:
-        conv = sl.layer.attrs.get("conv") if sl.layer.kind == "conv" else None
-        g = programs.choose_pack(cfg, conv) if isinstance(conv, Conv) else 1
-        if g > 1:
+def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int
+                ) -> list[list[SegLayer]]:
+    """Convs get the ``Conv.pack`` that ``programs.choose_pack`` picks (a dense conv
+    with few output channels, or a depthwise conv, runs several output pixels per array
+    pass) while their larger weights fit ``room`` more bytes of parameter cache: packs
+    are taken by fold cycles saved per byte added (a packed depthwise group is a dense
+    matrix, up to ``cols`` times the compact diagonal). The layer's weights,
+    parameters and output stay as they are; packing happens where the weights are laid
+    out and the program is generated."""
+    offers = []
+    for si, plan in enumerate(plans):
+        for li, sl in enumerate(plan):
+            conv = sl.layer.attrs.get("conv") if sl.layer.kind == "conv" else None
+            g = programs.choose_pack(cfg, conv) if isinstance(conv, Conv) else 1
+            if g == 1:
+                continue
             layer = replace(sl.layer, attrs={**sl.layer.attrs, "conv": replace(conv, pack=g)})
-            sl = replace(sl, layer=layer, origin=sl.origin or sl.layer)
-        out.append(sl)
+            packed = replace(sl, layer=layer, origin=sl.origin or sl.layer)
+            extra = _image_bytes(cfg, packed) - _image_bytes(cfg, sl)
+            saved = _fold_cycles(cfg, conv) - _fold_cycles(cfg, replace(conv, pack=g))
+            offers.append((-saved / max(extra, 1), extra, si, li, packed))
+    out = [list(plan) for plan in plans]
+    for _, extra, si, li, packed in sorted(offers, key=lambda o: o[:2]):
+        if extra <= room:
+            out[si][li] = packed
+            room -= max(extra, 0)
     return out
+
+
+def _fold_cycles(cfg: NpuConfig, conv: Conv) -> int:
+    return min(programs.fold_cost(cfg, conv, df) for df in (Dataflow.WS, Dataflow.OS))
+
+
+def _image_bytes(cfg: NpuConfig, sl: SegLayer) -> int:
+    params, w = _images(cfg, sl)
+    return sum(_align(len(d)) for d in params.values()) + (_align(len(w)) if w else 0)
 
 
 def _plan_activations(seg: Segment, base: int, end: int,
@@ -534,19 +556,21 @@ class _PlanFailed(Exception):
 
 # -- the whole model ---------------------------------------------------------------------
 def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None = None,
-          mappings: dict[str, Mapping] | None = None, fuse: bool = True) -> NpuModel:
+          mappings: dict[str, Mapping] | None = None, fuse: bool = True,
+          pack: bool = True) -> NpuModel:
     """Memory plan and programs for all segments.
 
     ``dataflow``: layer name -> "ws" / "os"; ``mappings``: ``workload_key`` -> the
     tuned ``Mapping`` of conv / global-pool layers (others get the defaults); ``fuse``:
-    fuse a LUT into the conv before it (``fuse_luts``)."""
+    fuse a LUT into the conv before it (``fuse_luts``); ``pack``: pack output pixels
+    where the parameter cache has room (``pack_pixels``)."""
     dataflow = dataflow or {}
     mappings = mappings or {}
     for seg in segments:
         seg.layers = _expand(seg)
-    plans = [pack_pixels(cfg, fuse_luts(compose_luts(fold_gated_luts(seg.layers, seg.outputs),
-                                                     seg.outputs), seg.outputs)
-                         if fuse else list(seg.layers)) for seg in segments]
+    plans = [fuse_luts(compose_luts(fold_gated_luts(seg.layers, seg.outputs), seg.outputs),
+                       seg.outputs) if fuse
+             else list(seg.layers) for seg in segments]
     # host IO buffers (addresses after the streamed weights are fixed later)
     io_sizes = [([seg.tensors[v].size for v in seg.inputs],
                  [seg.tensors[v].size for v in seg.outputs]) for seg in segments]
@@ -581,6 +605,13 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         _, peak, not_ip, sp = min(tries, key=lambda t: t[:3])
         spills[si], in_place[si] = sp, not not_ip
         scratch = max(scratch, peak)
+    if pack:  # spend the parameter cache nothing else needs on packed weights
+        free = cfg.parameter_cache - scratch - sum(
+            sum(_align(len(d)) for d in params.values()) + (_align(len(w)) if w else 0)
+            for *_, params, w in items)
+        plans = pack_pixels(cfg, plans, free)
+        items = [(si, li, *_images(cfg, sl))
+                 for si, plan in enumerate(plans) for li, sl in enumerate(plan)]
     param_top = 0
     param_addr: dict[tuple[int, int], dict[str, int]] = {}
     images: list[tuple[Space, int, bytes]] = []

@@ -116,12 +116,18 @@ class Conv:
         stride and g*cout output channels in (q, c) order whose filter (q, c) is filter c
         shifted right by q*s taps (zero elsewhere). Its HWC output has the same bytes as
         this conv's, so bands, stores and the layer's neighbours do not change; the
-        array streams g times fewer pixels through one weight fold."""
+        array streams g times fewer pixels through one weight fold.
+
+        A depthwise conv keeps ``depthwise`` and ``pack`` on the array: the window and
+        strides widen the same way, and each group of C // g channels becomes a dense
+        GEMM with g * (C // g) columns, (q, c) order (``n_tiles``), whose output pixels
+        a STORE scatters with a pitch."""
         g = self.pack
         if g == 1:
             return self
-        return replace(self, cout=g * self.cout, kw=self.kw + (g - 1) * self.stride,
-                       stride=g * self.stride, stride_h=self.sh, pack=1)
+        wide = replace(self, kw=self.kw + (g - 1) * self.stride, stride=g * self.stride,
+                       stride_h=self.sh)
+        return wide if self.depthwise else replace(wide, cout=g * self.cout, pack=1)
 
     @property
     def macs(self) -> int:
@@ -156,10 +162,17 @@ class LayerProgram:
 
 # -- packing ---------------------------------------------------------------------------
 def groups(conv: Conv, cols: int) -> list[tuple[int, int]]:
-    """(first channel, size) of each depthwise group; one group for a dense conv."""
+    """(first channel, size) of each depthwise group (``cols // pack`` channels); one
+    group for a dense conv."""
     if not conv.depthwise:
         return [(0, conv.cin)]
-    return [(c, min(cols, conv.cin - c)) for c in range(0, conv.cin, cols)]
+    size = cols // conv.pack
+    return [(c, min(size, conv.cin - c)) for c in range(0, conv.cin, size)]
+
+
+def tile_k(conv: Conv, nl: int) -> int:
+    """K (window rows) of an N-tile ``nl`` columns wide of the array conv ``conv``."""
+    return conv.kh * conv.kw * (nl // conv.pack if conv.depthwise else conv.cin)
 
 
 def pixel_packed(conv: Conv, w: np.ndarray) -> np.ndarray:
@@ -177,26 +190,39 @@ def pack_error(cfg: NpuConfig, conv: Conv) -> str | None:
     g = conv.pack
     if g == 1:
         return None
-    if conv.depthwise or conv.phases > 1:
-        return "only dense convs pack output pixels"
+    if conv.phases > 1:
+        return "transposed convs do not pack output pixels"
     if g < 1 or conv.out_w % g:
         return f"{conv.out_w} output pixels per row are not a multiple of the pack {g}"
     a = conv.on_array()
-    if a.cout > cfg.cols:
+    if conv.depthwise and g > cfg.cols:
+        return f"{g} packed pixels exceed the {cfg.cols}-column array"
+    if not conv.depthwise and a.cout > cfg.cols:
         return f"{g} x {conv.cout} packed channels exceed the {cfg.cols}-column array"
     if a.kw > 15 or a.stride > 7:  # the CFG's 4-bit kw and 3-bit stride
         return f"packed window {a.kw} wide with stride {a.stride} does not fit the CFG"
     return None
 
 
+MIN_GROUP = 16
+
+
 def packs(cfg: NpuConfig, conv: Conv) -> list[int]:
-    """The packs ``conv`` can run with on ``cfg`` (1 always)."""
-    return [g for g in range(1, max(1, cfg.cols // max(1, conv.cout)) + 1)
+    """The packs ``conv`` can run with on ``cfg`` (1 always). A depthwise group keeps
+    at least ``MIN_GROUP`` channels: its STORE moves one pixel's group per cycle."""
+    if conv.phases > 1:
+        return [1]
+    most = (cfg.cols // min(MIN_GROUP, conv.cin) if conv.depthwise
+            else cfg.cols // max(1, conv.cout))
+    return [g for g in range(1, max(1, most) + 1)
             if g == 1 or not pack_error(cfg, replace(conv, pack=g))]
 
 
 def pack_weights(conv: Conv, w: np.ndarray, cols: int) -> np.ndarray:
     """OHWI weights (depthwise: C x kh x kw) -> the int8 bytes the program reads."""
+    if conv.pack > 1 and conv.depthwise:
+        return np.concatenate([_packed_group(conv, w[c0:c0 + n]).reshape(-1)
+                               for c0, n in groups(conv, cols)])
     if conv.pack > 1:
         return pack_weights(conv.on_array(), pixel_packed(conv, w), cols)
     if not conv.depthwise:
@@ -206,11 +232,24 @@ def pack_weights(conv: Conv, w: np.ndarray, cols: int) -> np.ndarray:
                            .astype(np.int8).reshape(-1) for c0, g in groups(conv, cols)])
 
 
+def _packed_group(conv: Conv, w: np.ndarray) -> np.ndarray:
+    """A packed depthwise group's dense K x N int8 matrix: row (i, j', c), column
+    (q, c') holds tap (i, j' - q*s) of channel c when c == c' (zero elsewhere)."""
+    g, s, n = conv.pack, conv.stride, w.shape[0]
+    kw = conv.kw + (g - 1) * s
+    m = np.zeros((conv.kh, kw, n, g, n), dtype=np.int8)
+    ch = np.arange(n)
+    for q in range(g):
+        for j in range(conv.kw):
+            m[:, j + q * s, ch, q, ch] = w[:, :, j].T
+    return m.reshape(conv.kh * kw * n, g * n)
+
+
 def n_tiles(conv: Conv, cols: int) -> list[tuple[int, int]]:
-    """(first output channel, width) of each N-tile (a depthwise group is one; a
-    transposed conv has one per output row phase)."""
+    """(first output channel, width in columns) of each N-tile (a depthwise group is one,
+    ``pack`` columns per channel; a transposed conv has one per output row phase)."""
     if conv.depthwise:
-        return groups(conv, cols)
+        return [(c0, conv.pack * n) for c0, n in groups(conv, cols)]
     if conv.phases > 1:
         width = conv.phases * conv.channels
         if width > cols:
@@ -225,11 +264,17 @@ def pack_requant(conv: Conv, bias: np.ndarray, mult: np.ndarray, shift: np.ndarr
                  zp: int, qmin: int, qmax: int, cols: int) -> np.ndarray:
     """Per-channel (or scalar) requant parameters -> one block per N-tile (a packed
     conv's channels repeat once per packed pixel)."""
-    full = [np.tile(np.broadcast_to(np.asarray(v), (conv.cout,)), conv.pack)
-            for v in (bias, mult, shift)]
-    conv = conv.on_array()
-    return np.concatenate([requant_block(*(v[n0:n0 + nl] for v in full), zp, qmin, qmax)
-                           for n0, nl in n_tiles(conv, cols)])
+    full = [np.broadcast_to(np.asarray(v), (conv.cout,)) for v in (bias, mult, shift)]
+    return np.concatenate([requant_block(*(v[ch] for v in full), zp, qmin, qmax)
+                           for ch in column_channels(conv, cols)])
+
+
+def column_channels(conv: Conv, cols: int) -> list[np.ndarray]:
+    """For each N-tile of ``conv`` on the array, the layer channel of each column."""
+    tiles = n_tiles(conv.on_array(), cols)
+    if conv.pack > 1 and conv.depthwise:
+        return [np.tile(np.arange(c0, c0 + nl // conv.pack), conv.pack) for c0, nl in tiles]
+    return [np.arange(n0, n0 + nl) % conv.cout for n0, nl in tiles]
 
 
 # -- conv / GEMM -----------------------------------------------------------------------
@@ -244,7 +289,7 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None) -> i
     for rows in range(1, conv.out_h + 1):
         in_rows = (rows - 1) * conv.sh + conv.kh
         inp = in_rows * wp * conv.cin
-        out = rows * ow * conv.cout
+        out = rows * ow * sum(nl for _, nl in n_tiles(conv, cfg.cols))
         # 2047: the 11-bit DMA row count of the band's STORE
         if (inp + out > cfg.activation_bank or rows * ow * n_max > acc_words
                 or rows * ow > 2047):
@@ -284,7 +329,7 @@ def fold_cost(cfg: NpuConfig, conv: Conv, df: Dataflow) -> int:
     for oy0 in range(0, a.out_h, rows_b):
         m = min(rows_b, a.out_h - oy0) * a.out_w
         for _, nl in n_tiles(a, cfg.cols):
-            k = a.kh * a.kw * (nl if a.depthwise else a.cin)
+            k = tile_k(a, nl)
             total += (math.ceil(k / cfg.rows) * timing.fold_cycles(cfg, df, m)
                       if df == Dataflow.WS else
                       math.ceil(m / cfg.rows) * timing.fold_cycles(cfg, df, k))
@@ -356,17 +401,21 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     rows_b = _band_rows(cfg, conv, band_rows)
     nbands = math.ceil(oh / rows_b)
     tiles = n_tiles(conv, cfg.cols)
-    ks = [conv.kh * conv.kw * (nl if conv.depthwise else conv.cin) for _, nl in tiles]
+    ks = [tile_k(conv, nl) for _, nl in tiles]
+    # depthwise: each group's weights are one block (compact diagonal, or a packed
+    # group's dense K x N matrix); dense: column n0 of the K x N matrix
+    diag = int(conv.depthwise and conv.pack == 1)
+    lanes = conv.pack if conv.depthwise else 1  # output pixels per accumulator row
+    px = sum(nl for _, nl in tiles)  # bytes of one accumulator row over all N-tiles
     wgt_off, block_off, off_w, off_p = [], [], 0, 0
     for (n0, nl), k in zip(tiles, ks):
-        # dense: column n0 of the K x N matrix; depthwise: start of the group's weights
         wgt_off.append(n0 if not conv.depthwise else off_w)
-        off_w += k if conv.depthwise else k * nl
+        off_w += k if diag else k * nl
         block_off.append(off_p)
         off_p += 4 * (3 + 3 * nl)
     wbytes = off_w
-    wgt_stride = [conv.cout if not conv.depthwise else 1 for _, nl in tiles]
-    diag = int(conv.depthwise)
+    wgt_stride = [nl if conv.depthwise and not diag else 1 if diag else conv.cout
+                  for _, nl in tiles]
 
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
     streamed = place.stream_from is not None
@@ -377,7 +426,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         # each tile's last descriptor pushes a token that band 0's first GEMM of that
         # tile pops: tile t+1 streams while tile t computes (double buffering).
         for t, ((n0, nl), k) in enumerate(zip(tiles, ks)):
-            runs = (_flat_runs(k, min(k, 2047)) if conv.depthwise else
+            size = k if diag else k * nl
+            runs = (_flat_runs(size, min(size, 2047)) if conv.depthwise else
                     [(r0, min(2047, k - r0), nl) for r0 in range(0, k, 2047)])
             for i, (r0, rows, depth) in enumerate(runs):
                 src = wgt_off[t] + r0 if conv.depthwise else n0 + r0 * conv.cout
@@ -432,7 +482,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             if i == 0:
                 deps = ("pop_prev",) + (("pop_next",) if st >= 2 else ())
             comp_q.append(make(Op.CFG, deps, inp=bank, in_w=wp, cin=conv.cin,
-                               kc=nl if conv.depthwise else conv.cin,
+                               kc=nl // lanes if conv.depthwise else conv.cin,
                                c_base=n0 if conv.depthwise else 0, kh=conv.kh, kw=conv.kw,
                                stride=s, stride_h=sh if sh != s else 0, out_w=ow,
                                wgt_stride=wgt_stride[t], acc_stride=nl))
@@ -454,7 +504,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                                        k0=0, k_len=k, n_len=nl, wgt=wbase,
                                        acc=acc0 + m0 * nl))
             last = i == len(step_tiles) - 1
-            dst = out_base + m * n0
+            dst = out_base + m * n0 * lanes  # tiles before this one: n0 * lanes columns
             # each tile's results go to the store queue as soon as they are ready; the
             # step's last tile also releases the bank for the load two steps on
             vdeps: tuple[str, ...] = ("push_next",)
@@ -475,9 +525,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                                     dram=out_addr + (p * oy0 + n0 // nl) * out_row, sram=dst,
                                     rows=orows, cols=ow, depth=nl, stride=p * out_row))
             else:
+                # a packed depthwise row holds ``lanes`` pixels of this group's channels
                 store_q.append(make(Op.STORE, sdeps, space=out_space,
-                                    dram=out_addr + oy0 * ow * conv.cout + n0, sram=dst,
-                                    rows=m, cols=1, depth=nl, stride=conv.cout))
+                                    dram=out_addr + oy0 * ow * px + n0, sram=dst, rows=m,
+                                    cols=lanes, depth=nl // lanes, stride=px,
+                                    pitch=conv.cout if lanes > 1 else 0))
     for (_, nl), k in zip(tiles, ks):
         folds_total += (math.ceil(k / R) if df == Dataflow.WS
                         else math.ceil(oh * ow / R)) * math.ceil(nl / cfg.cols)

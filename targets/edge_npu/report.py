@@ -107,7 +107,7 @@ def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out: str) -> int:
     for df in (Dataflow.WS, Dataflow.OS):
         total = 0
         for _, nl in tiles:
-            k = c.kh * c.kw * (nl if c.depthwise else c.cin)
+            k = programs.tile_k(c, nl)
             if df == Dataflow.WS:
                 # every band pays each K-fold's fill; a band's N-tile must fit the
                 # accumulators, its output a bank, its pixels one STORE

@@ -113,12 +113,19 @@ def _store(mem: Memory, ins: Instr, where: str) -> int:
     n = ins.rows * ins.cols * pix
     _check(where, "inp", ins.sram, n, mem.inp.size)
     dst = mem.space(ins.space)
-    span = (ins.rows - 1) * ins.stride + ins.cols * pix if ins.rows else 0
+    pitch = ins.pitch or pix
+    if pitch < pix:
+        raise SimError(f"{where}: STORE pitch {pitch} is less than its {pix}-byte pixels")
+    span = ((ins.rows - 1) * ins.stride + (ins.cols - 1) * pitch + pix
+            if ins.rows and ins.cols else 0)
     _check(where, ins_space_name(ins.space), ins.dram, span, dst.size)
-    data = mem.inp[ins.sram:ins.sram + n].view(np.uint8).reshape(ins.rows, ins.cols * pix)
+    data = mem.inp[ins.sram:ins.sram + n].view(np.uint8).reshape(ins.rows, ins.cols, pix)
     for r in range(ins.rows):  # rows are few; a writeable strided view would alias
         start = ins.dram + r * ins.stride
-        dst[start:start + ins.cols * pix] = data[r]
+        if pitch == pix:
+            dst[start:start + ins.cols * pix] = data[r].reshape(-1)
+        else:  # pixels scattered ``pitch`` apart (no two overlap: pitch >= depth)
+            dst[start + np.arange(ins.cols)[:, None] * pitch + np.arange(pix)] = data[r]
     if ins.space == Space.PCACHE:
         mem.peak["pcache"] = max(mem.peak["pcache"], ins.dram + span)
     return n * (2 if ins.space == Space.PCACHE else 1)

@@ -7,7 +7,8 @@
   and drain overlap the neighbour's streaming, which keeps a split fold equal to one.
 - DMA: a fixed cost per descriptor plus bytes over the bandwidth of the side that
   limits it (host link, or the on-chip feed for parameter-cache moves), as in VTA's
-  cost template.
+  cost template; on chip at least one cycle per contiguous run (a row, or a pixel of
+  a STORE with a ``pitch``), since a memory port serves one address per cycle.
 - VEC: pipeline latency plus elements over lanes.
 - SYNC: the per-layer launch cost.
 """
@@ -33,6 +34,14 @@ def dma_bytes(ins: Instr) -> int:
     return ins.rows * ins.cols * ins.depth * elem
 
 
+def dma_runs(ins: Instr) -> int:
+    """Contiguous runs a DMA moves: one per row (one in all when the rows abut), or
+    one per pixel when a STORE's pitch scatters them."""
+    if ins.op == Op.STORE and ins.pitch not in (0, ins.depth):
+        return ins.rows * ins.cols
+    return 1 if ins.stride == ins.cols * ins.depth else ins.rows
+
+
 def dma_cycles(cfg: NpuConfig, ins: Instr) -> int:
     if ins.space == Space.HOST:
         bw = cfg.host_bytes_per_cycle
@@ -40,7 +49,7 @@ def dma_cycles(cfg: NpuConfig, ins: Instr) -> int:
         bw = cfg.feed_weights
     else:
         bw = cfg.feed_activations
-    return cfg.dma_descriptor_cycles + math.ceil(dma_bytes(ins) / bw)
+    return cfg.dma_descriptor_cycles + max(math.ceil(dma_bytes(ins) / bw), dma_runs(ins))
 
 
 def vec_cycles(cfg: NpuConfig, ins: Instr) -> int:

@@ -143,7 +143,7 @@ def features(cfg: NpuConfig, task: Task, mp: Mapping) -> list[float]:
     nb = math.ceil(c.out_h / rows)
     m = rows * c.out_w
     tiles = programs.n_tiles(c, cfg.cols)
-    k = c.kh * c.kw * (min(cfg.cols, c.cin) if c.depthwise else c.cin)
+    k = programs.tile_k(c, tiles[0][1])
     if df == "ws":
         folds = nb * len(tiles) * math.ceil(k / cfg.rows)
         fold_t = m

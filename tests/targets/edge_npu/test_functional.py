@@ -365,8 +365,10 @@ def test_pack_refusals(small):
     assert "multiple of the pack" in programs.pack_error(small, programs.Conv(4, 5, 3, 4,
                                                                               pack=2))
     assert "exceed" in programs.pack_error(small, programs.Conv(4, 4, 3, 9, pack=2))
-    assert "dense" in programs.pack_error(small, programs.Conv(4, 4, 3, 3, depthwise=True,
-                                                                pack=2))
+    assert "transposed" in programs.pack_error(small, programs.Conv(4, 4, 3, 8, phases=2,
+                                                                     pack=2))
+    assert "exceed" in programs.pack_error(small, programs.Conv(4, 34, 3, 3, 1, 1, 1,
+                                                                depthwise=True, pack=17))
 
 
 def test_choose_pack(npu):
@@ -380,3 +382,34 @@ def test_choose_pack(npu):
     assert best < 0.7 * plain
     assert programs.choose_pack(npu, programs.Conv(80, 80, 96, 64, 3, 3, 1, (1, 1, 1, 1))) == 1
     assert programs.choose_pack(npu, programs.Conv(9, 9, 96, 24, 3, 3, 1, (1, 1, 1, 1))) == 1
+
+
+PACKED_DW = [  # h, w, channels, k, (stride y, x), pad, pack
+    (9, 8, 24, 3, (1, 1), (1, 1, 1, 1), 2),         # 3 groups of 8 channels
+    (12, 12, 20, 3, (2, 2), (0, 0, 1, 1), 2),       # groups of 8, 8, 4; TF-style pad
+    (10, 12, 16, 5, (1, 1), (2, 2, 2, 2), 4),       # a 5 + 3 = 8-wide packed window
+    (10, 12, 6, 3, (2, 1), (1, 1, 1, 1), 4),        # (2, 1) stride, groups of 4 and 2
+]
+
+
+@pytest.mark.parametrize("case", PACKED_DW)
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+@pytest.mark.parametrize("stream", [False, True], ids=["cached", "streamed"])
+def test_packed_depthwise_bit_exact(small, case, dataflow, stream):
+    """A packed depthwise conv: each group of cols // g channels is a dense GEMM over a
+    wider window whose output pixels the STORE scatters with a pitch."""
+    h, w, c, k, (sh, sw), pad, g = case
+    rng = np.random.default_rng(h * 100 + c + g)
+    _, x, wt, bias, mult, shift = _layer(rng, h, w, c, c, k, sw, pad, True)
+    conv = programs.Conv(h, w, c, c, k, k, sw, pad, True, stride_h=sh, pack=g)
+    got, rep, lp = run_conv(small, conv, x, wt, bias, mult, shift, 9, -120, 127, zp_in=-5,
+                            dataflow=dataflow, stream=stream)
+    want = conv_requant(x, wt, bias, mult, shift, 9, -120, 127, (sh, sw), pad, -5, True)
+    np.testing.assert_array_equal(got, want)
+    assert lp.macs == conv.macs == want.size * k * k
+    gemms = [i for i in lp.instrs if i.op == Op.GEMM]
+    assert not any(i.diag for i in gemms) and max(i.n_len for i in gemms) <= small.cols
+    stores = [i for i in lp.instrs if i.op == Op.STORE]
+    assert all(i.cols == g and i.pitch == c for i in stores)
+    assert rep.streamed_weights == (programs.pack_weights(conv, wt, small.cols).size
+                                    if stream else 0)
