@@ -255,3 +255,27 @@ def test_narrow_convs_pack_output_pixels(workdir):
         got, _ = tuner.measure(cfg, t, Mapping())
         was, _ = tuner.measure(cfg, plain, Mapping())
         assert got < was, (t.key, got, was)
+
+
+@pytest.mark.parametrize("shrink", [0, 64 * 1024], ids=["roomy", "tight"])
+def test_packing_spends_only_free_parameter_cache(workdir, shrink):
+    """Packed weights are larger; lowering packs only while they fit the parameter cache
+    beside the activations, so packing never streams a weight that would have been
+    cached, and with room it saves cycles."""
+    import dataclasses
+
+    from edgec.targets.edge_npu.offload import offload
+    from edgec.targets.edge_npu.simulator import simulate
+
+    from .qdq_fixture import cls_relax
+
+    base = load_config("edge-npu-s")
+    cfg = dataclasses.replace(base, sram_total=base.sram_total - shrink)
+    segs = offload(cls_relax(workdir), cfg).partition.segments
+    plain = lower(cfg, segs, pack=False)
+    packed = lower(cfg, segs)
+    assert packed.streamed_weights == plain.streamed_weights
+    assert (shrink > 0) == (plain.streamed_weights > 0)
+    assert packed.param_bytes + packed.cached_weights <= cfg.parameter_cache
+    cycles = [sum(simulate(cfg, s.program).cycles for s in m.segments) for m in (plain, packed)]
+    assert cycles[1] < cycles[0] if not shrink else cycles[1] <= cycles[0]

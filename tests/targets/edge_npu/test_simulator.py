@@ -195,3 +195,33 @@ def test_vec_and_gemm_ordered_by_the_hazard_unit_are_not_a_race(small):
     with pytest.raises(RaceError, match=r"race: instruction #[23] (VEC|LOAD) touches "
                                         r"inp\[1000\]"):
         Simulator(small).run([_cfgi(), _gemm(0), _requant(0, 1000), late, END])
+
+
+def test_store_pitch_scatters_pixels_and_costs_a_cycle_each(small):
+    """STORE rows=2 cols=3 depth=4 pitch=10 stride=40: pixel (r, c) of the dense SRAM
+    block lands at r*40 + c*10; on chip that is 6 runs, so at least 6 cycles where the
+    24 bytes alone would take fewer; without a pitch the rows abut and cost the bytes."""
+    import numpy as np
+
+    sim = Simulator(small, host_bytes=256)
+    sim.mem.inp[:24] = np.arange(1, 25, dtype=np.int8)
+    store = make(Op.STORE, space=Space.PCACHE, dram=1000, sram=0, rows=2, cols=3, depth=4,
+                 stride=40, pitch=10)
+    sim.run([store, END])
+    got = sim.mem.read(Space.PCACHE, 1000, 80).astype(int)
+    want = np.zeros(80, dtype=int)
+    for r in range(2):
+        for c in range(3):
+            px = 12 * r + 4 * c
+            want[40 * r + 10 * c:40 * r + 10 * c + 4] = np.arange(px + 1, px + 5)
+    np.testing.assert_array_equal(got, want)
+    dense = make(Op.STORE, space=Space.PCACHE, sram=0, rows=2, cols=3, depth=4, stride=12)
+    t = {name: simulate(small, [ins, END]).cycles for name, ins in
+         (("scatter", store), ("dense", dense))}
+    by_bytes = math.ceil(24 / small.feed_activations)
+    assert by_bytes < 6
+    assert t == {"scatter": small.dma_descriptor_cycles + 6,
+                 "dense": small.dma_descriptor_cycles + by_bytes}
+    with pytest.raises(SimError, match="pitch 2 is less than"):
+        Simulator(small).run([make(Op.STORE, space=Space.PCACHE, rows=1, cols=2, depth=4,
+                                   pitch=2), END])
