@@ -92,9 +92,13 @@ LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
     # acc[m, n] (+)= sum_k A[m0+m, k0+k] * W[k, n]; A is read from INP through the
     # implicit im2col of the last CFG; W row k at wgt + k*wgt_stride in PCACHE.
     # ``diag``: W is block-diagonal (depthwise), stored compactly as one weight per k:
-    # W[k, n] = wgt[k] if k % kc == n else 0.
+    # W[k, n] = wgt[k] if k % kc == n else 0. With ``lanes`` g > 1 (a packed depthwise
+    # group, ``programs.Conv.pack``) the window is g pixels wide: column n = (q, c) holds
+    # channel c's kh x kw taps shifted q*s to the right, read from the group's compact
+    # (i, j, c) block at ``wgt`` (s = CFG stride / g, kw = CFG kw - (g-1)*s).
     Op.GEMM: (("df", 1), ("reset", 1), ("chain", 1), ("diag", 1), ("m0", 14), ("m_len", 14),
-              ("k0", 14), ("k_len", 14), ("n_len", 9), ("wgt", 23), ("acc", 16)),
+              ("k0", 14), ("k_len", 14), ("n_len", 9), ("wgt", 23), ("acc", 16),
+              ("lanes", 7)),
     # Geometry registers for GEMM: INP tile is (rows, in_w, cin) int8, the window has
     # kh x kw x kc channels starting at c_base; output pixels are out_w wide. ``stride``
     # steps along x, ``stride_h`` along y (0: same as ``stride``, so programs written

@@ -220,29 +220,14 @@ def packs(cfg: NpuConfig, conv: Conv) -> list[int]:
 
 def pack_weights(conv: Conv, w: np.ndarray, cols: int) -> np.ndarray:
     """OHWI weights (depthwise: C x kh x kw) -> the int8 bytes the program reads."""
-    if conv.pack > 1 and conv.depthwise:
-        return np.concatenate([_packed_group(conv, w[c0:c0 + n]).reshape(-1)
-                               for c0, n in groups(conv, cols)])
-    if conv.pack > 1:
+    if conv.pack > 1 and not conv.depthwise:
         return pack_weights(conv.on_array(), pixel_packed(conv, w), cols)
     if not conv.depthwise:
         return np.ascontiguousarray(w.reshape(conv.cout, -1).T).astype(np.int8).reshape(-1)
     # depthwise: per group, one weight per k = (i, j, c), expanded by GEMM ``diag``
+    # (a packed group's g lanes read the same taps)
     return np.concatenate([np.ascontiguousarray(w[c0:c0 + g].transpose(1, 2, 0))
                            .astype(np.int8).reshape(-1) for c0, g in groups(conv, cols)])
-
-
-def _packed_group(conv: Conv, w: np.ndarray) -> np.ndarray:
-    """A packed depthwise group's dense K x N int8 matrix: row (i, j', c), column
-    (q, c') holds tap (i, j' - q*s) of channel c when c == c' (zero elsewhere)."""
-    g, s, n = conv.pack, conv.stride, w.shape[0]
-    kw = conv.kw + (g - 1) * s
-    m = np.zeros((conv.kh, kw, n, g, n), dtype=np.int8)
-    ch = np.arange(n)
-    for q in range(g):
-        for j in range(conv.kw):
-            m[:, j + q * s, ch, q, ch] = w[:, :, j].T
-    return m.reshape(conv.kh * kw * n, g * n)
 
 
 def n_tiles(conv: Conv, cols: int) -> list[tuple[int, int]]:
@@ -402,20 +387,22 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     nbands = math.ceil(oh / rows_b)
     tiles = n_tiles(conv, cfg.cols)
     ks = [tile_k(conv, nl) for _, nl in tiles]
-    # depthwise: each group's weights are one block (compact diagonal, or a packed
-    # group's dense K x N matrix); dense: column n0 of the K x N matrix
-    diag = int(conv.depthwise and conv.pack == 1)
+    # depthwise: each group's compact taps are one block (GEMM ``diag``; a packed
+    # group's ``lanes`` read the same block, whole, so no per-fold weight offset);
+    # dense: column n0 of the K x N matrix
+    diag = int(conv.depthwise)
     lanes = conv.pack if conv.depthwise else 1  # output pixels per accumulator row
     px = sum(nl for _, nl in tiles)  # bytes of one accumulator row over all N-tiles
+    kw0 = conv.kw - (lanes - 1) * (conv.stride // lanes)  # the layer's own kernel width
+    taps = [conv.kh * kw0 * (nl // lanes) for _, nl in tiles]  # a depthwise group's bytes
     wgt_off, block_off, off_w, off_p = [], [], 0, 0
-    for (n0, nl), k in zip(tiles, ks):
+    for (n0, nl), k, nt in zip(tiles, ks, taps):
         wgt_off.append(n0 if not conv.depthwise else off_w)
-        off_w += k if diag else k * nl
+        off_w += nt if diag else k * nl
         block_off.append(off_p)
         off_p += 4 * (3 + 3 * nl)
     wbytes = off_w
-    wgt_stride = [nl if conv.depthwise and not diag else 1 if diag else conv.cout
-                  for _, nl in tiles]
+    wgt_stride = [(0 if lanes > 1 else 1) if diag else conv.cout for _ in tiles]
 
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
     streamed = place.stream_from is not None
@@ -426,7 +413,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         # each tile's last descriptor pushes a token that band 0's first GEMM of that
         # tile pops: tile t+1 streams while tile t computes (double buffering).
         for t, ((n0, nl), k) in enumerate(zip(tiles, ks)):
-            size = k if diag else k * nl
+            size = taps[t]
             runs = (_flat_runs(size, min(size, 2047)) if conv.depthwise else
                     [(r0, min(2047, k - r0), nl) for r0 in range(0, k, 2047)])
             for i, (r0, rows, depth) in enumerate(runs):
@@ -493,13 +480,14 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             if df == Dataflow.WS:
                 for k0 in range(0, k, R):
                     comp_q.append(make(Op.GEMM, wait if k0 == 0 else (), df=df, diag=diag,
+                                       lanes=lanes if lanes > 1 else 0,
                                        reset=int(k0 == 0), m0=0, m_len=m,
                                        k0=k0, k_len=min(R, k - k0), n_len=nl,
                                        wgt=wbase + k0 * wgt_stride[t], acc=acc0))
             else:
                 for m0 in range(0, m, R):
                     comp_q.append(make(Op.GEMM, wait if m0 == 0 else (), df=df, diag=diag,
-                                       reset=1, m0=m0,
+                                       lanes=lanes if lanes > 1 else 0, reset=1, m0=m0,
                                        m_len=min(R, m - m0),
                                        k0=0, k_len=k, n_len=nl, wgt=wbase,
                                        acc=acc0 + m0 * nl))

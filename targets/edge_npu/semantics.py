@@ -161,7 +161,9 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
         raise SimError(f"{where}: im2col reads inp[{int(addr.max())}], past its "
                        f"{mem.inp.size} bytes")
     a = mem.inp[addr]
-    if ins.diag:  # block-diagonal: expand the compact per-k weights on the fly
+    if ins.diag and ins.lanes > 1:
+        w, w_read = _lanes_weights(mem, ins, g, i, j, c, where)
+    elif ins.diag:  # block-diagonal: expand the compact per-k weights on the fly
         _check(where, "pcache", ins.wgt, ins.k_len, mem.pcache.size)
         compact = mem.pcache[ins.wgt:ins.wgt + ins.k_len].view(np.int8)
         w = np.where(c[:, None] == np.arange(ins.n_len)[None, :], compact[:, None], 0)
@@ -179,7 +181,30 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
     else:  # int32 accumulators wrap like the hardware's
         mem.acc[rows] = (mem.acc[rows].astype(np.int64) + prod).astype(np.int32)
     mem.peak["acc"] = max(mem.peak["acc"], 4 * (ins.acc + a_span))
-    return a.size + (ins.k_len if ins.diag else w.size) + 4 * prod.size * (1 if ins.reset else 2)
+    if not (ins.diag and ins.lanes > 1):
+        w_read = ins.k_len if ins.diag else w.size
+    return a.size + w_read + 4 * prod.size * (1 if ins.reset else 2)
+
+
+def _lanes_weights(mem: Memory, ins: Instr, g: dict[str, int], i: np.ndarray, j: np.ndarray,
+                   c: np.ndarray, where: str) -> tuple[np.ndarray, int]:
+    """A packed depthwise fold's K x N weights from the group's compact taps: row
+    (i, j', c), column (q, c') is tap (i, j' - q*s) of channel c if c == c'; and the
+    taps it reads."""
+    lanes, kc = ins.lanes, g["kc"]
+    s, rem = divmod(g["stride"], lanes)
+    kw = g["kw"] - (lanes - 1) * s
+    if rem or s < 1 or kw < 1 or ins.n_len != lanes * kc:
+        raise SimError(f"{where}: {lanes} lanes do not fit the CFG (stride {g['stride']}, "
+                       f"kw {g['kw']}, kc {kc}, n_len {ins.n_len})")
+    n_taps = g["kh"] * kw * kc
+    _check(where, "pcache", ins.wgt, n_taps, mem.pcache.size)
+    taps = mem.pcache[ins.wgt:ins.wgt + n_taps].view(np.int8).reshape(g["kh"], kw, kc)
+    n = np.arange(ins.n_len)
+    jj = j[:, None] - (n // kc)[None, :] * s
+    hit = (c[:, None] == (n % kc)[None, :]) & (jj >= 0) & (jj < kw)
+    return (np.where(hit, taps[i[:, None], np.clip(jj, 0, kw - 1), c[:, None]], 0),
+            int(hit.sum()))
 
 
 def _vec(mem: Memory, ins: Instr, where: str) -> int:

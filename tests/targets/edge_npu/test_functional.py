@@ -396,8 +396,9 @@ PACKED_DW = [  # h, w, channels, k, (stride y, x), pad, pack
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
 @pytest.mark.parametrize("stream", [False, True], ids=["cached", "streamed"])
 def test_packed_depthwise_bit_exact(small, case, dataflow, stream):
-    """A packed depthwise conv: each group of cols // g channels is a dense GEMM over a
-    wider window whose output pixels the STORE scatters with a pitch."""
+    """A packed depthwise conv: each group of cols // g channels is a GEMM over a wider
+    window whose g lanes expand the group's compact taps, and whose output pixels the
+    STORE scatters with a pitch; the weights stay the compact taps."""
     h, w, c, k, (sh, sw), pad, g = case
     rng = np.random.default_rng(h * 100 + c + g)
     _, x, wt, bias, mult, shift = _layer(rng, h, w, c, c, k, sw, pad, True)
@@ -408,7 +409,9 @@ def test_packed_depthwise_bit_exact(small, case, dataflow, stream):
     np.testing.assert_array_equal(got, want)
     assert lp.macs == conv.macs == want.size * k * k
     gemms = [i for i in lp.instrs if i.op == Op.GEMM]
-    assert not any(i.diag for i in gemms) and max(i.n_len for i in gemms) <= small.cols
+    assert all(i.diag and i.lanes == g for i in gemms)
+    assert max(i.n_len for i in gemms) <= small.cols
+    assert programs.pack_weights(conv, wt, small.cols).size == wt.size
     stores = [i for i in lp.instrs if i.op == Op.STORE]
     assert all(i.cols == g and i.pitch == c for i in stores)
     assert rep.streamed_weights == (programs.pack_weights(conv, wt, small.cols).size
