@@ -65,12 +65,15 @@ class SegLayer:
 
 
 class LowerError(ProgramError):
-    """A segment could not be planned or lowered; ``layer`` (if known) is the partitioned
-    layer to blame, so ``offload`` can leave it on the CPU and partition again."""
+    """A segment could not be planned or lowered; ``layers`` (``layer``, the first, if
+    known) are the partitioned layers to blame, so ``offload`` can leave them on the CPU
+    and partition again."""
 
-    def __init__(self, message: str, layer: Layer | None = None) -> None:
+    def __init__(self, message: str, layer: Layer | None = None,
+                 more: list[Layer] | None = None) -> None:
         super().__init__(message)
         self.layer = layer
+        self.layers = ([layer] if layer is not None else []) + list(more or [])
 
 
 def signature(layer: Layer) -> tuple[Any, ...]:
@@ -638,9 +641,12 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             break
         staging = streamed_max
     if budget < 0:
+        # parameters are always cached: if they alone overflow, these layers must go
+        blame = (_most_params(cfg, segments, param_top - cfg.parameter_cache)
+                 if param_top > cfg.parameter_cache else [_largest(segments)])
         raise LowerError(f"parameters ({param_top} B) and activations ({scratch} B) exceed "
                          f"the {cfg.parameter_cache} B parameter cache of {cfg.name}",
-                         _largest(segments))
+                         blame[0], blame[1:])
     wgt_addr: dict[tuple[int, int], tuple[int, int | None]] = {}
     pc, host = param_top, 0
     cached = streamed = 0
@@ -720,6 +726,26 @@ def layer_key(cfg: NpuConfig, sl: SegLayer, inputs: list[Loc], out: Loc,
         return workload_key(cfg.name, sl.layer.attrs["conv"], Space.PCACHE, out[0],
                             kind="gap")
     return None
+
+
+def _most_params(cfg: NpuConfig, segments: list[Segment], excess: int) -> list[Layer]:
+    """The fewest layers whose parameter blocks (always cached) add up to ``excess``
+    bytes, largest first: any placement must leave at least that much on the CPU, and
+    leaving them all at once takes one re-partition instead of one per layer."""
+    sizes = []
+    for seg in segments:
+        for sl in seg.layers:
+            params, _ = _images(cfg, sl)
+            sizes.append((sum(_align(len(d)) for d in params.values()), sl.origin or sl.layer))
+    sizes.sort(key=lambda t: -t[0])
+    out: list[Layer] = []
+    held = 0
+    for size, layer in sizes:
+        if out and held >= excess:
+            break
+        out.append(layer)
+        held += size
+    return out
 
 
 def _largest(segments: list[Segment]) -> Layer | None:

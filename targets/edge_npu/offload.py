@@ -68,10 +68,10 @@ def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | Non
         try:
             return part, lower(cfg, part.segments, dataflow, mappings)
         except LowerError as exc:
-            key = signature(exc.layer) if exc.layer is not None else None
-            if key is None or key in deny:
+            keys = {signature(ly) for ly in exc.layers} - set(deny)
+            if not keys:
                 break
-            deny[key] = f"could not be placed on {cfg.name}: {exc}"
+            deny.update({k: f"could not be placed on {cfg.name}: {exc}" for k in keys})
     # last resort: nothing on the NPU (every op runs on the CPU, each with a reason)
     part = partition(mod, cfg, _DenyAll(f"the NPU segments could not be placed on {cfg.name}"))
     return part, lower(cfg, part.segments, dataflow, mappings)

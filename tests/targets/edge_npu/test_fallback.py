@@ -35,19 +35,49 @@ def test_unplaceable_layer_falls_back(workdir, monkeypatch):
     assert off.report["macs"]["npu_fraction"] > 0.9
 
 
-@pytest.mark.slow  # ~25 s: the fallback denies layers one by one before the last resort
-def test_nothing_fits_leaves_everything_on_the_cpu(workdir):
-    """An 8 KiB parameter cache holds not even cls's requant parameters: the last resort
-    partitions with every layer denied, so the build still succeeds, all on the CPU,
-    each op with its reason (the deny-all table used to be an empty dict, which reads as
-    no table at all)."""
+def test_tiny_parameter_cache_keeps_only_what_fits(workdir):
+    """An 8 KiB parameter cache holds not even cls's requant parameters: the layers with
+    the most parameters leave together (one re-partition, not one per layer), the rest
+    that fits stays on the NPU and runs bit-exactly, and every conv left on the CPU says
+    why."""
     import dataclasses
 
+    import numpy as np
+    from edgec.targets.edge_npu import int_reference
     from edgec.targets.edge_npu.config import load_config
+    from edgec.targets.edge_npu.runtime import NpuDevice
 
     base = load_config("edge-npu-s")
     cfg = dataclasses.replace(base, sram_total=base.sram_total - base.parameter_cache + 8192)
     off = offload(cls_relax(workdir), cfg)
+    assert 0 < off.report["macs"]["npu_fraction"] < 0.5
+    assert off.model.param_bytes + off.model.cached_weights <= cfg.parameter_cache
+    convs = [c for c in off.report["ops"]["cpu"] if c["op"] == "relax.nn.conv2d"]
+    assert convs and all("could not be placed" in c["reason"] or "does not fit" in c["reason"]
+                         for c in convs)
+    dev = NpuDevice(off.model, cfg)
+    rng = np.random.default_rng(0)
+    for i, seg in enumerate(off.partition.segments):
+        ins = [rng.integers(-128, 128, seg.shapes[v]).astype(np.int8) for v in seg.inputs]
+        for got, want in zip(dev.run_segment(i, ins), int_reference.run_segment(seg, ins)):
+            np.testing.assert_array_equal(got, want)
+
+
+def test_last_resort_leaves_everything_on_the_cpu(workdir, monkeypatch):
+    """When lowering fails without naming a layer, the last resort partitions with every
+    layer denied, so the build still succeeds, all on the CPU, each op with its reason
+    (the deny-all table used to be an empty dict, which reads as no table at all)."""
+    from edgec.targets.edge_npu import offload as offload_mod
+
+    real = offload_mod.lower
+
+    def failing(cfg, segments, *args, **kwargs):
+        if segments:
+            raise lower_mod.LowerError("test: nothing fits")
+        return real(cfg, segments, *args, **kwargs)
+
+    monkeypatch.setattr(offload_mod, "lower", failing)
+    off = offload(cls_relax(workdir), "edge-npu")
     assert off.partition.segments == [] and off.report["macs"]["npu_fraction"] == 0
     convs = [c for c in off.report["ops"]["cpu"] if c["op"] == "relax.nn.conv2d"]
     assert convs and all("could not be placed" in c["reason"] for c in convs)
