@@ -373,11 +373,12 @@ def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int
                 ) -> list[list[SegLayer]]:
     """Convs get the ``Conv.pack`` that ``programs.choose_pack`` picks (a dense conv
     with few output channels, or a depthwise conv, runs several output pixels per array
-    pass) while their larger weights fit ``room`` more bytes of parameter cache: packs
-    are taken by fold cycles saved per byte added (a packed depthwise group is a dense
-    matrix, up to ``cols`` times the compact diagonal). The layer's weights,
-    parameters and output stay as they are; packing happens where the weights are laid
-    out and the program is generated."""
+    pass) while what they add fits ``room`` more bytes of parameter cache: packs are
+    taken by fold cycles saved per byte added. A packed dense conv's weights hold g
+    shifted copies of each filter; a packed depthwise conv keeps its compact taps
+    (GEMM ``lanes``), so only its requant blocks grow. The layer's weights, parameters
+    and output stay as they are; packing happens where the weights are laid out and
+    the program is generated."""
     offers = []
     for si, plan in enumerate(plans):
         for li, sl in enumerate(plan):

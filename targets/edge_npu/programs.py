@@ -6,6 +6,11 @@ K = kh*kw*g and N = g whose off-diagonal weights are zero; the array runs the wh
 block (so timing is the dense GEMM's), but only the diagonal is stored (GEMM ``diag``)
 and all-zero blocks between groups are skipped.
 
+Pixel packing (``Conv.pack`` g, ``Conv.on_array``): g adjacent output pixels per array
+pass, for convs with few output channels (g * cout columns) and depthwise convs
+(groups of cols // g channels, each channel's taps in g shifted columns, GEMM
+``lanes``; a STORE with a pitch scatters the pixels back to their channels).
+
 Tiling: the output is cut into bands of whole output rows so one band's input tile and
 int8 output fit an activation bank and its accumulators (band pixels x N-tile int32)
 fit the accumulator SRAM. Bands alternate banks; tokens give VTA's double buffering:
@@ -119,9 +124,10 @@ class Conv:
         array streams g times fewer pixels through one weight fold.
 
         A depthwise conv keeps ``depthwise`` and ``pack`` on the array: the window and
-        strides widen the same way, and each group of C // g channels becomes a dense
-        GEMM with g * (C // g) columns, (q, c) order (``n_tiles``), whose output pixels
-        a STORE scatters with a pitch."""
+        strides widen the same way, and each group of cols // g channels is one GEMM
+        with g columns per channel, (q, c) order (``n_tiles``), whose weight expander
+        places each compact tap in its g shifted columns (GEMM ``lanes``) and whose
+        output pixels a STORE scatters with a pitch."""
         g = self.pack
         if g == 1:
             return self
@@ -209,7 +215,8 @@ MIN_GROUP = 16
 
 def packs(cfg: NpuConfig, conv: Conv) -> list[int]:
     """The packs ``conv`` can run with on ``cfg`` (1 always). A depthwise group keeps
-    at least ``MIN_GROUP`` channels: its STORE moves one pixel's group per cycle."""
+    at least ``MIN_GROUP`` channels (or all of them): its STORE moves one pixel's group
+    per cycle."""
     if conv.phases > 1:
         return [1]
     most = (cfg.cols // min(MIN_GROUP, conv.cin) if conv.depthwise
