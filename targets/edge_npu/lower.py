@@ -388,8 +388,11 @@ def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int
                 continue
             layer = replace(sl.layer, attrs={**sl.layer.attrs, "conv": replace(conv, pack=g)})
             packed = replace(sl, layer=layer, origin=sl.origin or sl.layer)
+            try:
+                saved = _fold_cycles(cfg, conv) - _fold_cycles(cfg, replace(conv, pack=g))
+            except ProgramError:  # the generator will name the layer that does not fit
+                continue
             extra = _image_bytes(cfg, packed) - _image_bytes(cfg, sl)
-            saved = _fold_cycles(cfg, conv) - _fold_cycles(cfg, replace(conv, pack=g))
             offers.append((-saved / max(extra, 1), extra, si, li, packed))
     out = [list(plan) for plan in plans]
     for _, extra, si, li, packed in sorted(offers, key=lambda o: o[:2]):
