@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .isa import Instr, VecOp
+from .isa import Instr, VecOp, y_stride
 
 Range = tuple[int, int]
 _END = 1 << 62
@@ -51,7 +51,7 @@ def gemm_footprint(ins: Instr, regs: dict[str, Any] | None) -> Footprint:
     row = regs["in_w"] * regs["cin"]
     first = ins.m0 // regs["out_w"]
     last = (ins.m0 + max(ins.m_len, 1) - 1) // regs["out_w"]
-    sh = regs.get("stride_h") or regs["stride"]
+    sh = y_stride(regs)
     lo = regs["inp"] + first * sh * row
     hi = regs["inp"] + (last * sh + regs["kh"]) * row
     return Footprint(acc_write=acc, inp_read=((lo, hi),))

@@ -128,6 +128,11 @@ for _op, _layout in LAYOUTS.items():
     assert 7 + sum(b for _, b in _layout) <= WIDTH, _op
 
 
+def y_stride(cfg_fields: dict[str, int]) -> int:
+    """A CFG's y stride: ``stride_h``, or ``stride`` when it is 0."""
+    return cfg_fields.get("stride_h") or cfg_fields["stride"]
+
+
 class IsaError(EdgecError):
     """A malformed instruction, encoding or assembly line."""
 

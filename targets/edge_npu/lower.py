@@ -369,8 +369,8 @@ def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     return out
 
 
-def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int
-                ) -> list[list[SegLayer]]:
+def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int,
+                sizes: dict[tuple[int, int], int] | None = None) -> list[list[SegLayer]]:
     """Convs get the ``Conv.pack`` that ``programs.choose_pack`` picks (a dense conv
     with few output channels, or a depthwise conv, runs several output pixels per array
     pass) while what they add fits ``room`` more bytes of parameter cache: packs are
@@ -378,22 +378,22 @@ def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int
     shifted copies of each filter; a packed depthwise conv keeps its compact taps
     (GEMM ``lanes``), so only its requant blocks grow. The layer's weights, parameters
     and output stay as they are; packing happens where the weights are laid out and
-    the program is generated."""
+    the program is generated. ``sizes``: the unpacked layers' PCACHE bytes, by
+    (segment, layer) index, if already known."""
     offers = []
     for si, plan in enumerate(plans):
         for li, sl in enumerate(plan):
             conv = sl.layer.attrs.get("conv") if sl.layer.kind == "conv" else None
-            g = programs.choose_pack(cfg, conv) if isinstance(conv, Conv) else 1
-            if g == 1:
+            costs = programs.pack_costs(cfg, conv) if isinstance(conv, Conv) else {}
+            g = min(costs, key=lambda p: (costs[p], p), default=1)
+            if g == 1 or 1 not in costs:  # no gain, or unpacked the generator will refuse
                 continue
             layer = replace(sl.layer, attrs={**sl.layer.attrs, "conv": replace(conv, pack=g)})
             packed = replace(sl, layer=layer, origin=sl.origin or sl.layer)
-            try:
-                saved = _fold_cycles(cfg, conv) - _fold_cycles(cfg, replace(conv, pack=g))
-            except ProgramError:  # the generator will name the layer that does not fit
-                continue
-            extra = _image_bytes(cfg, packed) - _image_bytes(cfg, sl)
-            offers.append((-saved / max(extra, 1), extra, si, li, packed))
+            unpacked = (sizes or {}).get((si, li))
+            extra = _pcache_bytes(*_images(cfg, packed)) - (
+                unpacked if unpacked is not None else _pcache_bytes(*_images(cfg, sl)))
+            offers.append((-(costs[1] - costs[g]) / max(extra, 1), extra, si, li, packed))
     out = [list(plan) for plan in plans]
     for _, extra, si, li, packed in sorted(offers, key=lambda o: o[:2]):
         if extra <= room:
@@ -402,12 +402,8 @@ def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int
     return out
 
 
-def _fold_cycles(cfg: NpuConfig, conv: Conv) -> int:
-    return min(programs.fold_cost(cfg, conv, df) for df in (Dataflow.WS, Dataflow.OS))
-
-
-def _image_bytes(cfg: NpuConfig, sl: SegLayer) -> int:
-    params, w = _images(cfg, sl)
+def _pcache_bytes(params: dict[str, bytes], w: bytes) -> int:
+    """Parameter-cache bytes of a layer's parameter blocks and (cached) weights."""
     return sum(_align(len(d)) for d in params.values()) + (_align(len(w)) if w else 0)
 
 
@@ -613,12 +609,12 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         spills[si], in_place[si] = sp, not not_ip
         scratch = max(scratch, peak)
     if pack:  # spend the parameter cache nothing else needs on packed weights
-        free = cfg.parameter_cache - scratch - sum(
-            sum(_align(len(d)) for d in params.values()) + (_align(len(w)) if w else 0)
-            for *_, params, w in items)
-        plans = pack_pixels(cfg, plans, free)
-        items = [(si, li, *_images(cfg, sl))
-                 for si, plan in enumerate(plans) for li, sl in enumerate(plan)]
+        sizes = {(si, li): _pcache_bytes(params, w) for si, li, params, w in items}
+        packed = pack_pixels(cfg, plans, cfg.parameter_cache - scratch - sum(sizes.values()),
+                             sizes)
+        items = [it if packed[it[0]][it[1]] is plans[it[0]][it[1]]
+                 else (it[0], it[1], *_images(cfg, packed[it[0]][it[1]])) for it in items]
+        plans = packed
     param_top = 0
     param_addr: dict[tuple[int, int], dict[str, int]] = {}
     images: list[tuple[Space, int, bytes]] = []
@@ -646,7 +642,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         staging = streamed_max
     if budget < 0:
         # parameters are always cached: if they alone overflow, these layers must go
-        blame = (_most_params(cfg, segments, param_top - cfg.parameter_cache)
+        blame = (_most_params(plans, items, param_top - cfg.parameter_cache)
                  if param_top > cfg.parameter_cache else [_largest(segments)])
         raise LowerError(f"parameters ({param_top} B) and activations ({scratch} B) exceed "
                          f"the {cfg.parameter_cache} B parameter cache of {cfg.name}",
@@ -732,16 +728,15 @@ def layer_key(cfg: NpuConfig, sl: SegLayer, inputs: list[Loc], out: Loc,
     return None
 
 
-def _most_params(cfg: NpuConfig, segments: list[Segment], excess: int) -> list[Layer]:
-    """The fewest layers whose parameter blocks (always cached) add up to ``excess``
-    bytes, largest first: any placement must leave at least that much on the CPU, and
-    leaving them all at once takes one re-partition instead of one per layer."""
-    sizes = []
-    for seg in segments:
-        for sl in seg.layers:
-            params, _ = _images(cfg, sl)
-            sizes.append((sum(_align(len(d)) for d in params.values()), sl.origin or sl.layer))
-    sizes.sort(key=lambda t: -t[0])
+def _most_params(plans: list[list[SegLayer]], items: list[tuple[int, int, dict[str, bytes],
+                                                                bytes]],
+                 excess: int) -> list[Layer]:
+    """The fewest layers whose parameter blocks (always cached; ``items`` as ``lower``
+    lays them out) add up to ``excess`` bytes, largest first: any placement must leave
+    at least that much on the CPU, and leaving them all at once takes one re-partition
+    instead of one per layer."""
+    sizes = sorted(((_pcache_bytes(params, b""), plans[si][li].origin or plans[si][li].layer)
+                    for si, li, params, _ in items), key=lambda t: -t[0])
     out: list[Layer] = []
     held = 0
     for size, layer in sizes:

@@ -275,13 +275,15 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None) -> i
     of them; default all)."""
     acc_words = cfg.accumulator_words if acc_words is None else acc_words
     ow = conv.out_w
-    n_max = max(nl for _, nl in n_tiles(conv, cfg.cols))
+    tiles = n_tiles(conv, cfg.cols)
+    n_max = max(nl for _, nl in tiles)
+    px = sum(nl for _, nl in tiles)  # output bytes per array pixel
     wp = conv.w + conv.pad[1] + conv.pad[3]
     best = 0
     for rows in range(1, conv.out_h + 1):
         in_rows = (rows - 1) * conv.sh + conv.kh
         inp = in_rows * wp * conv.cin
-        out = rows * ow * sum(nl for _, nl in n_tiles(conv, cfg.cols))
+        out = rows * ow * px
         # 2047: the 11-bit DMA row count of the band's STORE
         if (inp + out > cfg.activation_bank or rows * ow * n_max > acc_words
                 or rows * ow > 2047):
@@ -333,16 +335,21 @@ def choose_pack(cfg: NpuConfig, conv: Conv) -> int:
     when packing does not pay or the conv cannot pack. Packing pays for convs with few
     output channels: g pixels per fold fill g times the columns and stream g times
     fewer rows, for a window (kw + (g-1)*s) / kw times as deep."""
-    best: tuple[int, int] | None = None
+    costs = pack_costs(cfg, conv)
+    return min(costs, key=lambda g: (costs[g], g), default=1)
+
+
+def pack_costs(cfg: NpuConfig, conv: Conv) -> dict[int, int]:
+    """Fold cycles (``fold_cost``, the better dataflow) of each pack ``conv`` can run
+    with; a pack whose bands do not fit is left out."""
+    costs = {}
     for g in packs(cfg, conv):
-        c = replace(conv, pack=g)
         try:
-            cost = min(fold_cost(cfg, c, df) for df in (Dataflow.WS, Dataflow.OS))
+            costs[g] = min(fold_cost(cfg, replace(conv, pack=g), df)
+                           for df in (Dataflow.WS, Dataflow.OS))
         except ProgramError:
             continue
-        if best is None or cost < best[0]:
-            best = (cost, g)
-    return best[1] if best else 1
+    return costs
 
 
 def choose_dataflow(cfg: NpuConfig, conv: Conv) -> Dataflow:
@@ -367,8 +374,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     why = pack_error(cfg, conv)
     if why:
         raise ProgramError(f"conv {conv}: {why}")
-    macs = conv.macs
-    conv = conv.on_array()
+    layer, conv = conv, conv.on_array()
     if (conv.h * conv.w == 1 and conv.kh * conv.kw == 1 and conv.cin > MAX_RUN
             and not conv.depthwise and conv.phases == 1):
         return long_k_layer(cfg, conv, place, dataflow, lut, sync)
@@ -399,9 +405,9 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     # dense: column n0 of the K x N matrix
     diag = int(conv.depthwise)
     lanes = conv.pack if conv.depthwise else 1  # output pixels per accumulator row
+    lanes_field = lanes if lanes > 1 else 0  # GEMM ``lanes``: 0 is a plain GEMM
     px = sum(nl for _, nl in tiles)  # bytes of one accumulator row over all N-tiles
-    kw0 = conv.kw - (lanes - 1) * (conv.stride // lanes)  # the layer's own kernel width
-    taps = [conv.kh * kw0 * (nl // lanes) for _, nl in tiles]  # a depthwise group's bytes
+    taps = [layer.kh * layer.kw * (nl // lanes) for _, nl in tiles]  # a dw group's bytes
     wgt_off, block_off, off_w, off_p = [], [], 0, 0
     for (n0, nl), k, nt in zip(tiles, ks, taps):
         wgt_off.append(n0 if not conv.depthwise else off_w)
@@ -487,14 +493,13 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             if df == Dataflow.WS:
                 for k0 in range(0, k, R):
                     comp_q.append(make(Op.GEMM, wait if k0 == 0 else (), df=df, diag=diag,
-                                       lanes=lanes if lanes > 1 else 0,
-                                       reset=int(k0 == 0), m0=0, m_len=m,
+                                       lanes=lanes_field, reset=int(k0 == 0), m0=0, m_len=m,
                                        k0=k0, k_len=min(R, k - k0), n_len=nl,
                                        wgt=wbase + k0 * wgt_stride[t], acc=acc0))
             else:
                 for m0 in range(0, m, R):
                     comp_q.append(make(Op.GEMM, wait if m0 == 0 else (), df=df, diag=diag,
-                                       lanes=lanes if lanes > 1 else 0, reset=1, m0=m0,
+                                       lanes=lanes_field, reset=1, m0=m0,
                                        m_len=min(R, m - m0),
                                        k0=0, k_len=k, n_len=nl, wgt=wbase,
                                        acc=acc0 + m0 * nl))
@@ -530,7 +535,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                         else math.ceil(oh * ow / R)) * math.ceil(nl / cfg.cols)
     # Queues are independent streams; interleave them so a reader sees the band order.
     prog += _interleave(load_q, comp_q, store_q)
-    return LayerProgram(prog, macs, nbands, folds_total, df, wbytes,
+    return LayerProgram(prog, layer.macs, nbands, folds_total, df, wbytes,
                         {"band_rows": rows_b, "param_bytes": off_p})
 
 

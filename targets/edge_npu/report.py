@@ -62,8 +62,8 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     fewest cycles the timing model allows any mapping: launch, the first input row's
     load, the compute queue's stall-free folds (every fold of every N-tile with its fill,
     in WS once per band for the fewest bands the accumulators and a bank allow; the
-    better dataflow and pixel pack, ``Conv.pack``), the requantize (and fused LUT) vector work, and the last
-    output row's store. With a vector queue the vector work overlaps the folds but for
+    better dataflow and pixel pack, ``Conv.pack``), the requantize (and fused LUT)
+    vector work, and the last output row's store. With a vector queue the vector work overlaps the folds but for
     at least one output row of the narrowest N-tile after the last fold; without one it
     runs on the compute queue. ``MACs / (ceiling * R * C)`` bounds the utilization (an
     N-tile narrower than C or a K not a multiple of R wastes columns or rows on any
@@ -84,7 +84,7 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     passes = 1 + w["lut"]
     first_in = max(1, min(c.h, c.kh - c.pad[0])) * c.w * c.cin
     dma = cfg.dma_descriptor_cycles
-    busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, w["out"])
+    busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, bw[w["out"]])
                for g in programs.packs(cfg, c))
     ends = dma + math.ceil(first_in / bw[w["in"]])
     ceiling = cfg.layer_launch_cycles + ends + busy
@@ -96,10 +96,9 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
             "ceiling_utilization": info["macs"] / (ceiling * peak)}
 
 
-def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out: str) -> int:
+def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out_bw: float) -> int:
     """Fewest compute-and-vector cycles of the array conv ``c`` (any dataflow and bands),
-    plus its last output row's store."""
-    bw = {"host": cfg.host_bytes_per_cycle, "pcache": cfg.feed_activations}
+    plus its last output row's store at ``out_bw`` bytes per cycle."""
     m = c.out_h * c.out_w
     tiles = programs.n_tiles(c, cfg.cols)
     vec = sum(passes * (cfg.vector_latency + -(-m * nl // cfg.vector_lanes)) for _, nl in tiles)
@@ -118,7 +117,7 @@ def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out: str) -> int:
                 total += -(-m // cfg.rows) * timing.fold_cycles(cfg, df, k)
         folds[df] = total
     narrow = min(nl for _, nl in tiles)
-    store = cfg.dma_descriptor_cycles + math.ceil(c.out_w * narrow / bw[out])
+    store = cfg.dma_descriptor_cycles + math.ceil(c.out_w * narrow / out_bw)
     if cfg.vector_queue:
         tail = passes * (cfg.vector_latency + -(-c.out_w * narrow // cfg.vector_lanes))
         return store + max(min(folds.values()) + tail, vec)

@@ -15,7 +15,19 @@ from numpy.lib.stride_tricks import as_strided
 
 from . import intmath, rounding
 from .config import NpuConfig
-from .isa import ADD_KEYS, MUL_KEYS, POOL_KEYS, Dataflow, Instr, Kind, Op, Rounding, Space, VecOp
+from .isa import (
+    ADD_KEYS,
+    MUL_KEYS,
+    POOL_KEYS,
+    Dataflow,
+    Instr,
+    Kind,
+    Op,
+    Rounding,
+    Space,
+    VecOp,
+    y_stride,
+)
 
 
 class SimError(EdgecError):
@@ -151,7 +163,7 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
     k = ins.k0 + np.arange(ins.k_len)
     oy, ox = m // g["out_w"], m % g["out_w"]
     i, j, c = k // (g["kw"] * g["kc"]), (k // g["kc"]) % g["kw"], k % g["kc"]
-    y = oy[:, None] * (g["stride_h"] or g["stride"]) + i[None, :]
+    y = oy[:, None] * y_stride(g) + i[None, :]
     x = ox[:, None] * g["stride"] + j[None, :]
     if (x >= g["in_w"]).any():
         raise SimError(f"{where}: window column reaches {int(x.max())}, tile is "
@@ -167,10 +179,12 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
         _check(where, "pcache", ins.wgt, ins.k_len, mem.pcache.size)
         compact = mem.pcache[ins.wgt:ins.wgt + ins.k_len].view(np.int8)
         w = np.where(c[:, None] == np.arange(ins.n_len)[None, :], compact[:, None], 0)
+        w_read = ins.k_len
     else:
         w_span = (ins.k_len - 1) * g["wgt_stride"] + ins.n_len if ins.k_len else 0
         _check(where, "pcache", ins.wgt, w_span, mem.pcache.size)
         w = _strided(mem.pcache, ins.wgt, ins.k_len, ins.n_len, g["wgt_stride"]).view(np.int8)
+        w_read = w.size
     a_span = (ins.m_len - 1) * g["acc_stride"] + ins.n_len if ins.m_len else 0
     _check(where, "acc", ins.acc, a_span, mem.acc.size)
     # float64 products of int8 are exact while |sum| < 2**53, far beyond any K here
@@ -181,8 +195,6 @@ def _gemm(mem: Memory, ins: Instr, where: str) -> int:
     else:  # int32 accumulators wrap like the hardware's
         mem.acc[rows] = (mem.acc[rows].astype(np.int64) + prod).astype(np.int32)
     mem.peak["acc"] = max(mem.peak["acc"], 4 * (ins.acc + a_span))
-    if not (ins.diag and ins.lanes > 1):
-        w_read = ins.k_len if ins.diag else w.size
     return a.size + w_read + 4 * prod.size * (1 if ins.reset else 2)
 
 
