@@ -642,7 +642,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         staging = streamed_max
     if budget < 0:
         # parameters are always cached: if they alone overflow, these layers must go
-        blame = (_most_params(plans, items, param_top - cfg.parameter_cache)
+        blame = (_most_params(cfg, segments, param_top - cfg.parameter_cache)
                  if param_top > cfg.parameter_cache else [_largest(segments)])
         raise LowerError(f"parameters ({param_top} B) and activations ({scratch} B) exceed "
                          f"the {cfg.parameter_cache} B parameter cache of {cfg.name}",
@@ -728,15 +728,14 @@ def layer_key(cfg: NpuConfig, sl: SegLayer, inputs: list[Loc], out: Loc,
     return None
 
 
-def _most_params(plans: list[list[SegLayer]], items: list[tuple[int, int, dict[str, bytes],
-                                                                bytes]],
-                 excess: int) -> list[Layer]:
-    """The fewest layers whose parameter blocks (always cached; ``items`` as ``lower``
-    lays them out) add up to ``excess`` bytes, largest first: any placement must leave
-    at least that much on the CPU, and leaving them all at once takes one re-partition
-    instead of one per layer."""
-    sizes = sorted(((_pcache_bytes(params, b""), plans[si][li].origin or plans[si][li].layer)
-                    for si, li, params, _ in items), key=lambda t: -t[0])
+def _most_params(cfg: NpuConfig, segments: list[Segment], excess: int) -> list[Layer]:
+    """The fewest layers whose parameter blocks (always cached) add up to ``excess``
+    bytes, largest first: any placement must leave at least that much on the CPU, and
+    leaving them all at once takes one re-partition instead of one per layer. (An error
+    path: the blocks are made again, per partitioned layer, unfused.)"""
+    sizes = sorted(((_pcache_bytes(layer_images(cfg, sl.layer)[0], b""),
+                     sl.origin or sl.layer) for seg in segments for sl in seg.layers),
+                   key=lambda t: -t[0])
     out: list[Layer] = []
     held = 0
     for size, layer in sizes:
