@@ -14,9 +14,9 @@ Memory plan, as the Edge TPU compiler does it, for all segments of a model at on
   reader); segment inputs and outputs in host buffers (NCHW <-> HWC at the boundary is
   the host driver's job).
 
-Before planning, ``x * lut(x)`` folds into one LUT and a LUT joins the conv before it
-(``fold_gated_luts``, ``fuse_luts``; the segment keeps its unfused layers for the
-integer reference). Each layer becomes a program from ``programs`` / ``vector_layers``
+Before planning, ``fusion`` merges layers: ``x * lut(x)`` folds into one LUT, LUT
+chains compose, a LUT joins the conv before it, and ``y + x * s`` runs as one element-wise
+layer (the segment keeps its unfused layers for the integer reference). Each layer becomes a program from ``programs`` / ``vector_layers``
 starting with SYNC, conv layers with their tuned ``Mapping`` if the database has one;
 the segment program is their concatenation plus END.
 """
@@ -28,7 +28,7 @@ from typing import Any
 
 import numpy as np
 
-from . import programs, rounding
+from . import fusion, programs, rounding
 from .config import NpuConfig
 from .isa import (
     MUL_KEYS,
@@ -46,7 +46,7 @@ from .layers import Layer, QTensor
 from .mapping import Mapping, workload_key
 from .programs import Conv, Placement, ProgramError
 from .simulator import simulate
-from .vector_layers import concat_layer, elementwise_layer, maxpool_layer, resize_layer
+from .vector_layers import PREV, concat_layer, elementwise_layer, maxpool_layer, resize_layer
 
 ALIGN = 64
 Loc = tuple[Space, int]
@@ -142,11 +142,11 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
     if layer.kind == "lut":
         return {"lut": _i32(lut_block(a["table"]))}, b""
     if layer.kind == "add":
-        return {"add": _i32(programs.add_block(**{k: at[k] for k in (
-            "zp1", "mult1", "shift1", "zp2", "mult2", "shift2", "mult_out", "shift_out",
-            "zp_out", "qmin", "qmax")}))}, b""
+        return {"add": _add_block(at)}, b""
     if layer.kind == "mul":
-        return {"mul": _i32(keyed_block(MUL_KEYS, **{k: at[k] for k in MUL_KEYS}))}, b""
+        return {"mul": _mul_block(at)}, b""
+    if layer.kind == "muladd":
+        return {"mul": _mul_block(at["mul"]), "add": _add_block(at["add"])}, b""
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
         _, words = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"],
@@ -168,6 +168,16 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
     if layer.kind == "alias":
         return {}, b""
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
+
+
+def _add_block(at: dict[str, Any]) -> bytes:
+    return _i32(programs.add_block(**{k: at[k] for k in (
+        "zp1", "mult1", "shift1", "zp2", "mult2", "shift2", "mult_out", "shift_out",
+        "zp_out", "qmin", "qmax")}))
+
+
+def _mul_block(at: dict[str, Any]) -> bytes:
+    return _i32(keyed_block(MUL_KEYS, **{k: at[k] for k in MUL_KEYS}))
 
 
 _ROUNDED = (VecOp.REQUANT, VecOp.ADD, VecOp.MUL)
@@ -220,6 +230,11 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         vop = VecOp.ADD if layer.kind == "add" else VecOp.MUL
         return elementwise_layer(cfg, h * w, c, inputs[:2], out, [(vop, params[layer.kind])],
                                  broadcast=bool(at["broadcast"]))
+    if layer.kind == "muladd":  # y + x * s: MUL (x, s), then ADD with y (x if not given)
+        y = 2 if len(inputs) == 3 else 0
+        add = (VecOp.ADD, params["add"], (PREV, y) if at["mul_first"] else (y, PREV))
+        return elementwise_layer(cfg, h * w, c, inputs, out,
+                                 [(VecOp.MUL, params["mul"], (0, 1)), add], broadcast=True)
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
         prog, _ = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"], inputs[0],
@@ -275,98 +290,6 @@ def _expand(seg: Segment) -> list[SegLayer]:
                           sl.inputs, sl.output, origin=sl.layer)
         layers.append(sl)
     return layers
-
-
-def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
-    """``mul(x, lut(x))`` (hard-swish as x * hard-sigmoid(x), SiLU as x * sigmoid(x)),
-    where the LUT's output has no other reader, is a function of the int8 ``x`` alone:
-    one LUT whose 256 entries are the integer MUL of each x with its table entry
-    (bit-exact by construction). One layer instead of two."""
-    readers: dict[str, int] = {}
-    for sl in layers:
-        for v in sl.inputs:
-            readers[v] = readers.get(v, 0) + 1
-    drop: set[int] = set()
-    out = list(layers)
-    for i, sl in enumerate(layers):
-        if sl.layer.kind != "lut" or readers.get(sl.output) != 1 or sl.output in outputs:
-            continue
-        x, h = sl.inputs[0], sl.output
-        j = next((j for j in range(i + 1, len(layers)) if h in layers[j].inputs), None)
-        if j is None:
-            continue
-        m = layers[j]
-        at = m.layer.attrs
-        if m.layer.kind != "mul" or at.get("broadcast") or sorted(m.inputs) != sorted([x, h]):
-            continue
-        xs = np.arange(-128, 128, dtype=np.int64)
-        hs = sl.layer.arrays["table"][xs + 128]
-        a, b = (xs, hs) if m.inputs[0] == x else (hs, xs)
-        table = rounding.mul_int8(a, at["zp1"], b, at["zp2"], at["mult"], at["shift"],
-                                  at["zp_out"], at["qmin"], at["qmax"],
-                                  rounding.of_attrs(at)).astype(np.int8)
-        lut = Layer("lut", [sl.layer.inputs[0]], m.layer.out, arrays={"table": table},
-                    ops=list(sl.layer.ops) + list(m.layer.ops))
-        out[j] = SegLayer(m.name, lut, [x], m.output, m.origin)
-        drop.add(i)
-    return [sl for i, sl in enumerate(out) if i not in drop]
-
-
-def compose_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
-    """A LUT whose input comes from another LUT that nothing else reads (and is not a
-    segment output) is one table: ``t2[t1[x]]``. Every LUT maps int8 to int8, so the
-    composition is exact. It takes the first LUT's place, so a chain after a conv (PP-OCR
-    det's affine, then hard-swish folded to one table, then ``/ 6`` and another affine)
-    still follows the conv and fuses into it."""
-    readers: dict[str, int] = {}
-    for sl in layers:
-        for v in sl.inputs:
-            readers[v] = readers.get(v, 0) + 1
-    out: list[SegLayer | None] = list(layers)
-    made_by: dict[str, int] = {}  # value -> index in ``out`` of the LUT that writes it
-    for i, sl in enumerate(layers):
-        if sl.layer.kind != "lut":
-            continue
-        v = sl.inputs[0]
-        p = made_by.get(v)
-        if p is not None and readers.get(v) == 1 and v not in outputs:
-            first = out[p]
-            assert first is not None
-            table = sl.layer.arrays["table"][first.layer.arrays["table"].astype(np.int64) + 128]
-            lut = Layer("lut", first.layer.inputs, sl.layer.out, arrays={"table": table},
-                        ops=list(first.layer.ops) + list(sl.layer.ops))
-            out[p] = SegLayer(sl.name, lut, first.inputs, sl.output, sl.origin or sl.layer)
-            out[i] = None
-            made_by[sl.output] = p
-        else:
-            made_by[sl.output] = i
-    return [sl for sl in out if sl is not None]
-
-
-def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
-    """A conv directly followed by a LUT that is the only reader of its output (not a
-    segment output) becomes one layer: the conv program applies the table to each
-    requantized tile before the store. Same integer result (requantize, clamp, table),
-    one launch and one activation round trip fewer."""
-    readers: dict[str, int] = {}
-    for sl in layers:
-        for v in sl.inputs:
-            readers[v] = readers.get(v, 0) + 1
-    out: list[SegLayer] = []
-    i = 0
-    while i < len(layers):
-        sl = layers[i]
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if (sl.layer.kind == "conv" and sl.lut is None and nxt is not None
-                and nxt.layer.kind == "lut" and nxt.inputs == [sl.output]
-                and readers.get(sl.output) == 1 and sl.output not in outputs):
-            out.append(SegLayer(sl.name, sl.layer, sl.inputs, nxt.output, sl.origin,
-                                lut=nxt.layer))
-            i += 2
-            continue
-        out.append(sl)
-        i += 1
-    return out
 
 
 def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int,
@@ -471,7 +394,7 @@ def _plan_activations(seg: Segment, base: int, end: int,
     return loc, max((o + n for o, n, *_ in placed), default=0)
 
 
-IN_PLACE = ("lut", "add", "mul")  # kinds whose output pixel p reads input pixel p only
+IN_PLACE = ("lut", "add", "mul", "muladd")  # kinds whose output pixel p reads input pixel p only
 
 
 def _in_place(seg: Segment, sl: SegLayer, i: int, buf: dict[str, str],
@@ -565,15 +488,14 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
 
     ``dataflow``: layer name -> "ws" / "os"; ``mappings``: ``workload_key`` -> the
     tuned ``Mapping`` of conv / global-pool layers (others get the defaults); ``fuse``:
-    fuse a LUT into the conv before it (``fuse_luts``); ``pack``: pack output pixels
+    merge layers first (``fusion.fuse``); ``pack``: pack output pixels
     where the parameter cache has room (``pack_pixels``)."""
     dataflow = dataflow or {}
     mappings = mappings or {}
     for seg in segments:
         seg.layers = _expand(seg)
-    plans = [fuse_luts(compose_luts(fold_gated_luts(seg.layers, seg.outputs), seg.outputs),
-                       seg.outputs) if fuse
-             else list(seg.layers) for seg in segments]
+    plans = [fusion.fuse(seg.layers, seg.outputs) if fuse else list(seg.layers)
+             for seg in segments]
     # host IO buffers (addresses after the streamed weights are fixed later)
     io_sizes = [([seg.tensors[v].size for v in seg.inputs],
                  [seg.tensors[v].size for v in seg.outputs]) for seg in segments]
@@ -784,4 +706,4 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
 
 
 __all__ = ["LowerError", "LoweredSegment", "NpuModel", "SegLayer", "Segment", "fits",
-           "fuse_luts", "layer_images", "layer_key", "layer_program", "lower", "signature"]
+           "layer_images", "layer_key", "layer_program", "lower", "signature"]

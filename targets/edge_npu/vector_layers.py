@@ -24,16 +24,20 @@ from .isa import Instr, Kind, Op, Space, VecOp, make
 from .programs import MAX_RUN, ProgramError, act_loads, pool_block
 
 Loc = tuple[Space, int]
+PREV = -1  # a vector step's operand: the result of the steps before it
+Step = tuple[VecOp, int, tuple[int, int]]  # (op, parameter address, (operand, operand))
 
 
 def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[Loc],
-                      out: Loc, vops: list[tuple[VecOp, int]], broadcast: bool = False,
-                      sync: bool = True) -> list[Instr]:
+                      out: Loc, vops: list[tuple[VecOp, int]] | list[Step],
+                      broadcast: bool = False, sync: bool = True) -> list[Instr]:
     """``out = vops(inputs)`` over ``pixels`` x ``channels`` int8 values.
 
-    ``vops``: (op, PCACHE parameter address); the first reads the inputs (two for ADD /
-    MUL), later ones work in place; a copy is a CLAMP to [-128, 127]. ``broadcast``: the
-    second input is one pixel of ``channels`` values, repeated.
+    ``vops``: (op, PCACHE parameter address[, operands]); the first reads the inputs (two
+    for ADD / MUL), later ones work in place; a copy is a CLAMP to [-128, 127]. A step's
+    ``operands`` name what an ADD / MUL reads: input indices, or ``PREV`` for the result
+    so far (``x + x * s``: MUL (0, 1), then ADD (0, PREV)). ``broadcast``: the second
+    input is one pixel of ``channels`` values, repeated.
     """
     if not vops:
         raise ProgramError("element-wise layer without a vector op")
@@ -62,13 +66,20 @@ def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[L
                              rows=pix, cols=1, depth=channels, stride=0 if bc else channels))
         n = pix * channels
         dst = bank + n_in * cbytes
-        for v, (vop, param) in enumerate(vops):
+        for v, (vop, param, *operands) in enumerate(vops):
             first, last = v == 0, v == len(vops) - 1
             deps = ((("pop_prev",) + (("pop_next",) if i >= 2 else ())) if first else ()) + \
                 (((("push_prev",) if more else ()) + ("push_next",)) if last else ())
             two = vop in (VecOp.ADD, VecOp.MUL)
-            prog.append(make(Op.VEC, deps, vop=vop, src=bank if first else dst,
-                             src2=bank + cbytes if two else 0, dst=dst, count=n, param=param))
+            a, b = operands[0] if operands else ((0, 1) if first else (PREV, 1))
+            if not two:
+                b = None
+            if PREV in (a, b) and first:
+                raise ProgramError("the first vector op has no result to read")
+            prog.append(make(Op.VEC, deps, vop=vop,
+                             src=dst if a == PREV else bank + a * cbytes,
+                             src2=0 if b is None else dst if b == PREV else bank + b * cbytes,
+                             dst=dst, count=n, param=param))
         prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
                          space=out[0], dram=out[1] + p0 * channels, sram=dst, rows=pix, cols=1,
                          depth=channels, stride=channels))
