@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .isa import Instr, VecOp, y_stride
+from .isa import Instr, VecOp, vec_operand_len, y_stride
 
 Range = tuple[int, int]
 _END = 1 << 62
@@ -38,7 +38,7 @@ def vec_footprint(ins: Instr) -> Footprint:
         return Footprint(inp_read=((ins.src, _END),), inp_write=((ins.dst, _END),))
     reads = ((ins.src, ins.src + n),)
     if vop in (VecOp.ADD, VecOp.MUL):
-        reads += ((ins.src2, ins.src2 + n),)
+        reads += ((ins.src2, ins.src2 + vec_operand_len(ins)),)
     return Footprint(inp_read=reads, inp_write=((ins.dst, ins.dst + n),))
 
 

@@ -108,6 +108,8 @@ LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
              ("acc_stride", 12), ("stride_h", 3)),
     # Vector op; scalars and per-channel tables live in PCACHE at ``param``; ``rnd``:
     # the rounding of requant / add / mul (``Rounding``), ignored by the other ops.
+    # ADD / MUL with ``cols`` > 0 read ``src2`` as one pixel of ``cols`` channels,
+    # repeated over the ``count / cols`` pixels at ``src`` (0: ``count`` elements).
     Op.VEC: (("vop", 4), ("src", 20), ("src2", 20), ("dst", 20), ("count", 20),
              ("cols", 12), ("param", 23), ("rnd", 1)),
     # STORE: ``rows`` runs of ``cols`` pixels of ``depth`` elements, dense in SRAM; runs
@@ -131,6 +133,12 @@ for _op, _layout in LAYOUTS.items():
 def y_stride(cfg_fields: dict[str, int]) -> int:
     """A CFG's y stride: ``stride_h``, or ``stride`` when it is 0."""
     return cfg_fields.get("stride_h") or cfg_fields["stride"]
+
+
+def vec_operand_len(ins: Instr) -> int:
+    """Elements an ADD / MUL reads at ``src2``: ``cols`` (a broadcast pixel) or
+    ``count``."""
+    return ins.cols or ins.count
 
 
 class IsaError(EdgecError):

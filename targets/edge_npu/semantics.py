@@ -26,6 +26,7 @@ from .isa import (
     Rounding,
     Space,
     VecOp,
+    vec_operand_len,
     y_stride,
 )
 
@@ -259,9 +260,13 @@ def _vec(mem: Memory, ins: Instr, where: str) -> int:
             table = mem.words(ins.param, 256, where).astype(np.int8)
             out = table[x.astype(np.int64) + 128]
         else:
-            _check(where, "inp", ins.src2, n, mem.inp.size)
-            x2 = mem.inp[ins.src2:ins.src2 + n]
-            moved += n
+            m = vec_operand_len(ins)
+            if n % m:
+                raise SimError(f"{where}: {n} elements are not whole pixels of the "
+                               f"{m}-channel broadcast operand")
+            _check(where, "inp", ins.src2, m, mem.inp.size)
+            x2 = np.tile(mem.inp[ins.src2:ins.src2 + m], n // m)
+            moved += m
             keys = ADD_KEYS if vop == VecOp.ADD else MUL_KEYS
             p = dict(zip(keys, (int(v) for v in mem.words(ins.param, len(keys), where))))
             if vop == VecOp.ADD:

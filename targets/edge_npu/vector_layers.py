@@ -4,8 +4,8 @@ and max pool, on HWC int8 tensors.
 Element-wise layers stream chunks of whole pixels through the two activation banks
 with VTA's double buffering (the token protocol of ``programs.add_layer``): load(i+2)
 waits for compute(i) to release the bank, compute(i+2) waits for store(i). A second
-operand that is a per-channel vector (squeeze-excite's scale) is broadcast by the DMA:
-a LOAD with row stride 0 repeats its C bytes for every pixel.
+operand that is a per-channel vector (squeeze-excite's scale) is loaded once per chunk,
+one pixel, and the vector unit repeats it over the chunk's pixels (VEC ``cols``).
 
 Max pool runs per band of output rows; padding is made by the DMA with -128 (never the
 maximum). A LUT after the pool applies a monotone element-wise chain that came before it
@@ -44,13 +44,19 @@ def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[L
     if channels > 2047:
         raise ProgramError(f"{channels} channels exceed the 11-bit DMA depth")
     n_in = len(inputs)
-    per = cfg.activation_bank // (n_in + 1)
-    chunk = min(per // channels, 2047)
+    # a broadcast operand takes one pixel of the bank; the other inputs and the result
+    # one chunk each
+    small = channels if broadcast else 0
+    chunk = min((cfg.activation_bank - small) // (n_in + 1 - bool(broadcast)) // channels,
+                2047)
     if chunk == 0:
         raise ProgramError(f"one pixel of {channels} channels x {n_in + 1} buffers does not "
                            f"fit an activation bank ({cfg.activation_bank} B)")
     nchunks = math.ceil(pixels / chunk)
     cbytes = chunk * channels
+    offs = [0]
+    for j in range(n_in):
+        offs.append(offs[-1] + (small if broadcast and j == 1 else cbytes))
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
     for i in range(nchunks):
         p0 = i * chunk
@@ -62,10 +68,10 @@ def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[L
             deps = (("pop_next",) if i >= 2 and j == 0 else ()) + \
                 (("push_next",) if j == n_in - 1 else ())
             prog.append(make(Op.LOAD, deps, kind=Kind.ACT, space=space,
-                             dram=addr + (0 if bc else p0 * channels), sram=bank + j * cbytes,
-                             rows=pix, cols=1, depth=channels, stride=0 if bc else channels))
+                             dram=addr + (0 if bc else p0 * channels), sram=bank + offs[j],
+                             rows=1 if bc else pix, cols=1, depth=channels, stride=channels))
         n = pix * channels
-        dst = bank + n_in * cbytes
+        dst = bank + offs[n_in]
         for v, (vop, param, *operands) in enumerate(vops):
             first, last = v == 0, v == len(vops) - 1
             deps = ((("pop_prev",) + (("pop_next",) if i >= 2 else ())) if first else ()) + \
@@ -76,9 +82,12 @@ def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[L
                 b = None
             if PREV in (a, b) and first:
                 raise ProgramError("the first vector op has no result to read")
+            if broadcast and a == 1:
+                raise ProgramError("a broadcast operand must be a vector op's second")
             prog.append(make(Op.VEC, deps, vop=vop,
-                             src=dst if a == PREV else bank + a * cbytes,
-                             src2=0 if b is None else dst if b == PREV else bank + b * cbytes,
+                             src=dst if a == PREV else bank + offs[a],
+                             src2=0 if b is None else dst if b == PREV else bank + offs[b],
+                             cols=channels if broadcast and b == 1 else 0,
                              dst=dst, count=n, param=param))
         prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
                          space=out[0], dram=out[1] + p0 * channels, sram=dst, rows=pix, cols=1,

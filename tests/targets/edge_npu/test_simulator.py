@@ -225,3 +225,32 @@ def test_store_pitch_scatters_pixels_and_costs_a_cycle_each(small):
     with pytest.raises(SimError, match="pitch 2 is less than"):
         Simulator(small).run([make(Op.STORE, space=Space.PCACHE, rows=1, cols=2, depth=4,
                                    pitch=2), END])
+
+
+def test_vec_broadcast_operand_repeats_one_pixel(small):
+    """MUL with ``cols`` = 4 reads one 4-channel pixel at src2 for each of the 3 pixels
+    at src, as a full 12-element operand holding 3 copies of it would; a count that is
+    not whole pixels is refused."""
+    import numpy as np
+    from edgec.targets.edge_npu import rounding
+    from edgec.targets.edge_npu.isa import MUL_KEYS, VecOp, keyed_block
+
+    rng = np.random.default_rng(0)
+    x = rng.integers(-128, 128, 12).astype(np.int8)
+    s = rng.integers(-128, 128, 4).astype(np.int8)
+    mult, shift = rounding.mul_params(0.05, 0.01, 0.02, rounding.Rounding.BINARY32)
+    block = keyed_block(MUL_KEYS, zp1=3, zp2=-9, mult=mult, shift=shift, zp_out=-2,
+                        qmin=-128, qmax=127)
+
+    def run(src2, cols, operand):
+        sim = Simulator(small, host_bytes=256)
+        sim.mem.inp[:12] = x
+        sim.mem.inp[100:100 + operand.size] = operand
+        sim.mem.write(Space.PCACHE, 0, np.asarray(block, dtype=np.int32))
+        sim.run([make(Op.VEC, vop=VecOp.MUL, src=0, src2=src2, dst=200, count=12,
+                      cols=cols, param=0, rnd=1), END])
+        return sim.mem.inp[200:212].copy()
+
+    np.testing.assert_array_equal(run(100, 4, s), run(100, 0, np.tile(s, 3)))
+    with pytest.raises(SimError, match="not whole pixels"):
+        run(100, 5, s)
