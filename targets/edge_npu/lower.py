@@ -62,6 +62,7 @@ class SegLayer:
     output: str
     origin: Layer | None = None  # the partitioned layer a copy inserted by ``lower`` serves
     lut: Layer | None = None  # a LUT layer fused into this conv (applied before the store)
+    scale: Layer | None = None  # a broadcast MUL fused into this conv (its input is x * s)
 
 
 class LowerError(ProgramError):
@@ -197,7 +198,8 @@ def layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     round as the layer's parameters were made (``rounding.of_attrs``).
 
     Conv / global-pool layers take ``mapping`` (``dataflow`` overrides its dataflow);
-    a conv whose ``params`` hold a "lut" block applies that fused LUT before storing."""
+    a conv whose ``params`` hold a "lut" block applies that fused LUT before storing, one
+    with a "mul" block scales its input by ``inputs[1]`` (a fused squeeze-excite MUL)."""
     return with_rounding(_layer_program(cfg, layer, inputs, out, params, wgt, stream_from,
                                         dataflow, mapping), rounding.of_attrs(layer.attrs))
 
@@ -211,7 +213,8 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     knobs = {"band_rows": mp.band_rows, "order": mp.order or "band"}
     if layer.kind == "conv":
         place = Placement(inp=inputs[0], out=out, wgt=wgt, params=params["requant"],
-                          zp_in=layer.inputs[0].zp, stream_from=stream_from)
+                          zp_in=layer.inputs[0].zp, stream_from=stream_from,
+                          scale=(inputs[1], params["mul"]) if "mul" in params else None)
         return programs.conv2d_layer(cfg, at["conv"], place, df, lut=params.get("lut"),
                                      **knobs).instrs
     if layer.kind == "gap":
@@ -635,6 +638,8 @@ def _images(cfg: NpuConfig, sl: SegLayer) -> tuple[dict[str, bytes], bytes]:
     params, w = layer_images(cfg, sl.layer)
     if sl.lut is not None:
         params["lut"] = _i32(lut_block(sl.lut.arrays["table"]))
+    if sl.scale is not None:
+        params["mul"] = _mul_block(sl.scale.attrs)
     return params, w
 
 
@@ -688,11 +693,13 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
     conv = ly.attrs.get("conv")
     info: dict[str, Any] = {
         "name": sl.name, "kind": ly.kind,
-        "ops": list(ly.ops) + (list(sl.lut.ops) if sl.lut is not None else []), "macs": macs,
+        "ops": (list(sl.scale.ops) if sl.scale is not None else []) + list(ly.ops) +
+        (list(sl.lut.ops) if sl.lut is not None else []), "macs": macs,
         "cycles": cycles, "utilization": macs / (cycles * cfg.peak_macs_per_cycle)
         if cycles else 0.0, "weights": int(ly.arrays["weights"].size)
         if "weights" in ly.arrays else 0, "streamed": streamed,
-        "instructions": len(instrs), "fused_lut": sl.lut is not None}
+        "instructions": len(instrs), "fused_lut": sl.lut is not None,
+        "fused_scale": sl.scale is not None}
     if key is not None:
         info["workload"] = key
     if isinstance(conv, Conv) and ly.kind == "conv":

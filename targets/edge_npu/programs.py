@@ -153,6 +153,9 @@ class Placement:
     params: int         # PCACHE address of the requant blocks
     zp_in: int = 0      # padding value
     stream_from: int | None = None  # HOST address of packed weights if streamed
+    # a per-channel scale applied to the input first: (where its cin bytes are, PCACHE
+    # address of the MUL block); see ``conv2d_layer``
+    scale: tuple[tuple[Space, int], int] | None = None
 
 
 @dataclass
@@ -270,9 +273,10 @@ def column_channels(conv: Conv, cols: int) -> list[np.ndarray]:
 
 
 # -- conv / GEMM -----------------------------------------------------------------------
-def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None) -> int:
-    """Most output rows per band that fit the bank and the accumulators (``acc_words``
-    of them; default all)."""
+def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
+                  reserve: int = 0) -> int:
+    """Most output rows per band that fit the bank (less ``reserve`` bytes) and the
+    accumulators (``acc_words`` of them; default all)."""
     acc_words = cfg.accumulator_words if acc_words is None else acc_words
     ow = conv.out_w
     tiles = n_tiles(conv, cfg.cols)
@@ -285,7 +289,7 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None) -> i
         inp = in_rows * wp * conv.cin
         out = rows * ow * px
         # 2047: the 11-bit DMA row count of the band's STORE
-        if (inp + out > cfg.activation_bank or rows * ow * n_max > acc_words
+        if (inp + out + reserve > cfg.activation_bank or rows * ow * n_max > acc_words
                 or rows * ow > 2047):
             break
         best = rows
@@ -295,19 +299,19 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None) -> i
     return best
 
 
-def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None) -> int:
+def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None, reserve: int = 0) -> int:
     """Output rows per band: ``rows`` if given (at most what fits), else the most that
     fit (with a vector queue, the most whose N-tile fits half the accumulators, so
     requantizing one tile overlaps the next tile's folds), evened out so the last band
     is not a sliver."""
-    best = max_band_rows(cfg, conv)
+    best = max_band_rows(cfg, conv, reserve=reserve)
     if rows is not None:
         if not 1 <= rows <= best:
             raise ProgramError(f"conv {conv}: {rows} output rows per band; 1 to {best} fit")
         return rows
     if cfg.vector_queue:
         try:
-            best = max_band_rows(cfg, conv, cfg.accumulator_words // 2)
+            best = max_band_rows(cfg, conv, cfg.accumulator_words // 2, reserve)
         except ProgramError:
             pass  # one row's N-tile needs more than half: no double buffering
     nb = math.ceil(conv.out_h / best)
@@ -363,7 +367,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                  order: str = "band") -> LayerProgram:
     """Instructions for one conv (or depthwise) layer with requantization.
 
-    ``lut``: PCACHE address of a LUT block applied after requantization. ``band_rows``:
+    ``lut``: PCACHE address of a LUT block applied after requantization. With
+    ``place.scale`` (a conv without padding whose input is ``x * s``, s one pixel of
+    cin channels: squeeze-excite's scale) each band is loaded as x, s after it at the
+    bank's end, and a VEC MUL (``cols`` = cin, the vector unit repeats s) makes the
+    band x * s in place before its GEMMs read it. ``band_rows``:
     output rows per band (fewer rows: more bands, so loads overlap compute, but shorter
     WS folds); default the most that fit. ``order``: "band" (each band's N-tiles in
     turn, one input load per band) or "tile" (each N-tile over all bands, reloading
@@ -375,8 +383,13 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     if why:
         raise ProgramError(f"conv {conv}: {why}")
     layer, conv = conv, conv.on_array()
+    if place.scale is not None and any(conv.pad):
+        raise ProgramError(f"conv {conv}: an input scale needs a conv without padding (the "
+                           "DMA pads with the scaled input's zero point)")
     if (conv.h * conv.w == 1 and conv.kh * conv.kw == 1 and conv.cin > MAX_RUN
             and not conv.depthwise and conv.phases == 1):
+        if place.scale is not None:
+            raise ProgramError(f"conv {conv}: no input scale on a one-pixel long-K conv")
         return long_k_layer(cfg, conv, place, dataflow, lut, sync)
     if conv.depthwise and conv.cin != conv.cout:
         raise ProgramError(f"depthwise conv needs cin == cout, got {conv.cin}, {conv.cout}")
@@ -396,7 +409,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     oh, ow, s, sh = conv.out_h, conv.out_w, conv.stride, conv.sh
     pt, pl, pr = conv.pad[0], conv.pad[1], conv.pad[3]
     wp = conv.w + pl + pr
-    rows_b = _band_rows(cfg, conv, band_rows)
+    reserve = conv.cin if place.scale is not None else 0  # s at each bank's end
+    rows_b = _band_rows(cfg, conv, band_rows, reserve)
     nbands = math.ceil(oh / rows_b)
     tiles = n_tiles(conv, cfg.cols)
     ks = [tile_k(conv, nl) for _, nl in tiles]
@@ -468,10 +482,22 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         y_hi = (oy0 + orows - 1) * sh + conv.kh - pt   # one past the last
         top, bottom = max(0, -y_lo), max(0, y_hi - conv.h)
         in_rows = y_hi - y_lo
-        load_q += act_loads((("pop_next",) if st >= 2 else ()), ("push_next",), in_space,
+        load_q += act_loads((("pop_next",) if st >= 2 else ()),
+                            () if place.scale else ("push_next",), in_space,
                             in_addr + max(0, y_lo) * conv.w * conv.cin, bank,
                             in_rows - top - bottom, conv.w, conv.cin, conv.w * conv.cin,
                             (top, bottom, pl, pr), place.zp_in)
+        first: tuple[str, ...] = ("pop_prev",) + (("pop_next",) if st >= 2 else ())
+        if place.scale is not None:
+            (s_space, s_addr), mul = place.scale
+            s_at = bank + cfg.activation_bank - reserve
+            load_q.append(make(Op.LOAD, ("push_next",), kind=Kind.ACT, space=s_space,
+                               dram=s_addr, sram=s_at, rows=1, cols=1, depth=conv.cin,
+                               stride=conv.cin))
+            # the GEMMs that read the band wait for this VEC (``hazards``)
+            comp_q.append(make(Op.VEC, first, vop=VecOp.MUL, src=bank, src2=s_at, dst=bank,
+                               count=in_rows * wp * conv.cin, cols=conv.cin, param=mul))
+            first = ()
         if st == 0:
             load_q += wloads
         m = orows * ow
@@ -480,7 +506,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             (n0, nl), k = tiles[t], ks[t]
             deps: tuple[str, ...] = ()
             if i == 0:
-                deps = ("pop_prev",) + (("pop_next",) if st >= 2 else ())
+                deps = first
             comp_q.append(make(Op.CFG, deps, inp=bank, in_w=wp, cin=conv.cin,
                                kc=nl // lanes if conv.depthwise else conv.cin,
                                c_base=n0 if conv.depthwise else 0, kh=conv.kh, kw=conv.kw,

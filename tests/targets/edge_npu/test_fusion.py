@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from edgec.targets.edge_npu import int_reference, rounding
 from edgec.targets.edge_npu.fusion import fuse, fuse_mul_add
-from edgec.targets.edge_npu.isa import Op
+from edgec.targets.edge_npu.isa import Op, VecOp
 from edgec.targets.edge_npu.layers import Layer, QTensor
 from edgec.targets.edge_npu.lower import SegLayer, Segment, lower
 from edgec.targets.edge_npu.runtime import NpuDevice
@@ -121,3 +121,77 @@ def test_fused_layer_takes_fewer_cycles(npu):
 
     assert [ly["kind"] for ly in plain.segments[0].layers] == ["conv", "mul", "add"]
     assert cycles(fused) < cycles(plain)
+
+
+def _se_scale_conv(h, w, cin, cout, k=1, mul_is_output=False):
+    """mul(x, s) -> conv k x k (padding k // 2): squeeze-excite's scale before the block's
+    projection (PP-OCR cls)."""
+    rng = np.random.default_rng(h * w + cin + k)
+    conv = _conv_layer(rng, h, w, cin, cout, k, s_in=0.03, zp_in=4)
+    conv.attrs["rounding"] = "binary32"
+    xt = QTensor((h, w, cin), 0.05, -7)
+    s = QTensor((1, 1, cin), 1 / 255, -128)
+    mul = _binary("mul", xt, s, conv.inputs[0], broadcast=True)
+    layers = [SegLayer("mul", mul, ["x", "s"], "m"), SegLayer("c", conv, ["m"], "o")]
+    tensors = {"x": xt, "s": s, "m": conv.inputs[0], "o": conv.out}
+    shapes = {"x": (1, cin, h, w), "s": (1, cin, 1, 1), "m": (1, cin, h, w),
+              "o": (1, cout, h, w)}
+    return Segment("t", ["x", "s"], ["o", "m"] if mul_is_output else ["o"], layers, shapes,
+                   tensors)
+
+
+@pytest.mark.parametrize("shape", [(6, 10, 24, 40), (30, 40, 32, 24), (12, 12, 48, 96)],
+                         ids=["one_band", "bands", "n_tiles"])
+def test_se_scale_fuses_into_the_conv_bit_exact(small, shape):
+    """The conv scales each input band in place before its GEMMs: one layer, equal to
+    the unfused integer reference (one band; several bands through both banks; several
+    N-tiles)."""
+    seg = _se_scale_conv(*shape)
+    model = _check(small, seg, seed=1)
+    (ly,) = model.segments[0].layers
+    assert ly["kind"] == "conv" and ly["fused_scale"]
+    assert ly["ops"][0] == "relax.multiply"
+    muls = [i for i in model.segments[0].program if i.op == Op.VEC and i.vop == VecOp.MUL]
+    assert len(muls) >= (3 if shape[0] == 30 else 1)  # one per band
+
+
+@pytest.mark.parametrize("mapping", [{"order": "tile"}, {"dataflow": "os", "band_rows": 3}])
+def test_se_scale_with_other_mappings_bit_exact(small, mapping):
+    """Tile order reloads (and rescales) each band per N-tile; OS and short bands."""
+    from edgec.targets.edge_npu import mapping as mp
+
+    seg = _se_scale_conv(30, 40, 32, 96)
+    # the key of the fused conv at its places: lower once, then map it
+    key = lower(small, [_se_scale_conv(30, 40, 32, 96)]).segments[0].layers[0]["workload"]
+    model = lower(small, [seg], mappings={key: mp.Mapping(**mapping)})
+    prog = model.segments[0].program
+    muls = sum(i.op == Op.VEC and i.vop == VecOp.MUL for i in prog)
+    stores = sum(i.op == Op.STORE for i in prog)
+    if "order" in mapping:  # one band load, and one scaling, per (band, N-tile)
+        assert muls == stores and muls > 6
+    else:
+        assert model.segments[0].layers[0]["dataflow"] == "os"
+        assert muls == -(-30 // 3)  # one per band of 3 rows
+    rng = np.random.default_rng(2)
+    ins = [rng.integers(-128, 128, seg.shapes[v]).astype(np.int8) for v in seg.inputs]
+    got = NpuDevice(model, small).run_segment(0, ins)[0]
+    assert np.array_equal(got, int_reference.run_segment(seg, ins)[0])
+
+
+def test_padded_conv_or_shared_mul_does_not_take_the_scale():
+    """A 3x3 conv with padding would pad with the scaled input's zero point before the
+    scale; a mul read elsewhere must still be stored."""
+    padded = _se_scale_conv(6, 10, 24, 40, k=3)
+    assert [sl.layer.kind for sl in fuse(padded.layers, padded.outputs)] == ["mul", "conv"]
+    shared = _se_scale_conv(6, 10, 24, 40, mul_is_output=True)
+    assert [sl.layer.kind for sl in fuse(shared.layers, shared.outputs)] == ["mul", "conv"]
+
+
+def test_scaled_conv_takes_fewer_cycles(npu):
+    """cls's SE projection (3 x 96 x 88 -> 16): the fused conv beats mul then conv."""
+    seg = _se_scale_conv(3, 96, 88, 16)
+    fused = lower(npu, [seg])
+    plain = lower(npu, [_se_scale_conv(3, 96, 88, 16)], fuse=False)
+    assert len(plain.segments[0].layers) == 2 and len(fused.segments[0].layers) == 1
+    assert (simulate(npu, fused.segments[0].program).cycles <
+            simulate(npu, plain.segments[0].program).cycles)
