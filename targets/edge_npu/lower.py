@@ -430,6 +430,7 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
         for v in sl.inputs:
             last[v] = i
     io = {v: 0 for v in seg.inputs + seg.outputs}
+    stuck: set[str] = set()  # pinned values live where no value could move
 
     def live_at_failure(spills: list[str]) -> list[str] | None:
         """None if the plan fits, else the values that could move to the host."""
@@ -438,7 +439,10 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
                               stop_on_fail=True, in_place=in_place)
             return None
         except _PlanFailed as exc:
-            return [v for v in exc.live if v not in pinned and seg.tensors[v].size > 0]
+            live = [v for v in exc.live if v not in pinned and seg.tensors[v].size > 0]
+            if not live:
+                stuck.update(exc.live)
+            return live
 
     def belady(spills: list[str]) -> list[str] | None:
         spills = list(spills)
@@ -461,8 +465,12 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
         if not finished:
             break
         spills.append(min(finished, key=lambda t: t[0])[1])
+    # where only pinned values were live, the global pools reading them must go
+    pools = [sl.origin or sl.layer for sl in layers
+             if sl.layer.kind == "gap" and stuck & set(sl.inputs)]
+    blame = pools or [_largest([seg])]
     raise LowerError(f"activations of {seg.name} do not fit {room} B of scratch even with "
-                     f"spills to the host", _largest([seg]))
+                     f"spills to the host", blame[0], blame[1:])
 
 
 def spill_bytes(seg: Segment, layers: list[SegLayer], spills: list[str]) -> int:
@@ -566,9 +574,15 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             break
         staging = streamed_max
     if budget < 0:
-        # parameters are always cached: if they alone overflow, these layers must go
-        blame = (_most_params(cfg, segments, param_top - cfg.parameter_cache)
-                 if param_top > cfg.parameter_cache else [_largest(segments)])
+        # parameters are always cached: if they alone overflow, these layers must go; if
+        # they and the largest weight's staging leave no scratch, layers with the most
+        # parameter-cache bytes go; else activations overflow
+        if param_top > cfg.parameter_cache:
+            blame = _most_params(cfg, segments, param_top - cfg.parameter_cache)
+        elif room <= 0:
+            blame = _most_params(cfg, segments, 1 - room, weights=True)
+        else:
+            blame = [_largest(segments)]
         raise LowerError(f"parameters ({param_top} B) and activations ({scratch} B) exceed "
                          f"the {cfg.parameter_cache} B parameter cache of {cfg.name}",
                          blame[0], blame[1:])
@@ -655,12 +669,18 @@ def layer_key(cfg: NpuConfig, sl: SegLayer, inputs: list[Loc], out: Loc,
     return None
 
 
-def _most_params(cfg: NpuConfig, segments: list[Segment], excess: int) -> list[Layer]:
-    """The fewest layers whose parameter blocks (always cached) add up to ``excess``
-    bytes, largest first: any placement must leave at least that much on the CPU, and
-    leaving them all at once takes one re-partition instead of one per layer. (An error
-    path: the blocks are made again, per partitioned layer, unfused.)"""
-    sizes = sorted(((_pcache_bytes(layer_images(cfg, sl.layer)[0], b""),
+def _most_params(cfg: NpuConfig, segments: list[Segment], excess: int,
+                 weights: bool = False) -> list[Layer]:
+    """The fewest layers whose parameter blocks (always cached; with ``weights``, and
+    their weights) add up to ``excess`` bytes, largest first: any placement must leave at
+    least that much on the CPU, and leaving them all at once takes one re-partition
+    instead of one per layer. (An error path: the blocks are made again, per
+    partitioned layer, unfused.)"""
+    def size(layer: Layer) -> int:
+        params, w = layer_images(cfg, layer)
+        return _pcache_bytes(params, w if weights else b"")
+
+    sizes = sorted(((size(sl.layer),
                      sl.origin or sl.layer) for seg in segments for sl in seg.layers),
                    key=lambda t: -t[0])
     out: list[Layer] = []

@@ -101,3 +101,55 @@ def test_clip_call_tir_normalized():
     mod = normalize_clip(bb.get())
     text = mod["main"].script()
     assert "R.clip" in text and "call_tir" not in text
+
+
+def _gap_segment(h=24, w=24, c=64):
+    """conv 1x1 (8 -> c) -> global average pool: the pool reads the conv's output in
+    place as weights, so that value cannot be spilled to the host."""
+    import numpy as np
+    from edgec.targets.edge_npu.layers import Layer, QTensor
+    from edgec.targets.edge_npu.lower import SegLayer, Segment
+    from edgec.targets.edge_npu.programs import Conv
+
+    from .tuner_fixture import _conv_layer
+
+    conv = _conv_layer(np.random.default_rng(0), h, w, 8, c, 1)
+    x = conv.out
+    out = QTensor((1, 1, c), 0.02, 0)
+    gap = Layer("gap", [x], out, {"conv": Conv(1, 1, h * w, c), "zp_out": 0, "qmin": -128,
+                                  "qmax": 127},
+                {"bias": np.full(c, -x.zp * h * w), "mult": np.full(c, 1 << 20),
+                 "shift": np.full(c, 31)}, ["relax.mean"])
+    layers = [SegLayer("c", conv, ["in"], "x"), SegLayer("g", gap, ["x"], "y")]
+    return Segment("s", ["in"], ["y"], layers, {"in": (1, 8, h, w), "y": (1, c, 1, 1)},
+                   {"in": conv.inputs[0], "x": x, "y": out})
+
+
+def test_pinned_pool_input_blames_the_pool(small):
+    """The scratch cannot hold the pool's input (which must stay on chip) even with every
+    other value spilled: the pool is to blame, not the layer with the most bytes."""
+    import dataclasses
+
+    seg = _gap_segment()
+    x_bytes = seg.tensors["x"].size
+    cfg = dataclasses.replace(small, sram_total=small.sram_total - small.parameter_cache +
+                              x_bytes // 2 + 4096)
+    with pytest.raises(lower_mod.LowerError, match="even with spills") as exc:
+        lower_mod.lower(cfg, [seg])
+    assert [ly.kind for ly in exc.value.layers] == ["gap"]
+
+
+def test_no_scratch_blames_the_largest_weights(small):
+    """Parameters plus the largest weight's staging area leave no scratch at all: the
+    layers with the most parameter-cache bytes (the 1x1 conv's weights) are to blame."""
+    import dataclasses
+
+    seg = _gap_segment(4, 4, 256)
+    images = [lower_mod.layer_images(small, sl.layer) for sl in seg.layers]
+    params = sum(lower_mod._pcache_bytes(p, b"") for p, _ in images)
+    weights = max(len(w) for _, w in images)
+    cfg = dataclasses.replace(small, sram_total=small.sram_total - small.parameter_cache +
+                              params + weights // 2)
+    with pytest.raises(lower_mod.LowerError, match="exceed") as exc:
+        lower_mod.lower(cfg, [seg])
+    assert [ly.kind for ly in exc.value.layers] == ["conv"]
