@@ -159,8 +159,9 @@ class Chunk:
     """One pass through a bank: LOAD ``rows`` x ``cols`` pixels of ``depth`` bytes (DRAM
     row stride ``stride``) into the bank's lower half, one VEC (a LUT, or a CLAMP copy)
     over them into its upper half, then STOREs of (SRAM offset in that half, DRAM
-    address, runs, run stride, pixels per run): each writes ``runs`` runs of that many
-    pixels of ``depth`` bytes, ``run_stride`` apart."""
+    address, runs, run stride, pixels per run[, pitch]): each writes ``runs`` runs of
+    that many pixels of ``depth`` bytes, ``run_stride`` apart (and within a run
+    ``pitch`` apart; 0: abutting)."""
 
     src: Loc
     rows: int
@@ -168,7 +169,7 @@ class Chunk:
     depth: int
     stride: int
     vop: tuple[VecOp, int]
-    stores: list[tuple[int, int, int, int, int]]
+    stores: list[tuple[int, ...]]
 
 
 def stream_chunks(cfg: NpuConfig, chunks: list[Chunk], out_space: Space,
@@ -213,13 +214,14 @@ def _stream(cfg: NpuConfig, chunks: list[Chunk], out_space: Space, wait: bool,
         prog.append(make(Op.VEC, ("pop_prev",) + (("pop_next",) if i >= 2 else ()) +
                          (("push_prev",) if more else ()) + ("push_next",),
                          vop=vop, src=bank, dst=dst, count=size, param=param))
-        for j, (off, dram, runs, run_stride, cols) in enumerate(ch.stores):
+        for j, (off, dram, runs, run_stride, cols, *pitch) in enumerate(ch.stores):
             last = j == len(ch.stores) - 1
             push = last and (more or (signal and i == n - 1))
             prog.append(make(Op.STORE, (("pop_prev",) if j == 0 else ()) +
                              (("push_prev",) if push else ()), space=out_space,
                              dram=dram, sram=dst + off, rows=runs, cols=cols,
-                             depth=ch.depth, stride=run_stride))
+                             depth=ch.depth, stride=run_stride,
+                             pitch=pitch[0] if pitch else 0))
     return prog
 
 
@@ -230,11 +232,13 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     (f y + dy, f x + dx) is input pixel (y, x), ONNX's asymmetric / floor nearest).
 
     Bands of input rows are copied (or mapped through a LUT when the scales differ) and
-    each input row is stored ``f`` times, its pixels ``f`` apart, into output row f y.
+    stored ``f`` times into output rows f y, one DMA per dx for the whole band (rows f
+    output rows apart, pixels ``f`` apart: a pitched STORE, one cycle per pixel on chip).
     With ``copy`` (a CLAMP copy's parameters) and an on-chip output, a second pass then
     reads those rows back, whole, and stores each ``f - 1`` more times, all of a band's
-    rows in one DMA per dy: f + 1 descriptors per row band instead of f per input row.
-    Without it (or when a field is too narrow) every row is stored f x f times."""
+    rows in one DMA per dy: 2f - 1 descriptors per band. Without it every dy is stored
+    from the first pass (f x f per band); when the output rows are too long for a DMA
+    stride, per input row."""
     if c > MAX_RUN or w > MAX_RUN or f * c >= 1 << 14:
         raise ProgramError(f"resize of {h}x{w}x{c} by {f}: rows or channels exceed a DMA field")
     if 2 * w * c > cfg.activation_bank:
@@ -248,11 +252,21 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     two = (copy is not None and f > 1 and out[0] == Space.PCACHE and ow <= MAX_RUN
            and f * row < 1 << 14 and row <= half)
     dys = range(1) if two else range(f)
+    # a band's rows in one STORE per (dy, dx), its pixels ``f c`` apart, when the DRAM
+    # row step (f output rows) fits the 14-bit stride; else one STORE per row (its
+    # pixels as one-pixel runs)
+    banded = f * row < 1 << 14
+    if banded:
+        rows = min(rows, MAX_RUN)
     chunks = []
     for y0 in range(0, h, rows):
         r = min(rows, h - y0)
-        stores = [((y - y0) * w * c, out[1] + ((y * f + dy) * ow + dx) * c, w, f * c, 1)
-                  for y in range(y0, y0 + r) for dy in dys for dx in range(f)]
+        if banded:
+            stores = [(0, out[1] + ((y0 * f + dy) * ow + dx) * c, r, f * row, w, f * c)
+                      for dy in dys for dx in range(f)]
+        else:
+            stores = [((y - y0) * w * c, out[1] + ((y * f + dy) * ow + dx) * c, w, f * c, 1)
+                      for y in range(y0, y0 + r) for dy in dys for dx in range(f)]
         chunks.append(Chunk((inp[0], inp[1] + y0 * w * c), r, w, c, w * c, vop, stores))
     then = []
     if two:
