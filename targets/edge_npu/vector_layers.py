@@ -22,6 +22,7 @@ import numpy as np
 from .config import NpuConfig
 from .isa import Instr, Kind, Op, Space, VecOp, make
 from .programs import MAX_RUN, ProgramError, act_loads, pool_block
+from .simulator import simulate
 
 Loc = tuple[Space, int]
 PREV = -1  # a vector step's operand: the result of the steps before it
@@ -232,32 +233,48 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     (f y + dy, f x + dx) is input pixel (y, x), ONNX's asymmetric / floor nearest).
 
     Bands of input rows are copied (or mapped through a LUT when the scales differ) and
-    stored ``f`` times into output rows f y, one DMA per dx for the whole band (rows f
+    stored into output rows f y + dy, one DMA per (dy, dx) for the whole band (rows f
     output rows apart, pixels ``f`` apart: a pitched STORE, one cycle per pixel on chip).
-    With ``copy`` (a CLAMP copy's parameters) and an on-chip output, a second pass then
-    reads those rows back, whole, and stores each ``f - 1`` more times, all of a band's
-    rows in one DMA per dy: 2f - 1 descriptors per band. Without it every dy is stored
-    from the first pass (f x f per band); when the output rows are too long for a DMA
-    stride, per input row."""
+    With ``copy`` (a CLAMP copy's parameters) and an on-chip output, a second pass may
+    instead store only dy = 0 and then read those rows back, whole, and store each
+    ``f - 1`` more times as contiguous rows: fewer pixel runs for large ``f`` and few
+    channels, more bytes moved. The program of fewer simulated cycles is taken, with
+    the largest bands or bands half as high (more overlap of load, copy and store).
+    When the output rows are too long for a DMA stride, rows are stored one by one."""
     if c > MAX_RUN or w > MAX_RUN or f * c >= 1 << 14:
         raise ProgramError(f"resize of {h}x{w}x{c} by {f}: rows or channels exceed a DMA field")
     if 2 * w * c > cfg.activation_bank:
         raise ProgramError(f"one row of {w}x{c} and its copy do not fit an activation bank")
     half = cfg.activation_bank // 2
-    rows = min(h, half // (w * c))
     ow = w * f
     row = ow * c  # one output row, bytes
-    # rows are re-read from the output: on chip only (over the host link the read-back
-    # would cost more than the descriptors it saves)
-    two = (copy is not None and f > 1 and out[0] == Space.PCACHE and ow <= MAX_RUN
-           and f * row < 1 << 14 and row <= half)
-    dys = range(1) if two else range(f)
-    # a band's rows in one STORE per (dy, dx), its pixels ``f c`` apart, when the DRAM
-    # row step (f output rows) fits the 14-bit stride; else one STORE per row (its
-    # pixels as one-pixel runs)
+    rows = min(h, half // (w * c))
+    # a band's rows in one STORE per (dy, dx) when the DRAM row step (f output rows)
+    # fits the 14-bit stride; else one STORE per row (its pixels as one-pixel runs)
     banded = f * row < 1 << 14
-    if banded:
-        rows = min(rows, MAX_RUN)
+    if not banded:
+        return _resize(cfg, h, w, c, f, inp, out, vop, None, sync, rows, False)
+    rows = min(rows, MAX_RUN)
+    # rows are re-read from the output: on chip only (over the host link the read-back
+    # would cost more than it saves)
+    twos = [False] + ([True] if copy is not None and f > 1 and out[0] == Space.PCACHE
+                      and ow <= MAX_RUN and row <= half else [])
+    heights = {rows, max(1, -(-h // (2 * -(-h // rows))))}
+    progs = [_resize(cfg, h, w, c, f, inp, out, vop, copy if two else None, sync, r, True)
+             for two in twos for r in sorted(heights)]
+    if len(progs) == 1:
+        return progs[0]
+    return min(progs, key=lambda p: simulate(cfg, p + [make(Op.END)]).cycles)
+
+
+def _resize(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
+            vop: tuple[VecOp, int], copy: tuple[VecOp, int] | None, sync: bool,
+            rows: int, banded: bool) -> list[Instr]:
+    """One ``resize_layer`` program: bands of ``rows`` input rows; with ``copy``, the
+    second pass stores dy > 0."""
+    ow = w * f
+    row = ow * c
+    dys = range(1) if copy is not None else range(f)
     chunks = []
     for y0 in range(0, h, rows):
         r = min(rows, h - y0)
@@ -269,9 +286,8 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
                       for y in range(y0, y0 + r) for dy in dys for dx in range(f)]
         chunks.append(Chunk((inp[0], inp[1] + y0 * w * c), r, w, c, w * c, vop, stores))
     then = []
-    if two:
-        assert copy is not None
-        rows2 = min(h, half // row)
+    if copy is not None:
+        rows2 = min(h, cfg.activation_bank // 2 // row)
         for y0 in range(0, h, rows2):
             r = min(rows2, h - y0)
             then.append(Chunk((out[0], out[1] + f * y0 * row), r, ow, c, f * row, copy,
