@@ -433,7 +433,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
 
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
     streamed = place.stream_from is not None
-    wloads: list[Instr] = []
+    wloads: list[list[Instr]] = [[] for _ in tiles]  # per N-tile
     if streamed:
         # Streamed weights arrive one N-tile at a time into the staging area, tile-major
         # (the 2-D DMA gathers a K x nl column block of the host's K x N matrix), and
@@ -446,11 +446,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             for i, (r0, rows, depth) in enumerate(runs):
                 src = wgt_off[t] + r0 if conv.depthwise else n0 + r0 * conv.cout
                 dst = wgt_off[t] + r0 if conv.depthwise else k * n0 + r0 * nl
-                wloads.append(make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (),
-                                   kind=Kind.WGT, space=Space.HOST,
-                                   dram=place.stream_from + src, sram=place.wgt + dst,
-                                   rows=rows, cols=1, depth=depth,
-                                   stride=depth if conv.depthwise else conv.cout))
+                wloads[t].append(make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (),
+                                      kind=Kind.WGT, space=Space.HOST,
+                                      dram=place.stream_from + src, sram=place.wgt + dst,
+                                      rows=rows, cols=1, depth=depth,
+                                      stride=depth if conv.depthwise else conv.cout))
             if not conv.depthwise:
                 wgt_off[t], wgt_stride[t] = k * n0, nl
     in_space, in_addr = place.inp
@@ -498,8 +498,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             comp_q.append(make(Op.VEC, first, vop=VecOp.MUL, src=bank, src2=s_at, dst=bank,
                                count=in_rows * wp * conv.cin, cols=conv.cin, param=mul))
             first = ()
-        if st == 0:
-            load_q += wloads
+        if b == 0:  # a tile's weights just before its first step: tokens pop in order
+            load_q += [ins for t in step_tiles for ins in wloads[t]]
         m = orows * ow
         out_base = bank + tile_max
         for i, t in enumerate(step_tiles):

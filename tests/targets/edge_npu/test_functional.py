@@ -349,6 +349,23 @@ def test_packed_conv_bands_and_streamed_weights(small, order):
     assert rep.streamed_weights == 3 * 4 * 12 * 12  # K of the packed 3x4 window x 12
 
 
+@pytest.mark.parametrize("order", ["band", "tile"])
+def test_streamed_weights_with_several_tiles_and_bands(small, order):
+    """40 output channels on 16 columns (3 N-tiles), 5 bands: in tile order each tile's
+    weights stream just before its first band, so the compute queue's token pops meet the
+    loads they wait for (streaming them all up front let band 1's GEMMs start on tile 1's
+    weight token before band 1 was loaded: a race)."""
+    rng = np.random.default_rng(8)
+    _, x, wt, bias, mult, shift = _layer(rng, 20, 12, 12, 40, 3, 1, (1, 1, 1, 1), False)
+    conv = programs.Conv(20, 12, 12, 40, 3, 3, 1, (1, 1, 1, 1))
+    got, rep, lp = run_conv(small, conv, x, wt, bias, mult, shift, 4, -128, 127, zp_in=-2,
+                            stream=True, band_rows=4, order=order)
+    np.testing.assert_array_equal(got, conv_requant(x, wt, bias, mult, shift, 4, -128, 127,
+                                                    1, (1, 1, 1, 1), -2))
+    assert lp.bands == 5 and len(programs.n_tiles(conv, small.cols)) == 3
+    assert rep.streamed_weights == 9 * 12 * 40
+
+
 def test_unequal_strides_run_several_rows_per_band(small):
     """The CFG's y stride lets a (2, 1)-strided conv run multi-row bands."""
     rng = np.random.default_rng(3)
