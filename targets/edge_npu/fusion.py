@@ -34,9 +34,9 @@ def _readers(layers: list[SegLayer]) -> dict[str, int]:
 def fuse(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     """Every fusion, in the order each needs: gated LUTs fold and LUT chains compose
     before a LUT joins its conv; ``y + x * s`` pairs take their muls before a conv
-    would."""
+    would; a conv takes the add after it last (after its LUT and scale)."""
     luts = fuse_luts(compose_luts(fold_gated_luts(layers, outputs), outputs), outputs)
-    return fuse_scale_conv(fuse_mul_add(luts, outputs), outputs)
+    return fuse_conv_add(fuse_scale_conv(fuse_mul_add(luts, outputs), outputs), outputs)
 
 
 def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
@@ -186,4 +186,48 @@ def fuse_scale_conv(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer
         out[j] = replace(sl, inputs=list(mul.inputs), scale=mul.layer,
                          origin=sl.origin or sl.layer)
         out[i] = None
+    return [sl for sl in out if sl is not None]
+
+
+_SWAP = {"zp1": "zp2", "mult1": "mult2", "shift1": "shift2"}
+
+
+def fuse_conv_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """``add(conv(x), y)`` (either order; a residual connection, PP-OCR cls's blocks),
+    where the conv's output (after any fused LUT) has no other reader and is not a
+    segment output, becomes the conv with ``residual``: each requantized output tile is
+    added to the same tile of y, loaded beside it, before the store. The conv moves to
+    the add's place (y may be made after it). The ADD's operands are put conv-first,
+    its parameters swapped to match if needed: both terms are rescaled on their own and
+    summed exactly, so the order does not change the integers. One launch, one store
+    and two loads fewer."""
+    readers = _readers(layers)
+    made_by = {sl.output: i for i, sl in enumerate(layers)}
+    out: list[SegLayer | None] = list(layers)
+    for j, add in enumerate(layers):
+        if add.layer.kind != "add" or add.layer.attrs.get("broadcast"):
+            continue
+        for pos, v in enumerate(add.inputs):
+            i = made_by.get(v)
+            if i is None or i >= j or out[i] is None:
+                continue
+            conv = out[i]
+            c = conv.layer.attrs.get("conv") if conv.layer.kind == "conv" else None
+            if (c is None or conv.residual is not None or c.phases > 1
+                    or readers.get(v) != 1 or v in outputs
+                    or rounding.of_attrs(conv.layer.attrs) != rounding.of_attrs(add.layer.attrs)):
+                continue
+            if c.h * c.w == 1 and c.cin > 2047:  # runs as a long-K conv
+                continue
+            at = dict(add.layer.attrs)
+            if pos == 1:  # conv output second: swap the operands' parameters
+                for a, b in _SWAP.items():
+                    at[a], at[b] = at[b], at[a]
+            y = add.inputs[1 - pos]
+            residual = replace(add.layer, attrs=at,
+                               inputs=[add.layer.inputs[pos], add.layer.inputs[1 - pos]])
+            out[j] = replace(conv, inputs=[*conv.inputs, y], output=add.output,
+                             residual=residual, origin=conv.origin or conv.layer)
+            out[i] = None
+            break
     return [sl for sl in out if sl is not None]

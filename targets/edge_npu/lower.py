@@ -63,6 +63,7 @@ class SegLayer:
     origin: Layer | None = None  # the partitioned layer a copy inserted by ``lower`` serves
     lut: Layer | None = None  # a LUT layer fused into this conv (applied before the store)
     scale: Layer | None = None  # a broadcast MUL fused into this conv (its input is x * s)
+    residual: Layer | None = None  # an ADD fused into this conv (its output plus a tensor)
 
 
 class LowerError(ProgramError):
@@ -199,7 +200,9 @@ def layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
 
     Conv / global-pool layers take ``mapping`` (``dataflow`` overrides its dataflow);
     a conv whose ``params`` hold a "lut" block applies that fused LUT before storing, one
-    with a "mul" block scales its input by ``inputs[1]`` (a fused squeeze-excite MUL)."""
+    with a "mul" block scales its input by ``inputs[1]`` (a fused squeeze-excite MUL),
+    one with an "add" block adds ``inputs[-1]`` to its output (a fused residual ADD whose
+    first operand is the conv's output)."""
     return with_rounding(_layer_program(cfg, layer, inputs, out, params, wgt, stream_from,
                                         dataflow, mapping), rounding.of_attrs(layer.attrs))
 
@@ -214,7 +217,8 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     if layer.kind == "conv":
         place = Placement(inp=inputs[0], out=out, wgt=wgt, params=params["requant"],
                           zp_in=layer.inputs[0].zp, stream_from=stream_from,
-                          scale=(inputs[1], params["mul"]) if "mul" in params else None)
+                          scale=(inputs[1], params["mul"]) if "mul" in params else None,
+                          residual=(inputs[-1], params["add"]) if "add" in params else None)
         return programs.conv2d_layer(cfg, at["conv"], place, df, lut=params.get("lut"),
                                      **knobs).instrs
     if layer.kind == "gap":
@@ -313,6 +317,8 @@ def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int,
             costs = programs.pack_costs(cfg, conv) if isinstance(conv, Conv) else {}
             g = min(costs, key=lambda p: (costs[p], p), default=1)
             if g == 1 or 1 not in costs:  # no gain, or unpacked the generator will refuse
+                continue
+            if conv.depthwise and sl.residual is not None:  # tiles not in the output layout
                 continue
             layer = replace(sl.layer, attrs={**sl.layer.attrs, "conv": replace(conv, pack=g)})
             packed = replace(sl, layer=layer, origin=sl.origin or sl.layer)
@@ -654,6 +660,8 @@ def _images(cfg: NpuConfig, sl: SegLayer) -> tuple[dict[str, bytes], bytes]:
         params["lut"] = _i32(lut_block(sl.lut.arrays["table"]))
     if sl.scale is not None:
         params["mul"] = _mul_block(sl.scale.attrs)
+    if sl.residual is not None:
+        params["add"] = _add_block(sl.residual.attrs)
     return params, w
 
 
@@ -714,12 +722,13 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
     info: dict[str, Any] = {
         "name": sl.name, "kind": ly.kind,
         "ops": (list(sl.scale.ops) if sl.scale is not None else []) + list(ly.ops) +
-        (list(sl.lut.ops) if sl.lut is not None else []), "macs": macs,
+        (list(sl.lut.ops) if sl.lut is not None else []) +
+        (list(sl.residual.ops) if sl.residual is not None else []), "macs": macs,
         "cycles": cycles, "utilization": macs / (cycles * cfg.peak_macs_per_cycle)
         if cycles else 0.0, "weights": int(ly.arrays["weights"].size)
         if "weights" in ly.arrays else 0, "streamed": streamed,
         "instructions": len(instrs), "fused_lut": sl.lut is not None,
-        "fused_scale": sl.scale is not None}
+        "fused_scale": sl.scale is not None, "fused_residual": sl.residual is not None}
     if key is not None:
         info["workload"] = key
     if isinstance(conv, Conv) and ly.kind == "conv":

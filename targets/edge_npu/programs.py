@@ -156,6 +156,9 @@ class Placement:
     # a per-channel scale applied to the input first: (where its cin bytes are, PCACHE
     # address of the MUL block); see ``conv2d_layer``
     scale: tuple[tuple[Space, int], int] | None = None
+    # a tensor of the output's shape added to the result: (where it is, PCACHE address
+    # of the ADD block whose first operand is the conv's output)
+    residual: tuple[tuple[Space, int], int] | None = None
 
 
 @dataclass
@@ -274,9 +277,10 @@ def column_channels(conv: Conv, cols: int) -> list[np.ndarray]:
 
 # -- conv / GEMM -----------------------------------------------------------------------
 def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
-                  reserve: int = 0) -> int:
-    """Most output rows per band that fit the bank (less ``reserve`` bytes) and the
-    accumulators (``acc_words`` of them; default all)."""
+                  reserve: int = 0, out_copies: int = 1) -> int:
+    """Most output rows per band that fit the bank (less ``reserve`` bytes, with room for
+    ``out_copies`` output-sized areas) and the accumulators (``acc_words`` of them;
+    default all)."""
     acc_words = cfg.accumulator_words if acc_words is None else acc_words
     ow = conv.out_w
     tiles = n_tiles(conv, cfg.cols)
@@ -287,7 +291,7 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
     for rows in range(1, conv.out_h + 1):
         in_rows = (rows - 1) * conv.sh + conv.kh
         inp = in_rows * wp * conv.cin
-        out = rows * ow * px
+        out = rows * ow * px * out_copies
         # 2047: the 11-bit DMA row count of the band's STORE
         if (inp + out + reserve > cfg.activation_bank or rows * ow * n_max > acc_words
                 or rows * ow > 2047):
@@ -299,19 +303,21 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
     return best
 
 
-def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None, reserve: int = 0) -> int:
+def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None, reserve: int = 0,
+               out_copies: int = 1) -> int:
     """Output rows per band: ``rows`` if given (at most what fits), else the most that
     fit (with a vector queue, the most whose N-tile fits half the accumulators, so
     requantizing one tile overlaps the next tile's folds), evened out so the last band
     is not a sliver."""
-    best = max_band_rows(cfg, conv, reserve=reserve)
+    best = max_band_rows(cfg, conv, reserve=reserve, out_copies=out_copies)
     if rows is not None:
         if not 1 <= rows <= best:
             raise ProgramError(f"conv {conv}: {rows} output rows per band; 1 to {best} fit")
         return rows
     if cfg.vector_queue:
         try:
-            best = max_band_rows(cfg, conv, cfg.accumulator_words // 2, reserve)
+            best = max_band_rows(cfg, conv, cfg.accumulator_words // 2, reserve,
+                                 out_copies)
         except ProgramError:
             pass  # one row's N-tile needs more than half: no double buffering
     nb = math.ceil(conv.out_h / best)
@@ -371,7 +377,9 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     ``place.scale`` (a conv without padding whose input is ``x * s``, s one pixel of
     cin channels: squeeze-excite's scale) each band is loaded as x, s after it at the
     bank's end, and a VEC MUL (``cols`` = cin, the vector unit repeats s) makes the
-    band x * s in place before its GEMMs read it. ``band_rows``:
+    band x * s in place before its GEMMs read it. With ``place.residual`` each output
+    tile is added to the same tile of another tensor (loaded beside it) by a VEC ADD
+    before the store: a residual connection. ``band_rows``:
     output rows per band (fewer rows: more bands, so loads overlap compute, but shorter
     WS folds); default the most that fit. ``order``: "band" (each band's N-tiles in
     turn, one input load per band) or "tile" (each N-tile over all bands, reloading
@@ -410,7 +418,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     pt, pl, pr = conv.pad[0], conv.pad[1], conv.pad[3]
     wp = conv.w + pl + pr
     reserve = conv.cin if place.scale is not None else 0  # s at each bank's end
-    rows_b = _band_rows(cfg, conv, band_rows, reserve)
+    res = place.residual is not None
+    if res and (conv.phases > 1 or (conv.depthwise and conv.pack > 1)):
+        raise ProgramError(f"conv {conv}: a residual add needs the output tiles in the "
+                           "output's own layout (no phases, no packed depthwise groups)")
+    rows_b = _band_rows(cfg, conv, band_rows, reserve, 2 if res else 1)
     nbands = math.ceil(oh / rows_b)
     tiles = n_tiles(conv, cfg.cols)
     ks = [tile_k(conv, nl) for _, nl in tiles]
@@ -498,10 +510,20 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             comp_q.append(make(Op.VEC, first, vop=VecOp.MUL, src=bank, src2=s_at, dst=bank,
                                count=in_rows * wp * conv.cin, cols=conv.cin, param=mul))
             first = ()
-        if b == 0:  # a tile's weights just before its first step: tokens pop in order
-            load_q += [ins for t in step_tiles for ins in wloads[t]]
         m = orows * ow
         out_base = bank + tile_max
+        res_base = out_base + rows_b * ow * px
+        # a tile's weights just before its first step, then its residual tile: the
+        # compute queue pops their tokens in this order
+        for t in step_tiles:
+            if b == 0:
+                load_q += wloads[t]
+            if place.residual is not None:
+                (r_space, r_addr), _ = place.residual
+                n0, nl = tiles[t]
+                load_q.append(make(Op.LOAD, ("push_next",), kind=Kind.ACT, space=r_space,
+                                   dram=r_addr + oy0 * ow * px + n0, sram=res_base + m * n0,
+                                   rows=m, cols=1, depth=nl, stride=px))
         for i, t in enumerate(step_tiles):
             (n0, nl), k = tiles[t], ks[t]
             deps: tuple[str, ...] = ()
@@ -536,13 +558,18 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             vdeps: tuple[str, ...] = ("push_next",)
             if last and st + 2 < nsteps:
                 vdeps = ("push_prev", "push_next")
-            requant = make(Op.VEC, () if lut is not None else vdeps, vop=VecOp.REQUANT,
+            post = lut is not None or res  # VECs after the requantize
+            requant = make(Op.VEC, () if post else vdeps, vop=VecOp.REQUANT,
                            src=acc0, dst=dst, count=m * nl, cols=nl,
                            param=place.params + block_off[t])
             comp_q.append(requant)
             if lut is not None:
-                comp_q.append(make(Op.VEC, vdeps, vop=VecOp.LUT, src=dst, dst=dst,
-                                   count=m * nl, param=lut))
+                comp_q.append(make(Op.VEC, () if res else vdeps, vop=VecOp.LUT, src=dst,
+                                   dst=dst, count=m * nl, param=lut))
+            if place.residual is not None:
+                comp_q.append(make(Op.VEC, ("pop_prev",) + vdeps, vop=VecOp.ADD, src=dst,
+                                   src2=res_base + m * n0, dst=dst, count=m * nl,
+                                   param=place.residual[1]))
             sdeps: tuple[str, ...] = ("pop_prev",)
             if last and st + 2 < nsteps:
                 sdeps += ("push_prev",)

@@ -195,3 +195,121 @@ def test_scaled_conv_takes_fewer_cycles(npu):
     assert len(plain.segments[0].layers) == 2 and len(fused.segments[0].layers) == 1
     assert (simulate(npu, fused.segments[0].program).cycles <
             simulate(npu, plain.segments[0].program).cycles)
+
+
+def _residual(h, w, cin, cout, k=1, conv_first=True, lut=False, skip_is_input=True,
+              scaled=False):
+    """[mul(x, s) ->] conv k x k [-> lut] -> add with y: y is a segment input, or
+    (``skip_is_input`` False) another conv's output made after the first conv."""
+    rng = np.random.default_rng(h + w + cin + cout + k)
+    conv = _conv_layer(rng, h, w, cin, cout, k, s_in=0.03, zp_in=4)
+    conv.attrs["rounding"] = "binary32"
+    shapes = {"x": (1, cin, h, w), "o": (1, cout, h, w)}
+    tensors = {"x": conv.inputs[0], "c": conv.out}
+    layers = []
+    x = "x"
+    inputs = ["x"]
+    if scaled:
+        xt = QTensor((h, w, cin), 0.05, -7)
+        st = QTensor((1, 1, cin), 1 / 255, -128)
+        layers.append(SegLayer("mul", _binary("mul", xt, st, conv.inputs[0], broadcast=True),
+                               ["x", "s"], "xs"))
+        tensors.update(x=xt, s=st, xs=conv.inputs[0])
+        shapes["s"] = (1, cin, 1, 1)
+        inputs.append("s")
+        x = "xs"
+    layers.append(SegLayer("c", conv, [x], "c"))
+    c = "c"
+    if lut:
+        t = QTensor(conv.out.shape, 0.02, 9)
+        layers.append(SegLayer("l", Layer("lut", [conv.out], t,
+                                          arrays={"table": rng.integers(-128, 128, 256)},
+                                          ops=["relax.sigmoid"]), ["c"], "cl"))
+        tensors["cl"] = t
+        c = "cl"
+    yt = QTensor((h, w, cout), 0.07, -11)
+    if skip_is_input:
+        inputs.append("y")
+        shapes["y"] = (1, cout, h, w)
+    else:
+        conv2 = _conv_layer(rng, h, w, cin, cout, 1, s_in=0.03, zp_in=4)
+        conv2.out = yt
+        layers.append(SegLayer("c2", conv2, [x], "y"))
+    tensors["y"] = yt
+    out = QTensor((h, w, cout), 0.08, 2)
+    ct = tensors[c]
+    add = _binary("add", *((ct, yt) if conv_first else (yt, ct)), out)
+    layers.append(SegLayer("add", add, [c, "y"] if conv_first else ["y", c], "o"))
+    tensors["o"] = out
+    return Segment("t", inputs, ["o"], layers, shapes, tensors)
+
+
+@pytest.mark.parametrize("conv_first", [True, False], ids=["conv_first", "conv_second"])
+@pytest.mark.parametrize("case", [
+    {"h": 6, "w": 10, "cin": 24, "cout": 16},
+    {"h": 30, "w": 40, "cin": 32, "cout": 24},                  # bands
+    {"h": 12, "w": 12, "cin": 48, "cout": 40, "k": 3},             # N-tiles, a 3x3 conv
+    {"h": 8, "w": 12, "cin": 16, "cout": 16, "lut": True},         # after the conv's fused LUT
+    {"h": 8, "w": 12, "cin": 16, "cout": 24, "scaled": True},      # with a scaled input too
+    {"h": 8, "w": 12, "cin": 16, "cout": 24, "skip_is_input": False},  # y made after the conv
+], ids=["one_band", "bands", "tiles_3x3", "lut", "scaled", "y_after"])
+def test_residual_add_fuses_into_the_conv_bit_exact(small, conv_first, case):
+    """conv -> add(., y) is one conv layer whose tiles get y added before the store, in
+    either operand order (the ADD's parameters swapped to put the conv first), equal to
+    the unfused integer reference."""
+    seg = _residual(**case, conv_first=conv_first)
+    model = _check(small, seg, seed=5)
+    convs = [ly for ly in model.segments[0].layers if ly["fused_residual"]]
+    assert len(convs) == 1 and convs[0]["ops"][-1] == "relax.add"
+    assert "add" not in [ly["kind"] for ly in model.segments[0].layers]
+    assert convs[0]["fused_lut"] == case.get("lut", False)
+    assert convs[0]["fused_scale"] == case.get("scaled", False)
+
+
+@pytest.mark.parametrize("order", ["band", "tile"])
+def test_residual_program_with_streamed_weights(small, order):
+    """The conv program alone: streamed weights, 3 N-tiles, 5 bands, either loop order;
+    each tile's weight and residual tokens are popped in the order they are pushed, and
+    the result is the requantized conv plus the residual, as ``rounding.add_int8``."""
+    from edgec.targets.edge_npu import programs
+    from edgec.targets.edge_npu.isa import Space
+    from edgec.targets.edge_npu.simulator import Simulator
+
+    from .reference import conv_requant
+    from .test_functional import _layer
+
+    rng = np.random.default_rng(9)
+    _, x, wt, bias, mult, shift = _layer(rng, 20, 12, 12, 40, 3, 1, (1, 1, 1, 1), False)
+    conv = programs.Conv(20, 12, 12, 40, 3, 3, 1, (1, 1, 1, 1))
+    y = rng.integers(-128, 128, (20, 12, 40)).astype(np.int8)
+    gl = rounding.Rounding.GEMMLOWP  # what conv2d_layer emits before lowering sets rnd
+    p = rounding.add_params(0.04, 0.07, 0.08, gl)
+    block = programs.add_block(zp1=4, zp2=-11, zp_out=2, qmin=-128, qmax=127, **p)
+    sim = Simulator(small, host_bytes=1 << 22)
+    wpack = programs.pack_weights(conv, wt, small.cols)
+    ppack = programs.pack_requant(conv, bias, mult, shift, 4, -128, 127, small.cols)
+    sim.mem.write(Space.PCACHE, 0, ppack)
+    sim.mem.write(Space.PCACHE, 8192, np.asarray(block, dtype=np.int32))
+    sim.mem.write(Space.HOST, 0, x)
+    sim.mem.write(Space.HOST, 1 << 19, y)
+    sim.mem.write(Space.HOST, 1 << 20, wpack)
+    place = programs.Placement(inp=(Space.HOST, 0), out=(Space.HOST, 1 << 21), wgt=16384,
+                               params=0, zp_in=-2, stream_from=1 << 20,
+                               residual=((Space.HOST, 1 << 19), 8192))
+    lp = programs.conv2d_layer(small, conv, place, "ws", band_rows=4, order=order)
+    rep = sim.run(lp.instrs + programs.end())
+    got = sim.mem.read(Space.HOST, 1 << 21, y.size).reshape(y.shape)
+    c = conv_requant(x, wt, bias, mult, shift, 4, -128, 127, 1, (1, 1, 1, 1), -2)
+    want = rounding.add_int8(c, 4, y, -11, p, 2, -128, 127, gl)
+    np.testing.assert_array_equal(got, want)
+    assert lp.bands == 5 and rep.streamed_weights == wpack.size
+
+
+def test_residual_conv_takes_fewer_cycles(npu):
+    """cls's block projection (3 x 96 x 88 -> 16, 1x1) plus its skip: one layer beats
+    conv then add."""
+    fused = lower(npu, [_residual(h=3, w=96, cin=88, cout=16)])
+    plain = lower(npu, [_residual(h=3, w=96, cin=88, cout=16)], fuse=False)
+    assert len(fused.segments[0].layers) == 1 and len(plain.segments[0].layers) == 2
+    assert (simulate(npu, fused.segments[0].program).cycles <
+            simulate(npu, plain.segments[0].program).cycles)
