@@ -10,6 +10,7 @@ so lowered programs are checked against the unfused integer reference
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -121,13 +122,12 @@ def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     return out
 
 
-def fuse_mul_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
-    """``add(y, mul(x, s))`` with ``s`` a per-channel vector (squeeze-excite's scale; the
-    residual ``x + x * se(x)`` of PP-OCR det's RSE blocks has ``y = x``), where the mul's
-    output has no other reader and is not a segment output, becomes one ``muladd``
-    layer at the add's place: each chunk of pixels is loaded once, the vector unit runs
-    the MUL and then the ADD on the bank, and one store writes the sum. The same two
-    integer ops as before; one launch, one store and one to two loads fewer."""
+def _fuse_into_adds(layers: list[SegLayer], outputs: list[str],
+                    fuse_one: Callable[[SegLayer, int, SegLayer], SegLayer | None]
+                    ) -> list[SegLayer]:
+    """For each add of two full tensors whose operand ``pos`` comes from a layer that
+    nothing else reads and that is not a segment output, ``fuse_one(add, pos, producer)``
+    returns the layer that takes the add's place (the producer goes), or None."""
     readers = _readers(layers)
     made_by = {sl.output: i for i, sl in enumerate(layers)}
     out: list[SegLayer | None] = list(layers)
@@ -136,27 +136,43 @@ def fuse_mul_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
             continue
         for pos, v in enumerate(add.inputs):
             i = made_by.get(v)
-            if i is None or i >= j or out[i] is None:
+            producer = out[i] if i is not None and i < j else None
+            if producer is None or readers.get(v) != 1 or v in outputs:
                 continue
-            mul = layers[i]
-            if (mul.layer.kind != "mul" or not mul.layer.attrs.get("broadcast")
-                    or readers.get(v) != 1 or v in outputs
-                    or rounding.of_attrs(mul.layer.attrs) != rounding.of_attrs(add.layer.attrs)):
-                continue
-            x, s = mul.inputs
-            y = add.inputs[1 - pos]
-            tx, ts = mul.layer.inputs
-            ty = add.layer.inputs[1 - pos]
-            ins, tensors = ([x, s], [tx, ts]) if y == x else ([x, s, y], [tx, ts, ty])
-            fused = Layer("muladd", tensors, add.layer.out,
-                          {"mul": mul.layer.attrs, "add": add.layer.attrs,
-                           "mul_first": pos == 0,
-                           "rounding": add.layer.attrs.get("rounding", "gemmlowp")},
-                          ops=list(mul.layer.ops) + list(add.layer.ops))
-            out[j] = replace(add, layer=fused, inputs=ins, origin=add.origin or add.layer)
-            out[i] = None
-            break
+            fused = fuse_one(add, pos, producer)
+            if fused is not None:
+                out[j], out[i] = fused, None
+                break
     return [sl for sl in out if sl is not None]
+
+
+def _same_rounding(a: SegLayer, b: SegLayer) -> bool:
+    return rounding.of_attrs(a.layer.attrs) == rounding.of_attrs(b.layer.attrs)
+
+
+def fuse_mul_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """``add(y, mul(x, s))`` with ``s`` a per-channel vector (squeeze-excite's scale; the
+    residual ``x + x * se(x)`` of PP-OCR det's RSE blocks has ``y = x``), where the mul's
+    output has no other reader and is not a segment output, becomes one ``muladd``
+    layer at the add's place: each chunk of pixels is loaded once, the vector unit runs
+    the MUL and then the ADD on the bank, and one store writes the sum. The same two
+    integer ops as before; one launch, one store and one to two loads fewer."""
+    def one(add: SegLayer, pos: int, mul: SegLayer) -> SegLayer | None:
+        if (mul.layer.kind != "mul" or not mul.layer.attrs.get("broadcast")
+                or not _same_rounding(mul, add)):
+            return None
+        x, s = mul.inputs
+        y = add.inputs[1 - pos]
+        tx, ts = mul.layer.inputs
+        ty = add.layer.inputs[1 - pos]
+        ins, tensors = ([x, s], [tx, ts]) if y == x else ([x, s, y], [tx, ts, ty])
+        fused = Layer("muladd", tensors, add.layer.out,
+                      {"mul": mul.layer.attrs, "add": add.layer.attrs, "mul_first": pos == 0,
+                       "rounding": add.layer.attrs.get("rounding", "gemmlowp")},
+                      ops=list(mul.layer.ops) + list(add.layer.ops))
+        return replace(add, layer=fused, inputs=ins, origin=add.origin or add.layer)
+
+    return _fuse_into_adds(layers, outputs, one)
 
 
 def fuse_scale_conv(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
@@ -181,7 +197,7 @@ def fuse_scale_conv(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer
         mul = layers[i]
         if (mul.layer.kind != "mul" or not mul.layer.attrs.get("broadcast")
                 or readers.get(mul.output) != 1 or mul.output in outputs
-                or rounding.of_attrs(mul.layer.attrs) != rounding.of_attrs(sl.layer.attrs)):
+                or not _same_rounding(mul, sl)):
             continue
         out[j] = replace(sl, inputs=list(mul.inputs), scale=mul.layer,
                          origin=sl.origin or sl.layer)
@@ -201,33 +217,20 @@ def fuse_conv_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     its parameters swapped to match if needed: both terms are rescaled on their own and
     summed exactly, so the order does not change the integers. One launch, one store
     and two loads fewer."""
-    readers = _readers(layers)
-    made_by = {sl.output: i for i, sl in enumerate(layers)}
-    out: list[SegLayer | None] = list(layers)
-    for j, add in enumerate(layers):
-        if add.layer.kind != "add" or add.layer.attrs.get("broadcast"):
-            continue
-        for pos, v in enumerate(add.inputs):
-            i = made_by.get(v)
-            if i is None or i >= j or out[i] is None:
-                continue
-            conv = out[i]
-            c = conv.layer.attrs.get("conv") if conv.layer.kind == "conv" else None
-            if (c is None or conv.residual is not None or c.phases > 1
-                    or readers.get(v) != 1 or v in outputs
-                    or rounding.of_attrs(conv.layer.attrs) != rounding.of_attrs(add.layer.attrs)):
-                continue
-            if c.h * c.w == 1 and c.cin > 2047:  # runs as a long-K conv
-                continue
-            at = dict(add.layer.attrs)
-            if pos == 1:  # conv output second: swap the operands' parameters
-                for a, b in _SWAP.items():
-                    at[a], at[b] = at[b], at[a]
-            y = add.inputs[1 - pos]
-            residual = replace(add.layer, attrs=at,
-                               inputs=[add.layer.inputs[pos], add.layer.inputs[1 - pos]])
-            out[j] = replace(conv, inputs=[*conv.inputs, y], output=add.output,
-                             residual=residual, origin=conv.origin or conv.layer)
-            out[i] = None
-            break
-    return [sl for sl in out if sl is not None]
+    def one(add: SegLayer, pos: int, conv: SegLayer) -> SegLayer | None:
+        c = conv.layer.attrs.get("conv") if conv.layer.kind == "conv" else None
+        if (c is None or conv.residual is not None or c.phases > 1
+                or (c.h * c.w == 1 and c.cin > 2047)  # runs as a long-K conv
+                or not _same_rounding(conv, add)):
+            return None
+        at = dict(add.layer.attrs)
+        if pos == 1:  # conv output second: swap the operands' parameters
+            for a, b in _SWAP.items():
+                at[a], at[b] = at[b], at[a]
+        y = add.inputs[1 - pos]
+        residual = replace(add.layer, attrs=at,
+                           inputs=[add.layer.inputs[pos], add.layer.inputs[1 - pos]])
+        return replace(conv, inputs=[*conv.inputs, y], output=add.output, residual=residual,
+                       origin=conv.origin or conv.layer)
+
+    return _fuse_into_adds(layers, outputs, one)

@@ -12,6 +12,7 @@ import pytest
 from edgec.targets.edge_npu import int_reference
 from edgec.targets.edge_npu.int_reference import run_layer, to_hwc
 
+from .conftest import assert_segments_bit_exact
 from .ort_oracle import quantized_tensors
 
 pytestmark = pytest.mark.slow
@@ -130,7 +131,6 @@ def test_small_npu_keeps_most_macs_bit_exact(det):
     NPU. Every segment is bit-exact."""
     from edgec.targets.edge_npu.config import load_config
     from edgec.targets.edge_npu.offload import offload
-    from edgec.targets.edge_npu.runtime import NpuDevice
 
     imp, _, _ = det
     cfg = load_config("edge-npu-s")
@@ -138,9 +138,4 @@ def test_small_npu_keeps_most_macs_bit_exact(det):
     assert off.report["macs"]["npu_fraction"] > 0.8
     means = [c for c in off.report["ops"]["cpu"] if c["op"] == "relax.mean"]
     assert means and all("could not be placed" in c["reason"] for c in means)
-    dev = NpuDevice(off.model, cfg)
-    rng = np.random.default_rng(1)
-    for i, seg in enumerate(off.partition.segments):
-        ins = [rng.integers(-128, 128, seg.shapes[v]).astype(np.int8) for v in seg.inputs]
-        for got, want in zip(dev.run_segment(i, ins), int_reference.run_segment(seg, ins)):
-            np.testing.assert_array_equal(got, want)
+    assert_segments_bit_exact(off.model, off.partition.segments, cfg, seed=1)

@@ -8,6 +8,7 @@ from edgec.targets.edge_npu import lower as lower_mod
 from edgec.targets.edge_npu.offload import offload
 from edgec.targets.edge_npu.programs import ProgramError
 
+from .conftest import assert_segments_bit_exact
 from .qdq_fixture import cls_relax
 
 
@@ -42,10 +43,7 @@ def test_tiny_parameter_cache_keeps_only_what_fits(workdir):
     why."""
     import dataclasses
 
-    import numpy as np
-    from edgec.targets.edge_npu import int_reference
     from edgec.targets.edge_npu.config import load_config
-    from edgec.targets.edge_npu.runtime import NpuDevice
 
     base = load_config("edge-npu-s")
     cfg = dataclasses.replace(base, sram_total=base.sram_total - base.parameter_cache + 8192)
@@ -55,12 +53,7 @@ def test_tiny_parameter_cache_keeps_only_what_fits(workdir):
     convs = [c for c in off.report["ops"]["cpu"] if c["op"] == "relax.nn.conv2d"]
     assert convs and all("could not be placed" in c["reason"] or "does not fit" in c["reason"]
                          for c in convs)
-    dev = NpuDevice(off.model, cfg)
-    rng = np.random.default_rng(0)
-    for i, seg in enumerate(off.partition.segments):
-        ins = [rng.integers(-128, 128, seg.shapes[v]).astype(np.int8) for v in seg.inputs]
-        for got, want in zip(dev.run_segment(i, ins), int_reference.run_segment(seg, ins)):
-            np.testing.assert_array_equal(got, want)
+    assert_segments_bit_exact(off.model, off.partition.segments, cfg)
 
 
 def test_last_resort_leaves_everything_on_the_cpu(workdir, monkeypatch):

@@ -13,6 +13,7 @@ from edgec.targets.edge_npu.lower import SegLayer, Segment, lower
 from edgec.targets.edge_npu.runtime import NpuDevice
 from edgec.targets.edge_npu.simulator import simulate
 
+from .conftest import assert_segments_bit_exact
 from .tuner_fixture import _conv_layer
 
 B32 = rounding.Rounding.BINARY32
@@ -63,11 +64,7 @@ def replace_scale(t, scale, zp):
 
 def _check(cfg, seg, seed=0):
     model = lower(cfg, [seg])
-    rng = np.random.default_rng(seed)
-    ins = [rng.integers(-128, 128, seg.shapes[v]).astype(np.int8) for v in seg.inputs]
-    got = NpuDevice(model, cfg).run_segment(0, ins)
-    for g, r in zip(got, int_reference.run_segment(seg, ins)):
-        assert np.array_equal(g, r)
+    assert_segments_bit_exact(model, [seg], cfg, seed)
     return model
 
 

@@ -15,6 +15,7 @@ from edgec.targets.edge_npu.layers import Layer, QTensor
 from edgec.targets.edge_npu.lower import SegLayer, Segment, lower
 from edgec.targets.edge_npu.runtime import NpuDevice
 
+from .conftest import assert_segments_bit_exact
 from .qdq_fixture import cls_offload
 
 
@@ -31,13 +32,7 @@ def _random_inputs(seg, seed):
 @pytest.mark.parametrize("config", ["edge-npu-s", "edge-npu"])
 def test_segments_bit_exact(workdir, config):
     off = cls_offload(workdir, config)
-    dev = NpuDevice(off.model)
-    for i, seg in enumerate(off.partition.segments):
-        ins = _random_inputs(seg, i)
-        got = dev.run_segment(i, ins)
-        ref = int_reference.run_segment(seg, ins)
-        for g, r in zip(got, ref):
-            assert g.dtype == np.int8 and np.array_equal(g, r), (config, seg.name)
+    assert_segments_bit_exact(off.model, off.partition.segments, load_config(config))
 
 
 def test_weights_cached_then_streamed(workdir):
