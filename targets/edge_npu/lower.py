@@ -670,7 +670,8 @@ def layer_key(cfg: NpuConfig, sl: SegLayer, inputs: list[Loc], out: Loc,
     """The ``workload_key`` of a conv / global-pool layer at its places (else None)."""
     if sl.layer.kind == "conv":
         return workload_key(cfg.name, sl.layer.attrs["conv"], inputs[0][0], out[0], streamed,
-                            sl.lut is not None)
+                            sl.lut is not None, scale=sl.scale is not None,
+                            residual=sl.residual is not None)
     if sl.layer.kind == "gap":
         return workload_key(cfg.name, sl.layer.attrs["conv"], Space.PCACHE, out[0],
                             kind="gap")

@@ -38,15 +38,18 @@ class Mapping:
 
 
 def workload_key(config: str, conv: Conv, inp: Space, out: Space, streamed: bool = False,
-                 lut: bool = False, kind: str = "conv") -> str:
-    """A stable string naming everything a mapping's cycles depend on."""
+                 lut: bool = False, kind: str = "conv", scale: bool = False,
+                 residual: bool = False) -> str:
+    """A stable string naming everything a mapping's cycles depend on (``scale`` /
+    ``residual``: a fused input scale or residual add, ``lower.SegLayer``)."""
     shape = asdict(conv)
     for name in ("phases", "pack"):
         if shape[name] == 1:
             del shape[name]  # keys of ordinary convs stay as tuning databases hold them
-    return json.dumps({"config": config, "kind": kind, "conv": shape,
-                       "in": Space(inp).name.lower(), "out": Space(out).name.lower(),
-                       "streamed": bool(streamed), "lut": bool(lut)}, sort_keys=True)
+    key = {"config": config, "kind": kind, "conv": shape, "in": Space(inp).name.lower(),
+           "out": Space(out).name.lower(), "streamed": bool(streamed), "lut": bool(lut)}
+    key.update({name: True for name, on in (("scale", scale), ("residual", residual)) if on})
+    return json.dumps(key, sort_keys=True)
 
 
 __all__ = ["LOOP_ORDERS", "Mapping", "workload_key"]

@@ -54,6 +54,8 @@ class Task:
     out: Space
     streamed: bool
     lut: bool
+    scale: bool = False
+    residual: bool = False
     count: int = 1
     names: list[str] = field(default_factory=list)
 
@@ -63,7 +65,7 @@ class Task:
         c = dict(d["conv"])
         c["pad"] = tuple(c["pad"])
         return Task(key, Conv(**c), d["kind"], Space[d["in"].upper()], Space[d["out"].upper()],
-                    d["streamed"], d["lut"])
+                    d["streamed"], d["lut"], d.get("scale", False), d.get("residual", False))
 
 
 def tasks_of(model: Any) -> list[Task]:
@@ -85,8 +87,10 @@ def tasks_of(model: Any) -> list[Task]:
 def candidates(cfg: NpuConfig, task: Task) -> list[Mapping]:
     """Every mapping the generator accepts for ``task``: dataflow x band rows (each
     distinct band count) x loop order (tile order only with several N-tiles)."""
+    conv = task.conv.on_array()
     try:
-        most = programs.max_band_rows(cfg, task.conv.on_array())
+        most = programs.max_band_rows(cfg, conv, reserve=conv.cin if task.scale else 0,
+                                      out_copies=2 if task.residual else 1)
     except ProgramError:
         return []
     oh = task.conv.out_h
@@ -109,13 +113,19 @@ def _program(cfg: NpuConfig, task: Task, mp: Mapping) -> programs.LayerProgram:
     wgt = out_addr + _align(conv.out_h * conv.out_w * conv.cout)
     params = wgt + _align(conv.kh * conv.kw * conv.cin * conv.cout)
     lut = params + _align(16 * (3 + 3 * conv.cout)) if task.lut else None
+    # a fused scale's and residual's operands in the input's space, past the parameter
+    # blocks (timing only: sizes and spaces matter, not contents)
+    extra = params + 2 * _align(16 * (3 + 3 * conv.cout))
+    scale = ((task.inp, extra), params) if task.scale else None
+    residual = ((task.inp, extra + _align(conv.cin)), params) if task.residual else None
     if task.kind == "gap":  # the ones row is the input, the activation the weights
         place = Placement(inp=(Space.PCACHE, params), out=(task.out, out_addr), wgt=0,
                           params=params + 4096)
     else:
         place = Placement(inp=(task.inp, 0), out=(task.out, out_addr), wgt=wgt, params=params,
                           stream_from=(out_addr + conv.out_h * conv.out_w * conv.cout
-                                       if task.streamed else None))
+                                       if task.streamed else None), scale=scale,
+                          residual=residual)
     return programs.conv2d_layer(cfg, task.conv, place, mp.dataflow, lut=lut,
                                  band_rows=mp.band_rows, order=mp.order or "band")
 
@@ -158,6 +168,7 @@ def features(cfg: NpuConfig, task: Task, mp: Mapping) -> list[float]:
                                        folds, fold_t, folds * (fold_t + fill), loads)] + [
         c.kh, c.stride, c.sh, float(c.depthwise), float(task.inp == Space.HOST),
         float(task.out == Space.HOST), float(task.streamed), float(task.lut),
+        float(task.scale), float(task.residual),
         float(df == "os"), float(tile_order), float(task.kind == "gap"), nb, len(tiles)]
 
 

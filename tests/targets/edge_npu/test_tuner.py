@@ -161,3 +161,29 @@ def test_bad_or_stale_records_fall_back_to_the_default(npu, tmp_path):
     model = lower(npu, small_model(), mappings=maps)
     assert [ly["cycles"] for ly in model.segments[0].layers] == \
         [ly["cycles"] for ly in default.segments[0].layers]
+
+
+def test_fused_convs_are_tuned_as_what_they_run(small, tmp_path):
+    """A conv with a fused input scale and residual add is its own task (its key says
+    so), measured with the scale and the add in its program; each candidate mapping
+    fits (the bank keeps room for s and the residual tiles), the tuned mapping is the
+    one the lowering uses, and the result stays bit-exact."""
+    import json
+
+    from .conftest import assert_segments_bit_exact
+    from .test_fusion import _residual
+
+    segs = [_residual(h=30, w=40, cin=32, cout=40, scaled=True)]
+    default = lower(small, segs)
+    (task,) = [t for t in tuner.tasks_of(default) if t.scale and t.residual]
+    assert json.loads(task.key)["residual"] and json.loads(task.key)["scale"]
+    maps = tuner.candidates(small, task)
+    assert all(tuner.measure(small, task, mp)[0] is not None for mp in maps)
+    n, _ = tuner.search(small, [task], tuner.Database(tmp_path), trials=12)
+    best = tuner.load_mappings(tmp_path, small.name)
+    tuned = lower(small, segs, mappings=best)
+    (ly,) = [ly for ly in tuned.segments[0].layers if ly["fused_residual"]]
+    # the layer at its places takes what the tuner measured for the best mapping
+    assert ly["cycles"] == tuner.measure(small, task, best[task.key])[0]
+    assert tuner.model_cycles(small, tuned) <= tuner.model_cycles(small, default)
+    assert_segments_bit_exact(tuned, segs, small, seed=4)
