@@ -180,6 +180,7 @@ def test_fused_convs_are_tuned_as_what_they_run(small, tmp_path):
     maps = tuner.candidates(small, task)
     assert all(tuner.measure(small, task, mp)[0] is not None for mp in maps)
     n, _ = tuner.search(small, [task], tuner.Database(tmp_path), trials=12)
+    assert n == 12
     best = tuner.load_mappings(tmp_path, small.name)
     tuned = lower(small, segs, mappings=best)
     (ly,) = [ly for ly in tuned.segments[0].layers if ly["fused_residual"]]
