@@ -220,8 +220,14 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
                  "bound")
     for ly in top:
         pack = f"x{ly['pack']}" if ly.get("pack", 1) > 1 else ""
-        lines.append(f"    {ly['name']:<10} {ly['kind']:<8} {ly['cycles']:>9,} "
+        lines.append(f"    {ly['name']:<10} {_fused_kind(ly):<14} {ly['cycles']:>9,} "
                      f"{ly['macs']:>12,} {ly['utilization']:>6.1%} {ly.get('dataflow', '-')}{pack} "
                      f"{ly.get('roofline', {}).get('bound', '-')}"
                      f"{' streamed' if ly['streamed'] else ''}")
     return "\n".join(lines)
+
+
+def _fused_kind(ly: dict[str, Any]) -> str:
+    """A layer's kind with what fused into it: ``mul+conv+lut+add``."""
+    return ("mul+" if ly.get("fused_scale") else "") + ly["kind"] + (
+        "+lut" if ly.get("fused_lut") else "") + ("+add" if ly.get("fused_residual") else "")

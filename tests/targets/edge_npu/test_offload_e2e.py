@@ -96,5 +96,8 @@ def test_report(executor):
     assert rep["memory"]["streamed_weight_bytes"] == 0
     assert rep["per_inference"]["cycles"] > 0 and rep["per_inference"]["energy_mj"] > 0
     assert all(c["reason"] for c in rep["ops"]["cpu"])
-    text = to_text(rep)
+    text = to_text(rep, max_layers=len(rep["layers"]))
     assert "MACs on NPU" in text and "softmax" in text
+    # what fused into a layer shows in its kind: cls's SE scale and residual adds
+    kinds = {line.split()[1] for line in text.splitlines() if line.startswith("    npu")}
+    assert {"mul+conv", "conv+add"} <= kinds
