@@ -104,6 +104,9 @@ def cmd_quantize(args: argparse.Namespace) -> int:
     print(format_table(rows, ["output", "cosine", "snr_db", "max_abs"]))
     if r["kept_float"]:
         print(f"kept in float for {r['budget']}: {', '.join(r['kept_float'])}")
+    if r["element_wise_float"]:
+        print(f"kept in float for {r['budget']}: the {r['element_wise_float']} activations "
+              "between the layers that the npu style would make int8")
     if r["sensitivity"]:
         print("most sensitive layers (one layer in int8 at a time):")
         print(format_table(r["sensitivity"][:10], ["layer", "kind", "cosine", "snr_db",

@@ -103,27 +103,44 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
     rows = sensitivity(prepared, anchors, params, held_out, reference) if (
         with_sensitivity or budget is not None) else []
 
-    kept: list[str] = []
-    metrics = compare(reference, run(to_qdq(prepared, anchors, params, extra=extra), held_out))
-    tried = [{"kept_float": 0, **_worst(metrics)}]
-    if budget is not None and not budget.met(metrics):
+    def search(extra: list[str]) -> tuple[list[str], dict[str, Any], list[dict[str, Any]],
+                                          bool]:
+        """Layers kept in float, most sensitive first, until the budget is met: (kept,
+        metrics, tried, met)."""
+        kept: list[str] = []
+        metrics = compare(reference, run(to_qdq(prepared, anchors, params, extra=extra),
+                                         held_out))
+        tried = [{"kept_float": 0, "extra": len(extra), **_worst(metrics)}]
+        if budget is None or budget.met(metrics):
+            return kept, metrics, tried, True
         for row in rows:
             kept.append(row["layer"])
             if len(kept) == len(anchors):
-                break
+                return kept, metrics, tried, False
             include = {a.name for a in anchors} - set(kept)
             metrics = compare(reference, run(to_qdq(prepared, anchors, params, include, extra),
                                               held_out))
-            tried.append({"kept_float": len(kept), **_worst(metrics)})
+            tried.append({"kept_float": len(kept), "extra": len(extra), **_worst(metrics)})
             if budget.met(metrics):
-                break
-        if len(kept) == len(anchors):
-            raise EdgecError(
-                f"quantize: accuracy budget {budget} cannot be met with any layer in int8 "
-                f"(best with one layer in float: {tried[-1]['cosine']:.5f} cosine); "
-                "sensitivity per layer (one layer in int8 at a time):\n"
-                + format_table(rows, ["layer", "kind", "cosine", "snr_db", "max_abs"])
-            )
+                return kept, metrics, tried, True
+        return kept, metrics, tried, False
+
+    kept, metrics, tried, met = search(extra)
+    extra_float: list[str] = []
+    if not met and extra:
+        # the element-wise tensors between the layers (the residual stream of a
+        # transformer) may be what int8 cannot hold: leave them in float, as the anchors
+        # style does, and search again
+        extra_float, extra = extra, []
+        kept, metrics, more, met = search(extra)
+        tried += more
+    if not met:
+        raise EdgecError(
+            f"quantize: accuracy budget {budget} cannot be met with any layer in int8 "
+            f"(best with one layer in float: {tried[-1]['cosine']:.5f} cosine); "
+            "sensitivity per layer (one layer in int8 at a time):\n"
+            + format_table(rows, ["layer", "kind", "cosine", "snr_db", "max_abs"])
+        )
     include = {a.name for a in anchors} - set(kept)
     qdq = to_qdq(prepared, anchors, params, include, extra)
     report = {
@@ -132,6 +149,8 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
         "samples": {"calib": len(calib), "held_out": len(held_out)},
         "layers": {"int8": len(include), "float": len(kept), "total": len(anchors)},
         "kept_float": kept,
+        # the npu style's element-wise tensors left in float to meet the budget
+        "element_wise_float": len(extra_float),
         "budget": None if budget is None else str(budget),
         "accuracy": metrics,
         "budget_search": tried,

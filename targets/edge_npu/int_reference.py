@@ -96,10 +96,10 @@ def run_segment(seg: Segment, inputs: list[np.ndarray]) -> list[np.ndarray]:
 
 
 def to_hwc(x: np.ndarray) -> np.ndarray:
-    """NCHW (batch 1) or 2-D int8 -> HWC."""
+    """NCHW (batch 1), 1 x M x N or 2-D int8 -> HWC."""
     if x.ndim == 4:
         return np.ascontiguousarray(x[0].transpose(1, 2, 0))
-    return x.reshape(x.shape[0], 1, x.shape[1])
+    return x.reshape(x.shape[-2], 1, x.shape[-1])
 
 
 def from_hwc(x: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:

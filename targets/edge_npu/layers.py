@@ -159,7 +159,11 @@ def hwc(shape: tuple[int, ...]) -> tuple[int, int, int] | str:
         return (shape[2], shape[3], shape[1])
     if len(shape) == 2:
         return (shape[0], 1, shape[1])
-    return f"rank-{len(shape)} tensor: the NPU takes NCHW or 2-D tensors"
+    if len(shape) == 3 and shape[0] == 1:  # one sequence of tokens: M x N
+        return (shape[1], 1, shape[2])
+    if len(shape) == 3:
+        return f"batch {shape[0]}: the NPU program is built for batch 1"
+    return f"rank-{len(shape)} tensor: the NPU takes NCHW, 1 x M x N or 2-D tensors"
 
 
 def hwc_input(e: Any, lookup: Lookup) -> tuple[Any, QTensor] | str:
@@ -507,6 +511,8 @@ def _gemm(c: Any, bias: Any, lo: float, hi: float, out: QTensor, lookup: Lookup,
         return a
     x, s_in, zp_in = a
     xs = _shape(x)
+    if len(xs) == 3 and xs[0] == 1:  # one sequence of tokens
+        xs = xs[1:]
     if len(xs) != 2:
         return f"matmul of a rank-{len(xs)} tensor; the NPU's GEMM takes M x K"
     w = _weights(c.args[1], lookup, axis=1)

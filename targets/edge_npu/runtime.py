@@ -67,7 +67,7 @@ def _host() -> Any:
 def _hwc_view(flat: np.ndarray, shape: tuple[int, ...]) -> np.ndarray:
     if len(shape) == 4:
         return flat.reshape(shape[2], shape[3], shape[1])
-    return flat.reshape(shape[0], 1, shape[1])
+    return flat.reshape(shape[-2], 1, shape[-1])  # 2-D or 1 x M x N
 
 
 def register_device(key: int, device: NpuDevice) -> None:

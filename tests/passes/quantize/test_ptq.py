@@ -1,0 +1,63 @@
+"""quantize_onnx's accuracy budget in the npu style: when the element-wise activations
+it adds (a transformer's residual stream) are what int8 cannot hold, they go back to
+float and the search runs again, instead of refusing the budget."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+from edgec.passes.quantize.accuracy import parse_budget
+from edgec.passes.quantize.ptq import quantize_onnx
+from onnx import TensorProto, helper, numpy_helper
+
+
+def _residual_ln_model() -> onnx.ModelProto:
+    """MatMul -> add a residual stream r -> LayerNorm -> MatMul, as a BERT layer: r has
+    an outlier channel that LayerNorm's gamma zeroes out, so int8 on the add's output
+    (one scale for the outlier and the rest) loses what the next layer needs."""
+    rng = np.random.default_rng(0)
+    w1 = (rng.standard_normal((16, 16)) * 0.3).astype(np.float32)
+    w2 = (rng.standard_normal((16, 8)) * 0.3).astype(np.float32)
+    gamma = np.where(np.arange(16) == 3, 0, 1).astype(np.float32)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["a"], name="mm1"),
+             helper.make_node("Add", ["a", "r"], ["s"], name="res"),
+             helper.make_node("LayerNormalization", ["s", "g", "b"], ["t"], name="ln",
+                              axis=-1),
+             helper.make_node("MatMul", ["t", "w2"], ["y"], name="mm2")]
+    g = helper.make_graph(
+        nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 16]),
+                       helper.make_tensor_value_info("r", TensorProto.FLOAT, [1, 6, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8])],
+        [numpy_helper.from_array(w1, "w1"), numpy_helper.from_array(w2, "w2"),
+         numpy_helper.from_array(gamma, "g"),
+         numpy_helper.from_array(np.zeros(16, np.float32), "b")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _feeds(n: int, rng: np.random.Generator) -> list[dict[str, np.ndarray]]:
+    out = []
+    for _ in range(n):
+        r = rng.standard_normal((1, 6, 16)).astype(np.float32) * 0.05
+        r[..., 3] = 1000.0 * np.sign(rng.standard_normal((1, 6)))
+        out.append({"x": rng.standard_normal((1, 6, 16)).astype(np.float32), "r": r})
+    return out
+
+
+def test_npu_style_puts_the_residual_stream_back_in_float_to_meet_the_budget() -> None:
+    rng = np.random.default_rng(1)
+    calib, held = _feeds(8, rng), _feeds(4, rng)
+    budget = parse_budget("cosine=0.999")
+    res = quantize_onnx(_residual_ln_model(), calib, held, "minmax", budget=budget,
+                        style="npu")
+    r = res.report
+    assert budget.met(r["accuracy"])
+    assert r["kept_float"] == [] and r["element_wise_float"] == 2
+    # the search first tried the npu style's extra activations in int8, and failed
+    first = [t for t in r["budget_search"] if t["extra"]]
+    assert first and all(t["cosine"] < 0.999 for t in first)
+    # without a budget the npu style keeps them in int8, as before
+    plain = quantize_onnx(_residual_ln_model(), calib, held, "minmax", style="npu")
+    assert plain.report["element_wise_float"] == 0
+    assert plain.report["accuracy"]["y"]["cosine"] < 0.999
