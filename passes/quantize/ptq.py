@@ -11,8 +11,12 @@ edgec imports it and lowers it with the ``quantize-int8`` pass to integer kernel
 Accuracy is measured on the held-out feeds: per output cosine / SNR / max abs error
 of the QDQ model against the float one; the sensitivity table quantizes one layer
 at a time. With a budget, the most sensitive layers are kept in float, one by one in
-table order, until the budget holds; if it only holds with every layer in float the
-budget is impossible and the error carries the table. (Measured with ONNX Runtime on
+table order, until the budget holds. In the npu style (which also quantizes the
+element-wise activations between layers, so an accelerator can run them) a budget that
+does not hold even so is searched again with those activations in float (the anchors
+style): a transformer's residual stream has outlier channels that one int8 scale cannot
+hold. If it only holds with every layer in float the budget is impossible and the error
+carries the table. (Measured with ONNX Runtime on
 the QDQ model, 10-100x faster than an untuned build; edgec's integer kernels agree
 with it to within one quantization step, see tests/passes/quantize.)
 """
