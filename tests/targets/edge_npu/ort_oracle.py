@@ -46,3 +46,31 @@ def segment_diffs(qdq: onnx.ModelProto, off, shape: tuple[int, ...], runs: int =
         assert np.array_equal(npu, int_reference.run_segment(seg, [q_in])[0])
         diffs.append(np.abs(to_hwc(npu).astype(int) - to_hwc(q_out).astype(int)).reshape(-1))
     return np.concatenate(diffs)
+
+
+def ort_qdq(model: onnx.ModelProto, shape: tuple[int, ...], folder) -> onnx.ModelProto:
+    """``model`` quantized by ONNX Runtime's ``quantize_static`` (QDQ, int8 activations
+    and per-channel weights), calibrated on 8 normal inputs of ``shape`` for its input
+    "x" (seed 0); files go to ``folder``."""
+    from onnxruntime.quantization import (
+        CalibrationDataReader,
+        QuantFormat,
+        QuantType,
+        quantize_static,
+    )
+
+    rng = np.random.default_rng(0)
+    onnx.save(model, folder / "f32.onnx")
+    data = [{"x": rng.normal(0, 1, shape).astype(np.float32)} for _ in range(8)]
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.it = iter(data)
+
+        def get_next(self):
+            return next(self.it, None)
+
+    quantize_static(str(folder / "f32.onnx"), str(folder / "qdq.onnx"), Reader(),
+                    quant_format=QuantFormat.QDQ, per_channel=True,
+                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
+    return onnx.load(folder / "qdq.onnx")

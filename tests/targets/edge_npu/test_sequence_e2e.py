@@ -13,7 +13,7 @@ from edgec import frontend
 from edgec.targets.edge_npu.offload import offload
 from onnx import TensorProto, helper, numpy_helper
 
-from .ort_oracle import segment_diffs
+from .ort_oracle import ort_qdq, segment_diffs
 
 SHAPE = (1, 12, 16)
 
@@ -37,29 +37,8 @@ def _float_model(rng: np.random.Generator) -> onnx.ModelProto:
 
 @pytest.fixture(scope="module")
 def qdq(tmp_path_factory):
-    from onnxruntime.quantization import (
-        CalibrationDataReader,
-        QuantFormat,
-        QuantType,
-        quantize_static,
-    )
-
-    rng = np.random.default_rng(0)
-    d = tmp_path_factory.mktemp("ffn")
-    onnx.save(_float_model(rng), d / "f32.onnx")
-    data = [{"x": rng.normal(0, 1, SHAPE).astype(np.float32)} for _ in range(8)]
-
-    class Reader(CalibrationDataReader):
-        def __init__(self) -> None:
-            self.it = iter(data)
-
-        def get_next(self):
-            return next(self.it, None)
-
-    quantize_static(str(d / "f32.onnx"), str(d / "qdq.onnx"), Reader(),
-                    quant_format=QuantFormat.QDQ, per_channel=True,
-                    activation_type=QuantType.QInt8, weight_type=QuantType.QInt8)
-    return onnx.load(d / "qdq.onnx")
+    return ort_qdq(_float_model(np.random.default_rng(0)), SHAPE,
+                   tmp_path_factory.mktemp("ffn"))
 
 
 def test_feed_forward_block_runs_on_the_npu(qdq):
