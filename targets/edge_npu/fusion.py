@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from . import rounding
+from . import programs, rounding
 from .layers import Layer
 
 if TYPE_CHECKING:
@@ -45,31 +45,23 @@ def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer
     where the LUT's output has no other reader, is a function of the int8 ``x`` alone:
     one LUT whose 256 entries are the integer MUL of each x with its table entry
     (bit-exact by construction). One layer instead of two."""
-    readers = _readers(layers)
-    drop: set[int] = set()
-    out = list(layers)
-    for i, sl in enumerate(layers):
-        if sl.layer.kind != "lut" or readers.get(sl.output) != 1 or sl.output in outputs:
-            continue
-        x, h = sl.inputs[0], sl.output
-        j = next((j for j in range(i + 1, len(layers)) if h in layers[j].inputs), None)
-        if j is None:
-            continue
-        m = layers[j]
+    def one(m: SegLayer, pos: int, gate: SegLayer) -> SegLayer | None:
+        x = gate.inputs[0]
+        if gate.layer.kind != "lut" or m.inputs[1 - pos] != x:
+            return None
         at = m.layer.attrs
-        if m.layer.kind != "mul" or at.get("broadcast") or sorted(m.inputs) != sorted([x, h]):
-            continue
         xs = np.arange(-128, 128, dtype=np.int64)
-        hs = sl.layer.arrays["table"][xs + 128]
-        a, b = (xs, hs) if m.inputs[0] == x else (hs, xs)
+        hs = gate.layer.arrays["table"][xs + 128]
+        a, b = (hs, xs) if pos == 0 else (xs, hs)
         table = rounding.mul_int8(a, at["zp1"], b, at["zp2"], at["mult"], at["shift"],
                                   at["zp_out"], at["qmin"], at["qmax"],
                                   rounding.of_attrs(at)).astype(np.int8)
-        lut = Layer("lut", [sl.layer.inputs[0]], m.layer.out, arrays={"table": table},
-                    ops=list(sl.layer.ops) + list(m.layer.ops))
-        out[j] = replace(m, layer=lut, inputs=[x])
-        drop.add(i)
-    return [sl for i, sl in enumerate(out) if i not in drop]
+        lut = Layer("lut", [gate.layer.inputs[0]], m.layer.out, arrays={"table": table},
+                    ops=list(gate.layer.ops) + list(m.layer.ops))
+        return replace(m, layer=lut, inputs=[x])
+
+    return _fuse_into(layers, outputs, lambda m: m.layer.kind == "mul"
+                      and not m.layer.attrs.get("broadcast"), one)
 
 
 def compose_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
@@ -122,28 +114,35 @@ def fuse_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     return out
 
 
-def _fuse_into_adds(layers: list[SegLayer], outputs: list[str],
-                    fuse_one: Callable[[SegLayer, int, SegLayer], SegLayer | None]
-                    ) -> list[SegLayer]:
-    """For each add of two full tensors whose operand ``pos`` comes from a layer that
-    nothing else reads and that is not a segment output, ``fuse_one(add, pos, producer)``
-    returns the layer that takes the add's place (the producer goes), or None."""
+def _fuse_into(layers: list[SegLayer], outputs: list[str],
+               takes: Callable[[SegLayer], bool],
+               fuse_one: Callable[[SegLayer, int, SegLayer], SegLayer | None]
+               ) -> list[SegLayer]:
+    """For each layer that ``takes`` whose input ``pos`` comes from an earlier layer that
+    nothing else reads and that is not a segment output, ``fuse_one(layer, pos,
+    producer)`` returns the layer that takes the consumer's place (the producer goes),
+    or None."""
     readers = _readers(layers)
     made_by = {sl.output: i for i, sl in enumerate(layers)}
     out: list[SegLayer | None] = list(layers)
-    for j, add in enumerate(layers):
-        if add.layer.kind != "add" or add.layer.attrs.get("broadcast"):
+    for j, consumer in enumerate(layers):
+        if not takes(consumer):
             continue
-        for pos, v in enumerate(add.inputs):
+        for pos, v in enumerate(consumer.inputs):
             i = made_by.get(v)
             producer = out[i] if i is not None and i < j else None
             if producer is None or readers.get(v) != 1 or v in outputs:
                 continue
-            fused = fuse_one(add, pos, producer)
+            fused = fuse_one(consumer, pos, producer)
             if fused is not None:
                 out[j], out[i] = fused, None
                 break
     return [sl for sl in out if sl is not None]
+
+
+def _full_add(sl: SegLayer) -> bool:
+    """An add of two full tensors (not a per-channel broadcast)."""
+    return sl.layer.kind == "add" and not sl.layer.attrs.get("broadcast")
 
 
 def _same_rounding(a: SegLayer, b: SegLayer) -> bool:
@@ -172,7 +171,7 @@ def fuse_mul_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
                       ops=list(mul.layer.ops) + list(add.layer.ops))
         return replace(add, layer=fused, inputs=ins, origin=add.origin or add.layer)
 
-    return _fuse_into_adds(layers, outputs, one)
+    return _fuse_into(layers, outputs, _full_add, one)
 
 
 def fuse_scale_conv(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
@@ -182,27 +181,19 @@ def fuse_scale_conv(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer
     scaled tensor's zero point before the scale), becomes the conv with ``scale``: its
     program multiplies each input band by s in place (VEC MUL) before the GEMMs. The
     same integers; one launch and one activation round trip fewer."""
-    readers = _readers(layers)
-    made_by = {sl.output: i for i, sl in enumerate(layers)}
-    out: list[SegLayer | None] = list(layers)
-    for j, sl in enumerate(layers):
+    def takes(sl: SegLayer) -> bool:
         conv = sl.layer.attrs.get("conv") if sl.layer.kind == "conv" else None
-        if conv is None or sl.scale is not None or any(conv.pad) or len(sl.inputs) != 1:
-            continue
-        if conv.h * conv.w == 1 and conv.cin > 2047:  # runs as a long-K conv
-            continue
-        i = made_by.get(sl.inputs[0])
-        if i is None or i >= j or out[i] is None:
-            continue
-        mul = layers[i]
+        return (conv is not None and sl.scale is None and not any(conv.pad)
+                and len(sl.inputs) == 1 and not programs.long_k(conv))
+
+    def one(conv: SegLayer, pos: int, mul: SegLayer) -> SegLayer | None:
         if (mul.layer.kind != "mul" or not mul.layer.attrs.get("broadcast")
-                or readers.get(mul.output) != 1 or mul.output in outputs
-                or not _same_rounding(mul, sl)):
-            continue
-        out[j] = replace(sl, inputs=list(mul.inputs), scale=mul.layer,
-                         origin=sl.origin or sl.layer)
-        out[i] = None
-    return [sl for sl in out if sl is not None]
+                or not _same_rounding(mul, conv)):
+            return None
+        return replace(conv, inputs=list(mul.inputs), scale=mul.layer,
+                       origin=conv.origin or conv.layer)
+
+    return _fuse_into(layers, outputs, takes, one)
 
 
 _SWAP = {"zp1": "zp2", "mult1": "mult2", "shift1": "shift2"}
@@ -219,8 +210,7 @@ def fuse_conv_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     and two loads fewer."""
     def one(add: SegLayer, pos: int, conv: SegLayer) -> SegLayer | None:
         c = conv.layer.attrs.get("conv") if conv.layer.kind == "conv" else None
-        if (c is None or conv.residual is not None or c.phases > 1
-                or (c.h * c.w == 1 and c.cin > 2047)  # runs as a long-K conv
+        if (c is None or conv.residual is not None or c.phases > 1 or programs.long_k(c)
                 or not _same_rounding(conv, add)):
             return None
         at = dict(add.layer.attrs)
@@ -233,4 +223,4 @@ def fuse_conv_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
         return replace(conv, inputs=[*conv.inputs, y], output=add.output, residual=residual,
                        origin=conv.origin or conv.layer)
 
-    return _fuse_into_adds(layers, outputs, one)
+    return _fuse_into(layers, outputs, _full_add, one)

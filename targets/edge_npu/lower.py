@@ -14,11 +14,12 @@ Memory plan, as the Edge TPU compiler does it, for all segments of a model at on
   reader); segment inputs and outputs in host buffers (NCHW <-> HWC at the boundary is
   the host driver's job).
 
-Before planning, ``fusion`` merges layers: ``x * lut(x)`` folds into one LUT, LUT
-chains compose, a LUT joins the conv before it, and ``y + x * s`` runs as one element-wise
-layer (the segment keeps its unfused layers for the integer reference). Each layer becomes a program from ``programs`` / ``vector_layers``
-starting with SYNC, conv layers with their tuned ``Mapping`` if the database has one;
-the segment program is their concatenation plus END.
+Before planning, ``fusion`` merges layers (LUT chains into one table and into the conv
+before them, ``y + x * s`` into one element-wise layer, a squeeze-excite scale and a
+residual add into their conv); the segment keeps its unfused layers for the integer
+reference. Each layer becomes a program from ``programs`` / ``vector_layers`` starting
+with SYNC, conv layers with their tuned ``Mapping`` if the database has one; the
+segment program is their concatenation plus END.
 """
 
 from __future__ import annotations

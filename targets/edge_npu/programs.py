@@ -277,11 +277,13 @@ def column_channels(conv: Conv, cols: int) -> list[np.ndarray]:
 
 # -- conv / GEMM -----------------------------------------------------------------------
 def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
-                  reserve: int = 0, out_copies: int = 1) -> int:
-    """Most output rows per band that fit the bank (less ``reserve`` bytes, with room for
-    ``out_copies`` output-sized areas) and the accumulators (``acc_words`` of them;
-    default all)."""
+                  scale: bool = False, residual: bool = False) -> int:
+    """Most output rows per band that fit the bank and the accumulators (``acc_words``
+    of them; default all). A fused input ``scale`` keeps its cin bytes at the bank's end;
+    a fused ``residual`` needs a second output-sized area for its tiles."""
     acc_words = cfg.accumulator_words if acc_words is None else acc_words
+    reserve = conv.cin if scale else 0
+    out_copies = 2 if residual else 1
     ow = conv.out_w
     tiles = n_tiles(conv, cfg.cols)
     n_max = max(nl for _, nl in tiles)
@@ -303,21 +305,20 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
     return best
 
 
-def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None, reserve: int = 0,
-               out_copies: int = 1) -> int:
+def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None, scale: bool = False,
+               residual: bool = False) -> int:
     """Output rows per band: ``rows`` if given (at most what fits), else the most that
     fit (with a vector queue, the most whose N-tile fits half the accumulators, so
     requantizing one tile overlaps the next tile's folds), evened out so the last band
     is not a sliver."""
-    best = max_band_rows(cfg, conv, reserve=reserve, out_copies=out_copies)
+    best = max_band_rows(cfg, conv, scale=scale, residual=residual)
     if rows is not None:
         if not 1 <= rows <= best:
             raise ProgramError(f"conv {conv}: {rows} output rows per band; 1 to {best} fit")
         return rows
     if cfg.vector_queue:
         try:
-            best = max_band_rows(cfg, conv, cfg.accumulator_words // 2, reserve,
-                                 out_copies)
+            best = max_band_rows(cfg, conv, cfg.accumulator_words // 2, scale, residual)
         except ProgramError:
             pass  # one row's N-tile needs more than half: no double buffering
     nb = math.ceil(conv.out_h / best)
@@ -394,8 +395,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     if place.scale is not None and any(conv.pad):
         raise ProgramError(f"conv {conv}: an input scale needs a conv without padding (the "
                            "DMA pads with the scaled input's zero point)")
-    if (conv.h * conv.w == 1 and conv.kh * conv.kw == 1 and conv.cin > MAX_RUN
-            and not conv.depthwise and conv.phases == 1):
+    if long_k(conv):
         if place.scale is not None:
             raise ProgramError(f"conv {conv}: no input scale on a one-pixel long-K conv")
         return long_k_layer(cfg, conv, place, dataflow, lut, sync)
@@ -417,12 +417,11 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     oh, ow, s, sh = conv.out_h, conv.out_w, conv.stride, conv.sh
     pt, pl, pr = conv.pad[0], conv.pad[1], conv.pad[3]
     wp = conv.w + pl + pr
-    reserve = conv.cin if place.scale is not None else 0  # s at each bank's end
     res = place.residual is not None
     if res and (conv.phases > 1 or (conv.depthwise and conv.pack > 1)):
         raise ProgramError(f"conv {conv}: a residual add needs the output tiles in the "
                            "output's own layout (no phases, no packed depthwise groups)")
-    rows_b = _band_rows(cfg, conv, band_rows, reserve, 2 if res else 1)
+    rows_b = _band_rows(cfg, conv, band_rows, place.scale is not None, res)
     nbands = math.ceil(oh / rows_b)
     tiles = n_tiles(conv, cfg.cols)
     ks = [tile_k(conv, nl) for _, nl in tiles]
@@ -502,7 +501,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         first: tuple[str, ...] = ("pop_prev",) + (("pop_next",) if st >= 2 else ())
         if place.scale is not None:
             (s_space, s_addr), mul = place.scale
-            s_at = bank + cfg.activation_bank - reserve
+            s_at = bank + cfg.activation_bank - conv.cin  # ``max_band_rows`` left it
             load_q.append(make(Op.LOAD, ("push_next",), kind=Kind.ACT, space=s_space,
                                dram=s_addr, sram=s_at, rows=1, cols=1, depth=conv.cin,
                                stride=conv.cin))
@@ -590,6 +589,12 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     prog += _interleave(load_q, comp_q, store_q)
     return LayerProgram(prog, layer.macs, nbands, folds_total, df, wbytes,
                         {"band_rows": rows_b, "param_bytes": off_p})
+
+
+def long_k(conv: Conv) -> bool:
+    """A one-pixel 1x1 conv whose K is more than one DMA row holds: ``long_k_layer``."""
+    return (conv.h * conv.w == 1 and conv.kh * conv.kw == 1 and conv.cin > MAX_RUN
+            and not conv.depthwise and conv.phases == 1)
 
 
 def long_k_layer(cfg: NpuConfig, conv: Conv, place: Placement,

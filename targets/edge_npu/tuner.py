@@ -89,13 +89,12 @@ def candidates(cfg: NpuConfig, task: Task) -> list[Mapping]:
     distinct band count) x loop order (tile order only with several N-tiles)."""
     conv = task.conv.on_array()
     try:
-        most = programs.max_band_rows(cfg, conv, reserve=conv.cin if task.scale else 0,
-                                      out_copies=2 if task.residual else 1)
+        most = programs.max_band_rows(cfg, conv, scale=task.scale, residual=task.residual)
     except ProgramError:
         return []
     oh = task.conv.out_h
     rows = sorted({math.ceil(oh / nb) for nb in range(1, oh + 1)} & set(range(1, most + 1)))
-    tiles = len(programs.n_tiles(task.conv.on_array(), cfg.cols))
+    tiles = len(programs.n_tiles(conv, cfg.cols))
     orders = LOOP_ORDERS if tiles > 1 else LOOP_ORDERS[:1]
     return [Mapping(df, r, o) for df in ("ws", "os") for r in rows for o in orders]
 

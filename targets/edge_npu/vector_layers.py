@@ -259,7 +259,8 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     # would cost more than it saves)
     twos = [False] + ([True] if copy is not None and f > 1 and out[0] == Space.PCACHE
                       and ow <= MAX_RUN and row <= half else [])
-    heights = {rows, max(1, -(-h // (2 * -(-h // rows))))}
+    bands = math.ceil(h / rows)
+    heights = {rows, math.ceil(h / (2 * bands))}  # the largest bands, or twice as many
     progs = [_resize(cfg, h, w, c, f, inp, out, vop, copy if two else None, sync, r, True)
              for two in twos for r in sorted(heights)]
     if len(progs) == 1:

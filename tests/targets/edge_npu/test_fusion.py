@@ -3,6 +3,8 @@ unfused integer reference bit for bit."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 from edgec.targets.edge_npu import int_reference, rounding
@@ -41,9 +43,8 @@ def _se_residual(h, w, c, mul_first=True, other=False, mul_is_output=False):
     layers = [SegLayer("c", conv, ["in"], "x")]
     tensors = {"in": conv.inputs[0], "x": x, "s": s, "m": m}
     if other:
-        conv2 = _conv_layer(rng, h, w, 8, c, 1)
-        y = replace_scale(conv2.out, 0.05, 2)
-        conv2.out = y
+        y = QTensor(x.shape, 0.05, 2)
+        conv2 = _with_out(_conv_layer(rng, h, w, 8, c, 1), y)
         layers.append(SegLayer("c2", conv2, ["in"], "y"))
         tensors["y"] = y
     out = QTensor(x.shape, 0.06, -3)
@@ -58,8 +59,9 @@ def _se_residual(h, w, c, mul_first=True, other=False, mul_is_output=False):
     return Segment("t", ["in", "s"], outs, layers, shapes, tensors)
 
 
-def replace_scale(t, scale, zp):
-    return QTensor(t.shape, scale, zp)
+def _with_out(conv, t):
+    """``conv`` requantizing to the zero point of ``t``, its output tensor."""
+    return dataclasses.replace(conv, out=t, attrs={**conv.attrs, "zp_out": t.zp})
 
 
 def _check(cfg, seg, seed=0):
@@ -229,8 +231,7 @@ def _residual(h, w, cin, cout, k=1, conv_first=True, lut=False, skip_is_input=Tr
         inputs.append("y")
         shapes["y"] = (1, cout, h, w)
     else:
-        conv2 = _conv_layer(rng, h, w, cin, cout, 1, s_in=0.03, zp_in=4)
-        conv2.out = yt
+        conv2 = _with_out(_conv_layer(rng, h, w, cin, cout, 1, s_in=0.03, zp_in=4), yt)
         layers.append(SegLayer("c2", conv2, [x], "y"))
     tensors["y"] = yt
     out = QTensor((h, w, cout), 0.08, 2)
