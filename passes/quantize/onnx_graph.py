@@ -368,4 +368,38 @@ def npu_tensors(model: onnx.ModelProto, anchors: list[Anchor]) -> list[str]:
             if t and t not in g.outputs:
                 chain_len[t] = length
                 out.setdefault(t)
-    return [t for t in out if t not in internal and t not in anchor_tensors]
+    kept = _anchored(g, model, covered, {n.name for n in model.graph.node
+                                          if n.name not in covered and (
+                                              _chain_weight(g, n) or n.op_type in NPU_OTHER)})
+    return [t for t in out if t not in internal and t not in anchor_tensors and t in kept]
+
+
+def _anchored(g: Graph, model: onnx.ModelProto, anchor_nodes: set[str],
+              npu_nodes: set[str]) -> set[str]:
+    """Tensors touching an NPU op that reaches an anchor through NPU ops.
+
+    An element-wise op whose int8 neighbours are all CPU ops (a transformer's attention
+    mask add between an activation x activation MatMul and Softmax, the embedding sums
+    after Gather) would be an NPU segment without MACs; quantizing it costs accuracy (a
+    -1e4 mask in one int8 scale wipes out the logits) and gains nothing."""
+    parent = {n: n for n in anchor_nodes | npu_nodes}
+
+    def find(n: str) -> str:
+        while parent[n] != n:
+            parent[n] = parent[parent[n]]
+            n = parent[n]
+        return n
+
+    for n in model.graph.node:
+        if n.name not in parent:
+            continue
+        for t in n.input:
+            producer = g.producer.get(t)
+            if producer is not None and producer.name in parent:
+                parent[find(producer.name)] = find(n.name)
+    roots = {find(n) for n in anchor_nodes}
+    kept: set[str] = set()
+    for n in model.graph.node:
+        if n.name in parent and find(n.name) in roots:
+            kept.update(t for t in (*n.input, *n.output) if t)
+    return kept
