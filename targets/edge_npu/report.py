@@ -62,10 +62,13 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     fewest cycles the timing model allows any mapping: launch, the first input row's
     load, the compute queue's stall-free folds (every fold of every N-tile with its fill,
     in WS once per band for the fewest bands the accumulators and a bank allow; the
-    better dataflow and pixel pack, ``Conv.pack``), the requantize (and fused LUT)
-    vector work, and the last output row's store. With a vector queue the vector work overlaps the folds but for
-    at least one output row of the narrowest N-tile after the last fold; without one it
-    runs on the compute queue. ``MACs / (ceiling * R * C)`` bounds the utilization (an
+    better dataflow and pixel pack, ``Conv.pack``), the requantize (and fused LUT and
+    residual ADD) vector work, and the last output row's store. With a vector queue the
+    vector work overlaps the folds but for at least one output row of the narrowest N-tile
+    after the last fold, and a fused input scale's MUL of the first output row's input
+    rows before the first fold; without one it all runs on the compute queue. A fused
+    residual is loaded beside the input (the key does not say where it lives; the tuner
+    measures it in the input's space too). ``MACs / (ceiling * R * C)`` bounds the utilization (an
     N-tile narrower than C or a K not a multiple of R wastes columns or rows on any
     mapping)."""
     shape, key = info.get("shape"), info.get("workload")
@@ -77,15 +80,20 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     bw = {"host": cfg.host_bytes_per_cycle, "pcache": cfg.feed_activations}
     in_b, out_b = c.h * c.w * c.cin, c.out_h * c.out_w * c.cout
     w_b = info["weights"]
-    t_load = in_b / bw[w["in"]] + w_b / (cfg.host_bytes_per_cycle if w["streamed"]
-                                         else cfg.feed_weights)
+    res, scale = bool(w.get("residual")), bool(w.get("scale"))
+    t_load = (in_b + res * out_b) / bw[w["in"]] + w_b / (
+        cfg.host_bytes_per_cycle if w["streamed"] else cfg.feed_weights)
     t_store = out_b / bw[w["out"]]
     t_compute = info["macs"] / peak
-    passes = 1 + w["lut"]
+    passes = 1 + w["lut"] + res
     first_in = max(1, min(c.h, c.kh - c.pad[0])) * c.w * c.cin
     dma = cfg.dma_descriptor_cycles
-    busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, bw[w["out"]])
-               for g in programs.packs(cfg, c))
+    # a fused scale multiplies every input byte once, the first output row's before any fold
+    scale_vec = (cfg.vector_latency + -(-in_b // cfg.vector_lanes)) if scale else 0
+    scale_head = (cfg.vector_latency + -(-c.kh * c.w * c.cin // cfg.vector_lanes)
+                  if scale else 0)
+    busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, bw[w["out"]],
+                     scale_vec, scale_head) for g in programs.packs(cfg, c))
     ends = dma + math.ceil(first_in / bw[w["in"]])
     ceiling = cfg.layer_launch_cycles + ends + busy
     return {"bound": "compute" if t_compute >= max(t_load, t_store) else
@@ -96,12 +104,16 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
             "ceiling_utilization": info["macs"] / (ceiling * peak)}
 
 
-def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out_bw: float) -> int:
+def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out_bw: float,
+          scale_vec: int = 0, scale_head: int = 0) -> int:
     """Fewest compute-and-vector cycles of the array conv ``c`` (any dataflow and bands),
-    plus its last output row's store at ``out_bw`` bytes per cycle."""
+    plus its last output row's store at ``out_bw`` bytes per cycle. ``scale_vec`` /
+    ``scale_head``: a fused input scale's vector cycles, all of them / those before the
+    first fold."""
     m = c.out_h * c.out_w
     tiles = programs.n_tiles(c, cfg.cols)
-    vec = sum(passes * (cfg.vector_latency + -(-m * nl // cfg.vector_lanes)) for _, nl in tiles)
+    vec = scale_vec + sum(passes * (cfg.vector_latency + -(-m * nl // cfg.vector_lanes))
+                          for _, nl in tiles)
     folds = {}
     for df in (Dataflow.WS, Dataflow.OS):
         total = 0
@@ -120,7 +132,7 @@ def _busy(cfg: NpuConfig, c: Conv, passes: int, out_b: int, out_bw: float) -> in
     store = cfg.dma_descriptor_cycles + math.ceil(c.out_w * narrow / out_bw)
     if cfg.vector_queue:
         tail = passes * (cfg.vector_latency + -(-c.out_w * narrow // cfg.vector_lanes))
-        return store + max(min(folds.values()) + tail, vec)
+        return store + max(scale_head + min(folds.values()) + tail, vec)
     return store + min(folds.values()) + vec
 
 

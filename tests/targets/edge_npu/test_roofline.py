@@ -15,10 +15,11 @@ from edgec.targets.edge_npu.simulator import simulate
 from .tuner_fixture import small_model
 
 
-def _info(cfg, conv, inp, out, streamed=False, lut=False):
+def _info(cfg, conv, inp, out, streamed=False, lut=False, scale=False, residual=False):
     return {"shape": {"h": conv.h}, "macs": conv.macs,
             "weights": conv.kh * conv.kw * conv.cout * (1 if conv.depthwise else conv.cin),
-            "workload": workload_key(cfg.name, conv, inp, out, streamed, lut=lut)}
+            "workload": workload_key(cfg.name, conv, inp, out, streamed, lut=lut,
+                                     scale=scale, residual=residual)}
 
 
 @pytest.mark.parametrize("conv", [programs.Conv(20, 20, 192, 192),
@@ -35,6 +36,28 @@ def test_ceiling_bounds_every_mapping(npu, conv, lut, queue):
     info = _info(cfg, conv, Space.PCACHE, Space.PCACHE, lut=lut)
     roof = roofline(cfg, info)
     task = tuner.Task(info["workload"], conv, "conv", Space.PCACHE, Space.PCACHE, False, lut)
+    measured = [tuner.measure(cfg, task, mp)[0] for mp in tuner.candidates(cfg, task)]
+    assert min(c for c in measured if c is not None) >= roof["ceiling_cycles"]
+
+
+@pytest.mark.parametrize("conv", [programs.Conv(20, 20, 192, 192),
+                                  programs.Conv(40, 40, 192, 192),
+                                  programs.Conv(10, 10, 384, 360)])
+@pytest.mark.parametrize("fused", ["scale", "residual", "both"])
+@pytest.mark.parametrize("queue", [4, 0], ids=["vector-queue", "no-queue"])
+def test_ceiling_counts_a_fused_scale_and_residual(npu, conv, fused, queue):
+    """The ceiling takes the fused VEC MUL / ADD into account: it still bounds every
+    mapping, and it is above the plain conv's."""
+    import dataclasses
+
+    cfg = dataclasses.replace(npu, vector_queue=queue)
+    scale, residual = fused in ("scale", "both"), fused in ("residual", "both")
+    info = _info(cfg, conv, Space.PCACHE, Space.PCACHE, scale=scale, residual=residual)
+    roof = roofline(cfg, info)
+    plain = roofline(cfg, _info(cfg, conv, Space.PCACHE, Space.PCACHE))
+    assert roof["ceiling_cycles"] > plain["ceiling_cycles"]
+    task = tuner.Task(info["workload"], conv, "conv", Space.PCACHE, Space.PCACHE, False,
+                      False, scale, residual)
     measured = [tuner.measure(cfg, task, mp)[0] for mp in tuner.candidates(cfg, task)]
     assert min(c for c in measured if c is not None) >= roof["ceiling_cycles"]
 
