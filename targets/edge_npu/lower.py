@@ -672,7 +672,7 @@ def layer_key(cfg: NpuConfig, sl: SegLayer, inputs: list[Loc], out: Loc,
     if sl.layer.kind == "conv":
         return workload_key(cfg.name, sl.layer.attrs["conv"], inputs[0][0], out[0], streamed,
                             sl.lut is not None, scale=sl.scale is not None,
-                            residual=sl.residual is not None)
+                            residual=inputs[-1][0] if sl.residual is not None else False)
     if sl.layer.kind == "gap":
         return workload_key(cfg.name, sl.layer.attrs["conv"], Space.PCACHE, out[0],
                             kind="gap")

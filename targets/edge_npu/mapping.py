@@ -39,16 +39,22 @@ class Mapping:
 
 def workload_key(config: str, conv: Conv, inp: Space, out: Space, streamed: bool = False,
                  lut: bool = False, kind: str = "conv", scale: bool = False,
-                 residual: bool = False) -> str:
+                 residual: bool | Space = False) -> str:
     """A stable string naming everything a mapping's cycles depend on (``scale`` /
-    ``residual``: a fused input scale or residual add, ``lower.SegLayer``)."""
+    ``residual``: a fused input scale or residual add, ``lower.SegLayer``; ``residual``
+    may be the space the added tensor lives in, named in the key when it is not the
+    input's)."""
     shape = asdict(conv)
     for name in ("phases", "pack"):
         if shape[name] == 1:
             del shape[name]  # keys of ordinary convs stay as tuning databases hold them
     key = {"config": config, "kind": kind, "conv": shape, "in": Space(inp).name.lower(),
            "out": Space(out).name.lower(), "streamed": bool(streamed), "lut": bool(lut)}
-    key.update({name: True for name, on in (("scale", scale), ("residual", residual)) if on})
+    if scale:
+        key["scale"] = True
+    if residual is not False:  # a Space (PCACHE is 0) or True
+        key["residual"] = (True if residual is True or Space(residual) == Space(inp)
+                           else Space(residual).name.lower())
     return json.dumps(key, sort_keys=True)
 
 

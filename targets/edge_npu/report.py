@@ -67,8 +67,8 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     vector work overlaps the folds but for at least one output row of the narrowest N-tile
     after the last fold, and a fused input scale's MUL of the first output row's input
     rows before the first fold; without one it all runs on the compute queue. A fused
-    residual is loaded beside the input (the key does not say where it lives; the tuner
-    measures it in the input's space too). ``MACs / (ceiling * R * C)`` bounds the utilization (an
+    residual's bytes are loaded from where it lives (the key names it when that is not
+    the input's space). ``MACs / (ceiling * R * C)`` bounds the utilization (an
     N-tile narrower than C or a K not a multiple of R wastes columns or rows on any
     mapping)."""
     shape, key = info.get("shape"), info.get("workload")
@@ -81,7 +81,8 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     in_b, out_b = c.h * c.w * c.cin, c.out_h * c.out_w * c.cout
     w_b = info["weights"]
     res, scale = bool(w.get("residual")), bool(w.get("scale"))
-    t_load = (in_b + res * out_b) / bw[w["in"]] + w_b / (
+    res_in = w["residual"] if isinstance(w.get("residual"), str) else w["in"]
+    t_load = in_b / bw[w["in"]] + res * out_b / bw[res_in] + w_b / (
         cfg.host_bytes_per_cycle if w["streamed"] else cfg.feed_weights)
     t_store = out_b / bw[w["out"]]
     t_compute = info["macs"] / peak

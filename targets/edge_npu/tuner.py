@@ -56,16 +56,24 @@ class Task:
     lut: bool
     scale: bool = False
     residual: bool = False
+    residual_in: Space | None = None  # where a fused residual lives (None: the input's space)
     count: int = 1
     names: list[str] = field(default_factory=list)
+
+    @property
+    def residual_space(self) -> Space:
+        """Where a fused residual lives."""
+        return self.inp if self.residual_in is None else self.residual_in
 
     @staticmethod
     def from_key(key: str) -> Task:
         d = json.loads(key)
         c = dict(d["conv"])
         c["pad"] = tuple(c["pad"])
+        res = d.get("residual", False)
         return Task(key, Conv(**c), d["kind"], Space[d["in"].upper()], Space[d["out"].upper()],
-                    d["streamed"], d["lut"], d.get("scale", False), d.get("residual", False))
+                    d["streamed"], d["lut"], d.get("scale", False), bool(res),
+                    Space[res.upper()] if isinstance(res, str) else None)
 
 
 def tasks_of(model: Any) -> list[Task]:
@@ -112,11 +120,12 @@ def _program(cfg: NpuConfig, task: Task, mp: Mapping) -> programs.LayerProgram:
     wgt = out_addr + _align(conv.out_h * conv.out_w * conv.cout)
     params = wgt + _align(conv.kh * conv.kw * conv.cin * conv.cout)
     lut = params + _align(16 * (3 + 3 * conv.cout)) if task.lut else None
-    # a fused scale's and residual's operands in the input's space, past the parameter
-    # blocks (timing only: sizes and spaces matter, not contents)
+    # a fused scale's operand in the input's space and a residual in its own, past the
+    # parameter blocks (timing only: sizes and spaces matter, not contents)
     extra = params + 2 * _align(16 * (3 + 3 * conv.cout))
     scale = ((task.inp, extra), params) if task.scale else None
-    residual = ((task.inp, extra + _align(conv.cin)), params) if task.residual else None
+    residual = ((task.residual_space, extra + _align(conv.cin)), params) if (
+        task.residual) else None
     if task.kind == "gap":  # the ones row is the input, the activation the weights
         place = Placement(inp=(Space.PCACHE, params), out=(task.out, out_addr), wgt=0,
                           params=params + 4096)
@@ -168,6 +177,7 @@ def features(cfg: NpuConfig, task: Task, mp: Mapping) -> list[float]:
         c.kh, c.stride, c.sh, float(c.depthwise), float(task.inp == Space.HOST),
         float(task.out == Space.HOST), float(task.streamed), float(task.lut),
         float(task.scale), float(task.residual),
+        float(task.residual and task.residual_space == Space.HOST),
         float(df == "os"), float(tile_order), float(task.kind == "gap"), nb, len(tiles)]
 
 

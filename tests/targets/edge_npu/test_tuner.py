@@ -188,3 +188,26 @@ def test_fused_convs_are_tuned_as_what_they_run(small, tmp_path):
     assert ly["cycles"] == tuner.measure(small, task, best[task.key])[0]
     assert tuner.model_cycles(small, tuned) <= tuner.model_cycles(small, default)
     assert_segments_bit_exact(tuned, segs, small, seed=4)
+
+
+def test_a_fused_residual_key_names_where_the_residual_lives(npu):
+    """A residual in the input's space keeps session 10's key (``"residual": true``); one
+    elsewhere names its space, and the tuner measures the load from there."""
+    import json
+
+    from edgec.targets.edge_npu.isa import Space
+    from edgec.targets.edge_npu.mapping import workload_key
+    from edgec.targets.edge_npu.programs import Conv
+
+    conv = Conv(20, 20, 64, 64)
+    same = workload_key(npu.name, conv, Space.PCACHE, Space.PCACHE, residual=Space.PCACHE)
+    assert same == workload_key(npu.name, conv, Space.PCACHE, Space.PCACHE, residual=True)
+    assert json.loads(same)["residual"] is True
+    host = workload_key(npu.name, conv, Space.PCACHE, Space.PCACHE, residual=Space.HOST)
+    assert json.loads(host)["residual"] == "host"
+    t_same, t_host = tuner.Task.from_key(same), tuner.Task.from_key(host)
+    assert t_same.residual and t_same.residual_in is None
+    assert t_host.residual and t_host.residual_in == Space.HOST
+    mp = tuner.resolved_default(npu, t_same)
+    # the residual's 25.6 kB over the host link cost more than over the on-chip feed
+    assert tuner.measure(npu, t_host, mp)[0] > tuner.measure(npu, t_same, mp)[0]
