@@ -303,6 +303,11 @@ def cmd_build(args: argparse.Namespace) -> int:
             f"{stats['nodes']} ONNX nodes, {stats['macs'] / 1e6:.1f} M MACs, "
             f"built in {pkg.report['time_s']['total']:.1f} s"
         )
+        if "quantization" in pkg.report:
+            from edgec.cli_quantize import build_summary
+
+            for line in build_summary(pkg.report["quantization"]):
+                print(line)
         if "npu" in pkg.report:
             from edgec.targets.edge_npu.report import to_text
 

@@ -73,6 +73,47 @@ def load_static(model: str, shapes: dict[str, tuple[int, ...]]) -> onnx.ModelPro
     return frontend.prepare(frontend.load_model(model).proto, shapes)[1]
 
 
+# ---------------------------------------------------------------------------- summary
+
+# Below this held-out cosine (worst output) the build points at the remedies: the
+# quantized model's outputs are no longer close to the float model's.
+LOW_COSINE = 0.99
+
+
+def layers_line(r: dict[str, Any]) -> str:
+    """How many layers went int8, with what calibration (a quantization report)."""
+    return (f"{r['layers']['int8']} of {r['layers']['total']} layers in int8 "
+            f"({r['method']}, {r['samples']['calib']} calibration + "
+            f"{r['samples']['held_out']} held-out samples)")
+
+
+def kept_lines(r: dict[str, Any]) -> list[str]:
+    """What an accuracy budget kept in float."""
+    out = []
+    if r["kept_float"]:
+        out.append(f"kept in float for {r['budget']}: {', '.join(r['kept_float'])}")
+    if r.get("element_wise_float"):
+        out.append(f"kept in float for {r['budget']}: the {r['element_wise_float']} "
+                   "activations between the layers that the npu style would make int8")
+    return out
+
+
+def build_summary(r: dict[str, Any]) -> list[str]:
+    """The lines ``edgec build --quantize int8`` prints: layers, held-out accuracy, and a
+    hint when that accuracy is low and no budget was set."""
+    worst = min(r["accuracy"].items(), key=lambda kv: kv[1]["cosine"])
+    name, m = worst
+    head = (f"int8: {layers_line(r)}; held-out accuracy vs float ({name}): cosine "
+            f"{m['cosine']:.4f}, SNR {m['snr_db']:.1f} dB")
+    out = [head, *kept_lines(r)]
+    if r["budget"] is None and m["cosine"] < LOW_COSINE:
+        out.append(f"note: held-out cosine {m['cosine']:.4f} is low: --accuracy-budget "
+                   f"cosine={LOW_COSINE} keeps the most sensitive layers in float, and "
+                   "--calib-method minmax keeps activation outliers (`edgec quantize` "
+                   "prints the sensitivity per layer)")
+    return out
+
+
 # ---------------------------------------------------------------------------- command
 
 
@@ -97,16 +138,11 @@ def cmd_quantize(args: argparse.Namespace) -> int:
         print(json.dumps(report, indent=2, sort_keys=True, default=str))
         return 0
     r = result.report
-    print(f"wrote {output}: {r['layers']['int8']} of {r['layers']['total']} layers in int8 "
-          f"({r['method']}, {r['samples']['calib']} calibration + "
-          f"{r['samples']['held_out']} held-out samples)")
+    print(f"wrote {output}: {layers_line(r)}")
     rows = [{"output": k, **v} for k, v in r["accuracy"].items()]
     print(format_table(rows, ["output", "cosine", "snr_db", "max_abs"]))
-    if r["kept_float"]:
-        print(f"kept in float for {r['budget']}: {', '.join(r['kept_float'])}")
-    if r["element_wise_float"]:
-        print(f"kept in float for {r['budget']}: the {r['element_wise_float']} activations "
-              "between the layers that the npu style would make int8")
+    for line in kept_lines(r):
+        print(line)
     if r["sensitivity"]:
         print("most sensitive layers (one layer in int8 at a time):")
         print(format_table(r["sensitivity"][:10], ["layer", "kind", "cosine", "snr_db",

@@ -73,3 +73,38 @@ def test_unwritable_output_is_one_error_and_no_file(tmp_path: Path) -> None:
         _main(["quantize", str(tmp_path / "m.onnx"), "--calib", str(tmp_path / "calib.npz"),
                "-o", str(tmp_path / "f" / "q.onnx")])
     assert sorted(p.name for p in tmp_path.iterdir()) == ["calib.npz", "f", "m.onnx"]
+
+
+def _report(cosine: float, budget: str | None = None, kept: list[str] | None = None) -> dict:
+    return {"layers": {"int8": 3, "total": 4}, "method": "percentile",
+            "samples": {"calib": 8, "held_out": 2}, "budget": budget,
+            "kept_float": kept or [], "element_wise_float": 0,
+            "accuracy": {"a": {"cosine": 0.9999, "snr_db": 40.0, "max_abs": 0.1},
+                         "b": {"cosine": cosine, "snr_db": 12.5, "max_abs": 0.3}}}
+
+
+def test_build_summary_names_the_worst_output_and_hints_when_it_is_low() -> None:
+    good = cli_quantize.build_summary(_report(0.995))
+    assert good == [("int8: 3 of 4 layers in int8 (percentile, 8 calibration + 2 held-out "
+                     "samples); held-out accuracy vs float (b): cosine 0.9950, SNR 12.5 dB")]
+    low = cli_quantize.build_summary(_report(0.7373))
+    assert len(low) == 2 and low[1].startswith("note: held-out cosine 0.7373 is low")
+    assert "--accuracy-budget cosine=0.99" in low[1]
+    # a budget the user set was met (else the build fails): no hint, but what it kept
+    kept = cli_quantize.build_summary(_report(0.96, "cosine=0.95", ["fc2"]))
+    assert kept[1:] == ["kept in float for cosine=0.95: fc2"]
+
+
+def test_build_prints_the_quantization_summary(tmp_path: Path) -> None:
+    from tests.conftest import run_cli
+
+    model = conv_model()
+    onnx.save(model, tmp_path / "m.onnx")
+    np.savez(tmp_path / "calib.npz", x=np.concatenate([f["x"] for f in feeds(model, 10)]))
+    proc = run_cli("build", str(tmp_path / "m.onnx"), "--target", "host", "--quantize", "int8",
+                   "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "m.edgec"))
+    assert proc.returncode == 0, proc.stderr
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("int8: "))
+    assert "1 of 1 layers in int8 (percentile, 8 calibration + 2 held-out" in line
+    cosine = float(line.split("cosine ")[1].split(",")[0])
+    assert 0.99 < cosine <= 1.0 and "note:" not in proc.stdout
