@@ -50,6 +50,10 @@ demo: install-base
 	$(BIN)/edgec run $(DEMO)/cls-a72.edgec --inputs $(DEMO)/line.npz --output-dir $(DEMO)/arm --compare-onnxruntime $(CLS)
 	$(BIN)/edgec bench $(DEMO)/cls-host.edgec --inputs $(DEMO)/line.npz --compare-onnxruntime $(CLS)
 	$(BIN)/edgec inspect $(DEMO)/cls-host.edgec
+	$(BIN)/python -m edgec.examples ppocr-cls --count 24 --seed 1 --out $(DEMO)/calib.npz
+	$(BIN)/edgec build $(CLS) --target edge-npu --input-shape x=1x3x48x192 --quantize int8 --calib $(DEMO)/calib.npz -o $(DEMO)/cls-npu.edgec
+	$(BIN)/edgec run $(DEMO)/cls-npu.edgec --inputs $(DEMO)/line.npz --output-dir $(DEMO)/npu --compare-onnxruntime $(CLS)
+	$(BIN)/edgec bench $(DEMO)/cls-npu.edgec --inputs $(DEMO)/line.npz
 
 clean:
 	rm -rf $(DEMO) .pytest_cache build *.egg-info

@@ -218,8 +218,10 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
          f"streamed weights: {mem['streamed_weight_bytes']:,} B per inference"),
         (f"  per inference: {inf['cycles']:,} cycles, {inf['ms']:.3f} ms (with host invokes), "
          f"{inf['energy_mj']:.3f} mJ, MAC utilization {inf['utilization']:.1%} "
-         f"(compute-bound layers: {inf['compute_layer_utilization']:.1%} of peak, timing-model "
-         f"ceiling {inf['compute_layer_ceiling']:.1%}, {inf['compute_layers']} layers)"),
+         + (f"(compute-bound layers: {inf['compute_layer_utilization']:.1%} of peak, "
+            f"timing-model ceiling {inf['compute_layer_ceiling']:.1%}, "
+            f"{inf['compute_layers']} layers)" if inf["compute_layers"] else
+            "(no layer is compute-bound: every one waits on its loads or stores)")),
         "  ops on the CPU:"]
     if m["npu"] == 0 and any(c["reason"].startswith(FLOAT_REASON) for c in rep["ops"]["cpu"]):
         lines.insert(3, "  hint: the NPU runs int8 layers only; build with --quantize int8 "

@@ -98,6 +98,9 @@ def test_report(executor):
     assert all(c["reason"] for c in rep["ops"]["cpu"])
     text = to_text(rep, max_layers=len(rep["layers"]))
     assert "MACs on NPU" in text and "softmax" in text
+    # cls is small: every layer waits on its loads or stores, and the line says so
+    assert rep["per_inference"]["compute_layers"] == 0
+    assert "no layer is compute-bound" in text and "ceiling 0.0%" not in text
     # what fused into a layer shows in its kind: cls's SE scale and residual adds
     kinds = {line.split()[1] for line in text.splitlines() if line.startswith("    npu")}
     assert {"mul+conv", "conv+add"} <= kinds
