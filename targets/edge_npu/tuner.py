@@ -291,6 +291,7 @@ class TaskResult:
     best_cycles: int
     best: dict[str, Any]
     measured: int
+    candidates: int = 0  # mappings the generator accepts for this workload
 
 
 @dataclass
@@ -304,6 +305,7 @@ class NpuTuneResult:
     default_cycles: int = 0  # whole model, default mappings (NPU segments)
     tuned_cycles: int = 0    # whole model, best mappings in the database
     per_task: list[TaskResult] = field(default_factory=list)
+    unsearched: int = 0  # workloads with candidate mappings not yet measured
 
     @property
     def speedup(self) -> float:
@@ -314,6 +316,7 @@ class NpuTuneResult:
                 "trials": self.trials, "resumed_trials": self.resumed_trials,
                 "seconds": self.seconds, "default_cycles": self.default_cycles,
                 "tuned_cycles": self.tuned_cycles, "speedup": self.speedup,
+                "unsearched": self.unsearched,
                 "per_task": [vars(t) for t in self.per_task]}
 
     def to_text(self, top: int = 10) -> str:
@@ -321,10 +324,17 @@ class NpuTuneResult:
                   f"{self.trials} trials this run ({self.resumed_trials} already in "
                   f"{self.db_dir}), {self.seconds:.1f} s"),
                  (f"  whole model: default {self.default_cycles:,} cycles -> tuned "
-                  f"{self.tuned_cycles:,} ({self.speedup:.3f}x)"),
-                 "  most improved layers: default -> tuned cycles (x count), mapping"]
-        gain = sorted(self.per_task, key=lambda t: -(t.default_cycles - t.best_cycles) * t.count)
-        for t in gain[:top]:
+                  f"{self.tuned_cycles:,} ({self.speedup:.3f}x)")]
+        if self.unsearched:
+            lines.append(f"  {self.unsearched} of {self.tasks} workloads have mappings not yet "
+                         "measured: more --trials searches them")
+        better = [t for t in self.per_task if t.best_cycles < t.default_cycles]
+        if not better:
+            lines.append("  no layer beat its default mapping")
+            return "\n".join(lines)
+        lines.append("  most improved layers: default -> tuned cycles (x count), mapping")
+        better.sort(key=lambda t: -(t.default_cycles - t.best_cycles) * t.count)
+        for t in better[:top]:
             lines.append(f"    {t.names[0]:<14} {t.default_cycles:>9,} -> {t.best_cycles:>9,} "
                          f"(x{t.count}) {t.best}")
         return "\n".join(lines)
@@ -432,6 +442,7 @@ def tune_offload(mod: Any, config: str | NpuConfig, db_dir: str | os.PathLike[st
         recs.setdefault(rec["key"], []).append(rec)
     for t in tasks:
         ok = [r for r in recs.get(t.key, []) if r.get("cycles") is not None]
+        res.unsearched += len(recs.get(t.key, [])) < len(candidates(cfg, t))
         if not ok:
             continue
         dflt = _mkey(resolved_default(cfg, t).to_json())
@@ -439,7 +450,7 @@ def tune_offload(mod: Any, config: str | NpuConfig, db_dir: str | os.PathLike[st
         b = min(ok, key=lambda r: r["cycles"])
         res.per_task.append(TaskResult(t.key, t.names, t.count,
                                        d if d is not None else b["cycles"], b["cycles"],
-                                       b["mapping"], len(ok)))
+                                       b["mapping"], len(ok), len(candidates(cfg, t))))
     return res
 
 

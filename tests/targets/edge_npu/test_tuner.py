@@ -211,3 +211,21 @@ def test_a_fused_residual_key_names_where_the_residual_lives(npu):
     mp = tuner.resolved_default(npu, t_same)
     # the residual's 25.6 kB over the host link cost more than over the on-chip feed
     assert tuner.measure(npu, t_host, mp)[0] > tuner.measure(npu, t_same, mp)[0]
+
+
+def test_result_text_lists_only_improved_layers_and_what_is_left(tmp_path):
+    def task(name, default, best, measured, cands):
+        return tuner.TaskResult(name, [name], 1, default, best, {"dataflow": "os"}, measured,
+                                cands)
+
+    res = tuner.NpuTuneResult(tmp_path, "edge-npu", 3, 5, 0, 1.0, 300, 290,
+                              [task("a", 100, 90, 4, 4), task("b", 100, 100, 1, 6),
+                               task("c", 100, 100, 6, 6)], unsearched=1)
+    text = res.to_text()
+    assert "1 of 3 workloads have mappings not yet measured" in text
+    assert "most improved" in text and "    a " in text and "    b " not in text
+    res.per_task = res.per_task[1:]
+    res.unsearched = 0
+    text = res.to_text()
+    assert "no layer beat its default mapping" in text and "most improved" not in text
+    assert "not yet measured" not in text
