@@ -368,10 +368,18 @@ def npu_tensors(model: onnx.ModelProto, anchors: list[Anchor]) -> list[str]:
             if t and t not in g.outputs:
                 chain_len[t] = length
                 out.setdefault(t)
-    kept = _anchored(g, model, covered, {n.name for n in model.graph.node
-                                          if n.name not in covered and (
-                                              _chain_weight(g, n) or n.op_type in NPU_OTHER)})
-    return [t for t in out if t not in internal and t not in anchor_tensors and t in kept]
+    npu_nodes = {n.name for n in model.graph.node
+                 if n.name not in covered and (_chain_weight(g, n) or n.op_type in NPU_OTHER)}
+    kept = _anchored(g, model, covered, npu_nodes)
+    on_npu = covered | npu_nodes
+    # an op's output that only CPU ops read stays float: int8 there would only move the
+    # op (no MACs) onto the NPU, at the cost of one more rounding of a tensor the CPU
+    # reads in float anyway (a transformer's residual stream before layer norm, whose
+    # outlier channels one int8 scale cannot hold)
+    to_cpu = {t for t in out if g.consumers.get(t) and t in g.producer
+              and all(r.name not in on_npu for r in g.consumers[t])}
+    return [t for t in out if t not in internal and t not in anchor_tensors and t in kept
+            and t not in to_cpu]
 
 
 def _anchored(g: Graph, model: onnx.ModelProto, anchor_nodes: set[str],

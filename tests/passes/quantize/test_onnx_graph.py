@@ -2,7 +2,9 @@
 conv / matmul layers' own. Element-wise ops count only when they reach such a layer
 through ops the NPU runs: an attention's mask add sits between an activation x
 activation MatMul and Softmax (both CPU ops), and one int8 scale over a -1e4 mask
-would wipe out the logits."""
+would wipe out the logits. An output only CPU ops read stays float too: a
+transformer's residual sum before layer norm has outlier channels one int8 scale
+cannot hold."""
 
 from __future__ import annotations
 
@@ -49,11 +51,29 @@ def test_element_wise_ops_count_only_next_to_npu_layers() -> None:
     anchors = find_anchors(prepared, transposed=True)
     assert sorted(a.name for a in anchors) == ["k", "o", "q", "v"]
     extra = npu_tensors(prepared, anchors)
-    # the residual add reads the output projection, so the NPU can run it fused into
-    # that layer: its output is quantized though only layer norm (a CPU op) reads it
-    assert "s" in extra
-    # the mask add reads and feeds only CPU ops
-    assert "masked" not in extra and "scores" not in extra
+    # the mask add reads and feeds only CPU ops; only layer norm reads the residual sum
+    assert "masked" not in extra and "scores" not in extra and "s" not in extra
+
+
+def test_an_element_wise_op_between_npu_layers_is_quantized() -> None:
+    """x W1 + x -> Relu -> W2: the add's output feeds the NPU (Relu, then a matmul), so
+    it is int8 and the add runs on the NPU between the two layers."""
+    rng = np.random.default_rng(0)
+    nodes = [helper.make_node("MatMul", ["x", "w1"], ["m"], name="mm1"),
+             helper.make_node("Add", ["m", "x"], ["a"], name="residual"),
+             helper.make_node("Relu", ["a"], ["r"], name="relu"),
+             helper.make_node("MatMul", ["r", "w2"], ["y"], name="mm2")]
+    g = helper.make_graph(
+        nodes, "res", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 6, 16])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 6, 8])],
+        [numpy_helper.from_array(rng.standard_normal((16, n)).astype(np.float32), w)
+         for w, n in (("w1", 16), ("w2", 8))])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    prepared = prepare(m, conv_add=True)
+    anchors = find_anchors(prepared, transposed=True)
+    extra = npu_tensors(prepared, anchors)
+    assert "a" in extra
 
 
 def test_npu_style_keeps_the_attention_logits_in_float() -> None:
@@ -62,7 +82,7 @@ def test_npu_style_keeps_the_attention_logits_in_float() -> None:
     anchors = quantize_onnx(_attention_model(), feeds[:8], feeds[8:], "minmax")
     npu = quantize_onnx(_attention_model(), feeds[:8], feeds[8:], "minmax", style="npu")
     quantized = {n.input[0] for n in npu.model.graph.node if n.op_type == "QuantizeLinear"}
-    assert "masked" not in quantized and "s" in quantized
+    assert "masked" not in quantized and "s" not in quantized
     # int8 on the masked logits (one scale for -1e4 and the rest) would lose the
     # attention; the npu style costs little over the anchors style here
     cos_a = anchors.report["accuracy"]["y"]["cosine"]
