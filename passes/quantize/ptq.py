@@ -14,8 +14,9 @@ at a time. With a budget, the most sensitive layers are kept in float, one by on
 table order, until the budget holds. In the npu style (which also quantizes the
 element-wise activations between layers, so an accelerator can run them) a budget that
 does not hold even so is searched again with those activations in float (the anchors
-style): a transformer's residual stream has outlier channels that one int8 scale cannot
-hold. If it only holds with every layer in float the budget is impossible and the error
+style): a residual stream with outlier channels that one int8 scale cannot hold, where
+NPU ops read it (before layer norm, a CPU op, it is float anyway:
+``onnx_graph.npu_tensors``). If it only holds with every layer in float the budget is impossible and the error
 carries the table. (Measured with ONNX Runtime on
 the QDQ model, 10-100x faster than an untuned build; edgec's integer kernels agree
 with it to within one quantization step, see tests/passes/quantize.)
