@@ -16,10 +16,10 @@ element-wise activations between layers, so an accelerator can run them) a budge
 does not hold even so is searched again with those activations in float (the anchors
 style): a residual stream with outlier channels that one int8 scale cannot hold, where
 NPU ops read it (before layer norm, a CPU op, it is float anyway:
-``onnx_graph.npu_tensors``). If it only holds with every layer in float the budget is impossible and the error
-carries the table. (Measured with ONNX Runtime on
-the QDQ model, 10-100x faster than an untuned build; edgec's integer kernels agree
-with it to within one quantization step, see tests/passes/quantize.)
+``onnx_graph.npu_tensors``). If it only holds with every layer in float the budget is
+impossible and the error carries the table. (Measured with ONNX Runtime on the QDQ
+model, 10-100x faster than an untuned build; edgec's integer kernels agree with it to
+within one quantization step, see tests/passes/quantize.)
 """
 
 from __future__ import annotations
