@@ -37,7 +37,9 @@ def add_calib_flags(p: argparse.ArgumentParser, *, required: bool) -> None:
     p.add_argument("--calib", required=required, metavar="PATH",
                    help="calibration samples: .npz, folder of NAME.npy, or folder of .npz")
     p.add_argument("--calib-method", choices=METHODS, default=DEFAULT_METHOD,
-                   help=f"how activation ranges are chosen (default {DEFAULT_METHOD})")
+                   help=f"how activation ranges are chosen (default {DEFAULT_METHOD}; "
+                        "auto: percentile or minmax, whichever is more accurate on the "
+                        "held-out samples)")
     p.add_argument("--accuracy-budget", metavar="METRIC=VALUE",
                    help="keep the most sensitive layers in float until every output meets "
                         "it, e.g. cosine=0.995 or snr=30")
@@ -82,8 +84,12 @@ LOW_COSINE = 0.99
 
 def layers_line(r: dict[str, Any]) -> str:
     """How many layers went int8, with what calibration (a quantization report)."""
+    method = r["method"]
+    if r.get("auto"):
+        method += " chosen by held-out cosine (" + ", ".join(
+            f"{m} {c:.4f}" for m, c in r["auto"]["held_out_cosine"].items()) + ")"
     return (f"{r['layers']['int8']} of {r['layers']['total']} layers in int8 "
-            f"({r['method']}, {r['samples']['calib']} calibration + "
+            f"({method}, {r['samples']['calib']} calibration + "
             f"{r['samples']['held_out']} held-out samples)")
 
 
@@ -108,9 +114,9 @@ def build_summary(r: dict[str, Any]) -> list[str]:
     out = [head, *kept_lines(r)]
     if r["budget"] is None and m["cosine"] < LOW_COSINE:
         out.append(f"note: held-out cosine {m['cosine']:.4f} is low: --accuracy-budget "
-                   f"cosine={LOW_COSINE} keeps the most sensitive layers in float, and "
-                   "--calib-method minmax keeps activation outliers (`edgec quantize` "
-                   "prints the sensitivity per layer)")
+                   f"cosine={LOW_COSINE} keeps the most sensitive layers in float"
+                   + ("" if r.get("auto") else ", --calib-method auto also tries minmax")
+                   + " (`edgec quantize` prints the sensitivity per layer)")
     return out
 
 

@@ -17,6 +17,7 @@ import edgec
 from edgec import frontend, limits
 from edgec.errors import EdgecError
 from edgec.model_stats import model_stats
+from edgec.passes.quantize.observers import DEFAULT_METHOD
 from edgec.progress import Phases
 from edgec.targets import TargetDesc, get_target
 
@@ -52,7 +53,7 @@ def import_model(
     verify: bool = False,
     quantize: str | None = None,
     calib: str | os.PathLike[str] | None = None,
-    calib_method: str = "percentile",
+    calib_method: str = DEFAULT_METHOD,
     accuracy_budget: str | None = None,
     options: dict[str, Any] | None = None,
     max_model_bytes: int | str | None = None,
@@ -111,7 +112,7 @@ def build(
     verify: bool = False,
     quantize: str | None = None,
     calib: str | os.PathLike[str] | None = None,
-    calib_method: str = "percentile",
+    calib_method: str = DEFAULT_METHOD,
     accuracy_budget: str | None = None,
     tuning_db: str | os.PathLike[str] | None = None,
     options: dict[str, Any] | None = None,
@@ -172,7 +173,8 @@ def build(
     if imp.quant_report is not None:
         report["quantization"] = imp.quant_report
         manifest["quantization"] = {
-            "scheme": "int8", "method": calib_method, "kept_float": imp.quant_report["kept_float"]
+            "scheme": "int8", "method": imp.quant_report["method"],
+            "kept_float": imp.quant_report["kept_float"]
         }
     if npu_report is not None:
         report["npu"] = npu_report

@@ -11,9 +11,9 @@ from typing import Any
 
 import onnx
 from edgec.errors import InputError
+from edgec.passes.quantize.observers import DEFAULT_METHOD, METHODS
 
-METHODS = ("minmax", "percentile", "entropy")
-DEFAULT_METHOD = "percentile"
+__all__ = ["DEFAULT_METHOD", "METHODS", "quantize_for_build", "quantize_proto"]
 
 
 def quantize_proto(simple: onnx.ModelProto, calib_path: str | os.PathLike[str],

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 from edgec.passes.quantize.observers import Observer, make_observer
 from edgec.passes.quantize.onnx_graph import Anchor
-from edgec.passes.quantize.scheme import ActParams
+from edgec.passes.quantize.scheme import ActParams, act_params
 from onnx import TensorProto, helper
 
 
@@ -67,6 +67,18 @@ def observe(model: onnx.ModelProto, tensors: Sequence[str],
         for t, obs in observers.items():
             obs.observe(values[t])
     return observers
+
+
+def calibrate_auto(model: onnx.ModelProto, anchors: Sequence[Anchor],
+                   feeds: Sequence[dict[str, np.ndarray]],
+                   extra: Sequence[str] = ()) -> dict[str, dict[str, ActParams]]:
+    """Parameters by the percentile and the minmax method (``observers.AUTO_CANDIDATES``)
+    from one pass over ``feeds``: the percentile observer also keeps each tensor's min
+    and max."""
+    tensors = list(dict.fromkeys([*activation_tensors(anchors), *extra]))
+    observers = observe(model, tensors, feeds, "percentile")
+    return {"percentile": {t: obs.qparams() for t, obs in observers.items()},
+            "minmax": {t: act_params(obs.lo, obs.hi) for t, obs in observers.items()}}
 
 
 def calibrate(model: onnx.ModelProto, anchors: Sequence[Anchor],

@@ -13,6 +13,10 @@ Three ways to choose an activation's real range ``[lo, hi]``:
   ``[max(min, -T), min(max, T)]``. ``n_levels`` is 128 for signed tensors (one side
   of the int8 grid) and 255 for non-negative ones (post-ReLU: the whole grid).
 
+``auto`` (``ptq.quantize_onnx``) observes once with the percentile observer, which also
+keeps the minimum and maximum, and keeps whichever of the percentile and minmax ranges
+gives the better held-out accuracy.
+
 The percentile and entropy observers share one signed histogram, symmetric about 0
 with 2 x 2048 bins. When a later batch exceeds its range the range doubles (as often
 as needed) and pairs of bins merge, which is exact, so no sample is ever re-binned
@@ -26,7 +30,9 @@ from abc import ABC, abstractmethod
 import numpy as np
 from edgec.passes.quantize.scheme import ActParams, act_params
 
-METHODS = ("minmax", "percentile", "entropy")
+METHODS = ("auto", "minmax", "percentile", "entropy")
+AUTO_CANDIDATES = ("percentile", "minmax")  # what ``auto`` chooses between
+DEFAULT_METHOD = "percentile"
 HALF_BINS = 2048
 
 
@@ -157,10 +163,11 @@ def kl_threshold(hist: np.ndarray, levels: int = 128) -> int:
 
 
 def make_observer(method: str, **kwargs: float) -> Observer:
-    """An observer by method name (``minmax``, ``percentile``, ``entropy``)."""
+    """An observer by method name (``minmax``, ``percentile``, ``entropy``; ``auto``
+    observes as ``percentile``)."""
     if method == "minmax":
         return MinMaxObserver()
-    if method == "percentile":
+    if method in ("percentile", "auto"):
         return PercentileObserver(**kwargs)
     if method == "entropy":
         return EntropyObserver()

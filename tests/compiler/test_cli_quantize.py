@@ -89,7 +89,13 @@ def test_build_summary_names_the_worst_output_and_hints_when_it_is_low() -> None
                      "samples); held-out accuracy vs float (b): cosine 0.9950, SNR 12.5 dB")]
     low = cli_quantize.build_summary(_report(0.7373))
     assert len(low) == 2 and low[1].startswith("note: held-out cosine 0.7373 is low")
-    assert "--accuracy-budget cosine=0.99" in low[1]
+    assert "--accuracy-budget cosine=0.99" in low[1] and "--calib-method auto" in low[1]
+    auto = _report(0.7373)
+    auto["auto"] = {"chosen": "percentile",
+                    "held_out_cosine": {"percentile": 0.7373, "minmax": 0.71}}
+    text = cli_quantize.build_summary(auto)
+    assert "percentile chosen by held-out cosine (percentile 0.7373, minmax 0.7100)" in text[0]
+    assert "--calib-method" not in text[1]
     # a budget the user set was met (else the build fails): no hint, but what it kept
     kept = cli_quantize.build_summary(_report(0.96, "cosine=0.95", ["fc2"]))
     assert kept[1:] == ["kept in float for cosine=0.95: fc2"]
@@ -102,9 +108,11 @@ def test_build_prints_the_quantization_summary(tmp_path: Path) -> None:
     onnx.save(model, tmp_path / "m.onnx")
     np.savez(tmp_path / "calib.npz", x=np.concatenate([f["x"] for f in feeds(model, 10)]))
     proc = run_cli("build", str(tmp_path / "m.onnx"), "--target", "host", "--quantize", "int8",
-                   "--calib", str(tmp_path / "calib.npz"), "-o", str(tmp_path / "m.edgec"))
+                   "--calib", str(tmp_path / "calib.npz"), "--calib-method", "auto",
+                   "-o", str(tmp_path / "m.edgec"))
     assert proc.returncode == 0, proc.stderr
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("int8: "))
-    assert "1 of 1 layers in int8 (percentile, 8 calibration + 2 held-out" in line
-    cosine = float(line.split("cosine ")[1].split(",")[0])
+    assert "1 of 1 layers in int8 (" in line and "chosen by held-out cosine (percentile " in line
+    assert "8 calibration + 2 held-out" in line
+    cosine = float(line.rsplit("cosine ", 1)[1].split(",")[0])
     assert 0.99 < cosine <= 1.0 and "note:" not in proc.stdout

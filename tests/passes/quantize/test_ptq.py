@@ -61,3 +61,47 @@ def test_npu_style_puts_the_residual_stream_back_in_float_to_meet_the_budget() -
     plain = quantize_onnx(_residual_ln_model(), calib, held, "minmax", style="npu")
     assert plain.report["element_wise_float"] == 0
     assert plain.report["accuracy"]["y"]["cosine"] < 0.999
+
+
+def _matmul_model() -> onnx.ModelProto:
+    w = (np.random.default_rng(0).standard_normal((32, 16)) * 0.3).astype(np.float32)
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "mm",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 256, 32])],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 256, 16])],
+        [numpy_helper.from_array(w, "w")])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    return m
+
+
+def _spiky(n: int, rng: np.random.Generator, spikes: bool, wild: bool = False
+           ) -> list[dict[str, np.ndarray]]:
+    out = []
+    for i in range(n):
+        x = rng.standard_normal((1, 256, 32)).astype(np.float32)
+        if spikes and i % 2 == 0:  # a rare large value that matters, as a transformer's
+            x.reshape(-1)[rng.integers(x.size)] = 40.0
+        if wild and i == 0:  # one glitch in one calibration sample
+            x[0, 0, 0] = 1000.0
+        out.append({"x": x})
+    return out
+
+
+def test_auto_keeps_the_method_more_accurate_on_held_out_samples() -> None:
+    """``auto`` is the better of percentile and minmax on the held-out samples: minmax
+    when samples carry a rare large value (percentile clips it), percentile
+    when one calibration sample holds a glitch (minmax spends the grid on it). Its
+    parameters and accuracy are those the chosen method gives on its own."""
+    rng = np.random.default_rng(2)
+    for spikes, wild, winner in ((True, False, "minmax"), (False, True, "percentile")):
+        calib, held = _spiky(8, rng, spikes, wild), _spiky(3, rng, spikes)
+        res = {m: quantize_onnx(_matmul_model(), calib, held, m, with_sensitivity=False)
+               for m in ("auto", "percentile", "minmax")}
+        cos = {m: r.report["accuracy"]["y"]["cosine"] for m, r in res.items()}
+        assert cos[winner] > cos[({"minmax", "percentile"} - {winner}).pop()]
+        auto = res["auto"].report
+        assert auto["method"] == winner and auto["auto"]["chosen"] == winner
+        assert auto["auto"]["held_out_cosine"] == {m: cos[m] for m in ("percentile", "minmax")}
+        assert res["auto"].params == res[winner].params and cos["auto"] == cos[winner]
+    assert res["minmax"].report["auto"] is None
