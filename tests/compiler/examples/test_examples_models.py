@@ -10,12 +10,11 @@ from pathlib import Path
 
 import numpy as np
 import onnx
+import onnxruntime as ort
 import pytest
 from edgec.errors import EdgecError
 from edgec.examples import models
 from edgec.examples.models import REAL_MODELS, model_path
-
-import onnxruntime as ort
 
 PACKAGED = ["ppocr-cls", "ppocr-det", "silero-vad"]
 
