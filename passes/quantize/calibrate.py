@@ -72,9 +72,9 @@ def observe(model: onnx.ModelProto, tensors: Sequence[str],
 def calibrate_auto(model: onnx.ModelProto, anchors: Sequence[Anchor],
                    feeds: Sequence[dict[str, np.ndarray]],
                    extra: Sequence[str] = ()) -> dict[str, dict[str, ActParams]]:
-    """Parameters by the percentile and the minmax method (``observers.AUTO_CANDIDATES``)
-    from one pass over ``feeds``: the percentile observer also keeps each tensor's min
-    and max."""
+    """Parameters by the percentile and by the minmax method (what ``auto`` chooses
+    between) from one pass over ``feeds``: the percentile observer also keeps each
+    tensor's min and max."""
     tensors = list(dict.fromkeys([*activation_tensors(anchors), *extra]))
     observers = observe(model, tensors, feeds, "percentile")
     return {"percentile": {t: obs.qparams() for t, obs in observers.items()},

@@ -30,8 +30,8 @@ from abc import ABC, abstractmethod
 import numpy as np
 from edgec.passes.quantize.scheme import ActParams, act_params
 
-METHODS = ("auto", "minmax", "percentile", "entropy")
-AUTO_CANDIDATES = ("percentile", "minmax")  # what ``auto`` chooses between
+OBSERVERS = ("minmax", "percentile", "entropy")
+METHODS = ("auto", *OBSERVERS)  # auto: ``ptq.quantize_onnx`` picks percentile or minmax
 DEFAULT_METHOD = "percentile"
 HALF_BINS = 2048
 
@@ -163,12 +163,12 @@ def kl_threshold(hist: np.ndarray, levels: int = 128) -> int:
 
 
 def make_observer(method: str, **kwargs: float) -> Observer:
-    """An observer by method name (``minmax``, ``percentile``, ``entropy``; ``auto``
-    observes as ``percentile``)."""
+    """An observer by method name (``minmax``, ``percentile``, ``entropy``)."""
     if method == "minmax":
         return MinMaxObserver()
-    if method in ("percentile", "auto"):
+    if method == "percentile":
         return PercentileObserver(**kwargs)
     if method == "entropy":
         return EntropyObserver()
-    raise ValueError(f"unknown calibration method {method!r}; choose one of {', '.join(METHODS)}")
+    raise ValueError(f"unknown calibration method {method!r}; choose one of "
+                     f"{', '.join(OBSERVERS)}")

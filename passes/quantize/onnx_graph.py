@@ -339,6 +339,7 @@ def npu_tensors(model: onnx.ModelProto, anchors: list[Anchor]) -> list[str]:
     chain_len: dict[str, int] = {}  # tensor -> ops of the float chain that produced it
     internal: set[str] = set()
     out: dict[str, None] = {}
+    npu_nodes: set[str] = set()  # the ops besides the anchors that the NPU runs
 
     def activation(t: str) -> bool:
         return bool(t) and g.const(t) is None
@@ -349,6 +350,7 @@ def npu_tensors(model: onnx.ModelProto, anchors: list[Anchor]) -> list[str]:
         weight = _chain_weight(g, n)
         if not weight and n.op_type not in NPU_OTHER:
             continue
+        npu_nodes.add(n.name)
         ins = [t for t in (n.input[:1] if n.op_type in DATA_ONLY else n.input)
                if activation(t)]
         length = weight
@@ -368,8 +370,6 @@ def npu_tensors(model: onnx.ModelProto, anchors: list[Anchor]) -> list[str]:
             if t and t not in g.outputs:
                 chain_len[t] = length
                 out.setdefault(t)
-    npu_nodes = {n.name for n in model.graph.node
-                 if n.name not in covered and (_chain_weight(g, n) or n.op_type in NPU_OTHER)}
     kept = _anchored(g, model, covered, npu_nodes)
     on_npu = covered | npu_nodes
     # an op's output that only CPU ops read stays float: int8 there would only move the

@@ -12,10 +12,10 @@ The method ``auto`` calibrates once and keeps whichever of the percentile and mi
 ranges gives the better held-out accuracy (worst output's cosine): percentile clips
 rare outliers, which suits a CNN, while a transformer carries a few very large
 activations at some tokens that minmax keeps (MiniLM, 8 sentences: mean embedding
-cosine 0.792 with percentile, 0.948 with minmax, which auto picks). The reported accuracy is then measured on the samples
-that chose it, one choice of two. The default stays percentile: on PP-OCR det, auto
-picks minmax, whose int8 map agrees less closely with ONNX Runtime's on the same QDQ
-model.
+cosine 0.792 with percentile, 0.948 with minmax, which auto picks). The reported
+accuracy is then measured on the samples that chose it, one choice of two. The default
+stays percentile: on PP-OCR det, auto picks minmax, whose int8 map agrees less closely
+with ONNX Runtime's on the same QDQ model.
 
 Accuracy is measured on the held-out feeds: per output cosine / SNR / max abs error
 of the QDQ model against the float one; the sensitivity table quantizes one layer
@@ -113,14 +113,19 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
         raise EdgecError("quantize: the model has no conv2d or matmul with constant weights")
     extra = npu_tensors(prepared, anchors) if style == "npu" else []
     reference = run(prepared, held_out)
+
+    def accuracy(p: dict[str, ActParams], include: set[str] | None = None,
+                 extra: Sequence[str] = ()) -> dict[str, dict[str, float]]:
+        return compare(reference, run(to_qdq(prepared, anchors, p, include, extra), held_out))
+
     choice: dict[str, Any] | None = None
+    all_int8: dict[str, dict[str, float]] | None = None  # every layer int8, with ``extra``
     if method == "auto":
         cands = calibrate_auto(prepared, anchors, calib, extra)
-        scores = {m: _worst(compare(reference, run(to_qdq(prepared, anchors, p, extra=extra),
-                                                     held_out)))
-                  for m, p in cands.items()}
+        measured = {m: accuracy(p, extra=extra) for m, p in cands.items()}
+        scores = {m: _worst(v) for m, v in measured.items()}
         method = max(scores, key=lambda m: (scores[m]["cosine"], scores[m]["snr_db"]))
-        params = cands[method]
+        params, all_int8 = cands[method], measured[method]
         choice = {"chosen": method, "held_out_cosine": {m: v["cosine"]
                                                         for m, v in scores.items()}}
     else:
@@ -128,13 +133,12 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
     rows = sensitivity(prepared, anchors, params, held_out, reference) if (
         with_sensitivity or budget is not None) else []
 
-    def search(extra: list[str]) -> tuple[list[str], dict[str, Any], list[dict[str, Any]],
-                                          bool]:
+    def search(extra: list[str], first: dict[str, dict[str, float]] | None = None
+               ) -> tuple[list[str], dict[str, Any], list[dict[str, Any]], bool]:
         """Layers kept in float, most sensitive first, until the budget is met: (kept,
-        metrics, tried, met)."""
+        metrics, tried, met). ``first``: the accuracy with every layer in int8, if known."""
         kept: list[str] = []
-        metrics = compare(reference, run(to_qdq(prepared, anchors, params, extra=extra),
-                                         held_out))
+        metrics = first if first is not None else accuracy(params, extra=extra)
         tried = [{"kept_float": 0, "extra": len(extra), **_worst(metrics)}]
         if budget is None or budget.met(metrics):
             return kept, metrics, tried, True
@@ -142,15 +146,13 @@ def quantize_onnx(model: onnx.ModelProto, calib: Sequence[Feed], held_out: Seque
             kept.append(row["layer"])
             if len(kept) == len(anchors):
                 return kept, metrics, tried, False
-            include = {a.name for a in anchors} - set(kept)
-            metrics = compare(reference, run(to_qdq(prepared, anchors, params, include, extra),
-                                              held_out))
+            metrics = accuracy(params, {a.name for a in anchors} - set(kept), extra)
             tried.append({"kept_float": len(kept), "extra": len(extra), **_worst(metrics)})
             if budget.met(metrics):
                 return kept, metrics, tried, True
         return kept, metrics, tried, False
 
-    kept, metrics, tried, met = search(extra)
+    kept, metrics, tried, met = search(extra, all_int8)
     extra_float: list[str] = []
     if not met and extra:
         # the element-wise tensors between the layers (the residual stream of a

@@ -9,7 +9,6 @@ each segment once on the simulator (data does not change timing, traffic or ener
 
 from __future__ import annotations
 
-import json
 import math
 from collections import Counter
 from dataclasses import replace
@@ -19,10 +18,11 @@ import numpy as np
 
 from . import programs, timing
 from .config import NpuConfig
-from .isa import Dataflow
+from .isa import Dataflow, Space
 from .lower import NpuModel
 from .partition import FLOAT_REASON, Partition, _bindings
 from .programs import Conv
+from .tuner import Task
 from .tvm_compat import shape_of
 
 
@@ -74,28 +74,27 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     shape, key = info.get("shape"), info.get("workload")
     if not shape or not key or not info.get("macs"):
         return None
-    w = json.loads(key)
-    c = Conv(**{**w["conv"], "pad": tuple(w["conv"]["pad"])})
+    task = Task.from_key(key)
+    c = task.conv
     peak = cfg.peak_macs_per_cycle
-    bw = {"host": cfg.host_bytes_per_cycle, "pcache": cfg.feed_activations}
+    bw = {Space.HOST: cfg.host_bytes_per_cycle, Space.PCACHE: cfg.feed_activations}
     in_b, out_b = c.h * c.w * c.cin, c.out_h * c.out_w * c.cout
     w_b = info["weights"]
-    res, scale = bool(w.get("residual")), bool(w.get("scale"))
-    res_in = w["residual"] if isinstance(w.get("residual"), str) else w["in"]
-    t_load = in_b / bw[w["in"]] + res * out_b / bw[res_in] + w_b / (
-        cfg.host_bytes_per_cycle if w["streamed"] else cfg.feed_weights)
-    t_store = out_b / bw[w["out"]]
+    res, scale = task.residual, task.scale
+    t_load = in_b / bw[task.inp] + res * out_b / bw[task.residual_space] + w_b / (
+        cfg.host_bytes_per_cycle if task.streamed else cfg.feed_weights)
+    t_store = out_b / bw[task.out]
     t_compute = info["macs"] / peak
-    passes = 1 + w["lut"] + res
+    passes = 1 + task.lut + res
     first_in = max(1, min(c.h, c.kh - c.pad[0])) * c.w * c.cin
     dma = cfg.dma_descriptor_cycles
     # a fused scale multiplies every input byte once, the first output row's before any fold
     scale_vec = (cfg.vector_latency + -(-in_b // cfg.vector_lanes)) if scale else 0
     scale_head = (cfg.vector_latency + -(-c.kh * c.w * c.cin // cfg.vector_lanes)
                   if scale else 0)
-    busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, bw[w["out"]],
+    busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, bw[task.out],
                      scale_vec, scale_head) for g in programs.packs(cfg, c))
-    ends = dma + math.ceil(first_in / bw[w["in"]])
+    ends = dma + math.ceil(first_in / bw[task.inp])
     ceiling = cfg.layer_launch_cycles + ends + busy
     return {"bound": "compute" if t_compute >= max(t_load, t_store) else
             ("load" if t_load >= t_store else "store"),

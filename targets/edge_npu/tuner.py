@@ -442,7 +442,8 @@ def tune_offload(mod: Any, config: str | NpuConfig, db_dir: str | os.PathLike[st
         recs.setdefault(rec["key"], []).append(rec)
     for t in tasks:
         ok = [r for r in recs.get(t.key, []) if r.get("cycles") is not None]
-        res.unsearched += len(recs.get(t.key, [])) < len(candidates(cfg, t))
+        n_cands = len(candidates(cfg, t))
+        res.unsearched += len(recs.get(t.key, [])) < n_cands
         if not ok:
             continue
         dflt = _mkey(resolved_default(cfg, t).to_json())
@@ -450,7 +451,7 @@ def tune_offload(mod: Any, config: str | NpuConfig, db_dir: str | os.PathLike[st
         b = min(ok, key=lambda r: r["cycles"])
         res.per_task.append(TaskResult(t.key, t.names, t.count,
                                        d if d is not None else b["cycles"], b["cycles"],
-                                       b["mapping"], len(ok), len(candidates(cfg, t))))
+                                       b["mapping"], len(ok), n_cands))
     return res
 
 
