@@ -59,7 +59,8 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     with the load queue moving the input and the weights and the store queue the output,
     each at the bandwidth of its side (host link for host buffers and streamed weights,
     the 64 B/cycle feeds on chip); on chip that is 64 MACs per byte. ``ceiling`` is the
-    fewest cycles the timing model allows any mapping: launch, the first input row's
+    fewest cycles the timing model allows any mapping: launch, then the longest of
+    the load queue's bytes, the store queue's bytes, and this path: the first input row's
     load, the compute queue's stall-free folds (every fold of every N-tile with its fill,
     in WS once per band for the fewest bands the accumulators and a bank allow; the
     better dataflow and pixel pack, ``Conv.pack``), the requantize (and fused LUT and
@@ -95,7 +96,15 @@ def roofline(cfg: NpuConfig, info: dict[str, Any]) -> dict[str, Any] | None:
     busy = min(_busy(cfg, replace(c, pack=g).on_array(), passes, out_b, bw[task.out],
                      scale_vec, scale_head) for g in programs.packs(cfg, c))
     ends = dma + math.ceil(first_in / bw[task.inp])
-    ceiling = cfg.layer_launch_cycles + ends + busy
+    # the queues must also move every byte: the input rows some window reads, a fused
+    # residual, streamed weights (cached ones the array reads in place); the output
+    rows = len({y for oy in range(c.out_h) for y in range(oy * c.sh - c.pad[0],
+                                                          oy * c.sh - c.pad[0] + c.kh)
+                if 0 <= y < c.h})
+    moved_in = (rows * c.w * c.cin / bw[task.inp] + res * out_b / bw[task.residual_space]
+                + (w_b / cfg.host_bytes_per_cycle if task.streamed else 0))
+    ceiling = cfg.layer_launch_cycles + max(ends + busy, dma + math.ceil(moved_in),
+                                            dma + math.ceil(t_store))
     return {"bound": "compute" if t_compute >= max(t_load, t_store) else
             ("load" if t_load >= t_store else "store"),
             "intensity": info["macs"] / (in_b + w_b + out_b),

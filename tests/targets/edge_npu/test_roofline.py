@@ -62,6 +62,26 @@ def test_ceiling_counts_a_fused_scale_and_residual(npu, conv, fused, queue):
     assert min(c for c in measured if c is not None) >= roof["ceiling_cycles"]
 
 
+@pytest.mark.parametrize("conv", [programs.Conv(64, 64, 3, 16, 3, 3, 2, (1, 1, 1, 1)),
+                                  programs.Conv(40, 40, 24, 4, phases=2),
+                                  programs.Conv(20, 20, 64, 64, stride=2)])
+@pytest.mark.parametrize("side", ["in", "out"])
+def test_ceiling_of_a_layer_on_the_link(npu, conv, side):
+    """A layer that reads or writes the host moves those bytes over the link at least:
+    its ceiling is not below them (it was the on-chip path's, 20x below for det's input
+    conv), and it still bounds every mapping."""
+    inp, out = (Space.HOST, Space.PCACHE) if side == "in" else (Space.PCACHE, Space.HOST)
+    info = _info(npu, conv, inp, out)
+    roof = roofline(npu, info)
+    rows = conv.out_h if conv.kh < conv.sh else conv.h  # 1x1 stride 2: every other row
+    link = (rows * conv.w * conv.cin if side == "in" else
+            conv.out_h * conv.out_w * conv.cout) / npu.host_bytes_per_cycle
+    assert roof["ceiling_cycles"] >= npu.layer_launch_cycles + link
+    task = tuner.Task(info["workload"], conv, "conv", inp, out, False, False)
+    measured = [tuner.measure(npu, task, mp)[0] for mp in tuner.candidates(npu, task)]
+    assert min(c for c in measured if c is not None) >= roof["ceiling_cycles"]
+
+
 def test_bound_follows_where_the_data_lives(npu):
     conv = programs.Conv(20, 20, 192, 192)
     assert roofline(npu, _info(npu, conv, Space.PCACHE, Space.PCACHE))["bound"] == "compute"
