@@ -230,12 +230,15 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
             f"timing-model ceiling {inf['compute_layer_ceiling']:.1%}, "
             f"{inf['compute_layers']} layers)" if inf["compute_layers"] else
             "(no layer is compute-bound: every one waits on its loads or stores)")),
-        "  ops on the CPU:"]
+        f"  ops on the CPU ({len(rep['ops']['cpu'])}), by op and reason:"]
+    if not rep["layers"]:
+        lines[4] = "  per inference: no NPU work (every op runs on the CPU)"
     if m["npu"] == 0 and any(c["reason"].startswith(FLOAT_REASON) for c in rep["ops"]["cpu"]):
         lines.insert(3, "  hint: the NPU runs int8 layers only; build with --quantize int8 "
                         "--calib DATA, or give a QDQ model")
-    for c in rep["ops"]["cpu"]:
-        lines.append(f"    {c['var']:<10} {c['op']:<22} {c['reason']}")
+    lines += _cpu_lines(rep["ops"]["cpu"])
+    if not rep["layers"]:
+        return "\n".join(lines)
     lines.append("  NPU op counts: " + ", ".join(f"{k.split('.')[-1]} {v}" for k, v in
                                                   sorted(rep["ops"]["npu_ops"].items())))
     top = sorted(rep["layers"], key=lambda ly: -ly["cycles"])[:max_layers]
@@ -248,6 +251,20 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
                      f"{ly.get('roofline', {}).get('bound', '-')}"
                      f"{' streamed' if ly['streamed'] else ''}")
     return "\n".join(lines)
+
+
+def _cpu_lines(cpu: list[dict[str, Any]], names: int = 3) -> list[str]:
+    """One line per (op, reason) in first-seen order: the count and the first few vars
+    (the Edge TPU compiler's table; ``--json`` lists every op)."""
+    groups: dict[tuple[str, str], list[str]] = {}
+    for c in cpu:
+        groups.setdefault((c["op"], c["reason"]), []).append(c["var"])
+    lines = []
+    for (op, reason), vs in groups.items():
+        more = f" and {len(vs) - names} more" if len(vs) > names else ""
+        lines.append(f"    {len(vs):>4} {op.removeprefix('relax.'):<18} {reason} "
+                     f"({', '.join(vs[:names])}{more})")
+    return lines
 
 
 def _fused_kind(ly: dict[str, Any]) -> str:

@@ -151,3 +151,6 @@ def test_float_model_gets_a_quantize_hint(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "MACs on NPU: 0 of" in proc.stdout
     assert "hint: the NPU runs int8 layers only; build with --quantize int8" in proc.stdout
+    # CPU ops grouped by op and reason; no empty NPU tables
+    assert "2 matmul" in proc.stdout and "(lv, lv3)" in proc.stdout
+    assert "no NPU work" in proc.stdout and "slowest" not in proc.stdout
