@@ -35,9 +35,11 @@ def _readers(layers: list[SegLayer]) -> dict[str, int]:
 def fuse(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     """Every fusion, in the order each needs: gated LUTs fold and LUT chains compose
     before a LUT joins its conv; ``y + x * s`` pairs take their muls before a conv
-    would; a conv takes the add after it last (after its LUT and scale)."""
+    would; a conv takes the add after it (after its LUT and scale); a global pool takes
+    the one-pixel convs after it last (with their LUTs)."""
     luts = fuse_luts(compose_luts(fold_gated_luts(layers, outputs), outputs), outputs)
-    return fuse_conv_add(fuse_scale_conv(fuse_mul_add(luts, outputs), outputs), outputs)
+    return fuse_pixel_chains(fuse_conv_add(fuse_scale_conv(fuse_mul_add(luts, outputs),
+                                                           outputs), outputs), outputs)
 
 
 def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
@@ -224,3 +226,59 @@ def fuse_conv_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
                        origin=conv.origin or conv.layer)
 
     return _fuse_into(layers, outputs, _full_add, one)
+
+
+def _pixel_conv(sl: SegLayer) -> bool:
+    """A 1x1 dense conv of one pixel without a fused scale or residual (its LUT may be)."""
+    c = sl.layer.attrs.get("conv") if sl.layer.kind == "conv" else None
+    return (c is not None and c.h == c.w == c.kh == c.kw == 1 and not c.depthwise
+            and c.phases == 1 and c.pack == 1 and sl.scale is None and sl.residual is None)
+
+
+def fuse_pixel_chains(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """A global pool followed by one-pixel 1x1 convs (squeeze-excite: pool, conv + ReLU,
+    conv + hard-sigmoid), each the only reader of the one before and none a segment
+    output, with the same rounding, becomes one ``se`` layer at the pool's place:
+    ``pixel_chain`` keeps the pooled vector and each conv's output in the activation
+    bank, and only the last is stored. The same integer passes; two launches and two
+    store / load round trips fewer per block."""
+    readers = _readers(layers)
+    first_reader: dict[str, int] = {}
+    for i, sl in enumerate(layers):
+        for v in sl.inputs:
+            first_reader.setdefault(v, i)
+    chains: dict[int, list[SegLayer]] = {}  # index of the pool -> the whole chain
+    gone: set[int] = set()
+    for i, sl in enumerate(layers):
+        if sl.layer.kind != "gap" or sl.lut is not None:
+            continue
+        chain, v = [sl], sl.output
+        while readers.get(v) == 1 and v not in outputs:
+            at = first_reader[v]
+            nxt = layers[at]
+            if not _pixel_conv(nxt) or not _same_rounding(sl, nxt):
+                break
+            chain.append(nxt)
+            gone.add(at)
+            v = nxt.output
+        if len(chain) > 1:
+            chains[i] = chain
+    out = []
+    for i, sl in enumerate(layers):
+        if i in gone:
+            continue
+        chain = chains.get(i)
+        if chain is None:
+            out.append(sl)
+            continue
+        ops = [op for c in chain for op in
+               list(c.layer.ops) + (list(c.lut.ops) if c.lut is not None else [])]
+        last = chain[-1]
+        fused = Layer("se", list(chain[0].layer.inputs),
+                      last.lut.out if last.lut is not None else last.layer.out,
+                      {"parts": chain, "rounding": chain[0].layer.attrs.get("rounding",
+                                                                             "gemmlowp")},
+                      ops=ops)
+        out.append(replace(chain[0], layer=fused, output=last.output,
+                           origin=chain[0].origin or chain[0].layer))
+    return out

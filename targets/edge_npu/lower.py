@@ -45,6 +45,7 @@ from .isa import (
 )
 from .layers import Layer, QTensor
 from .mapping import Mapping, workload_key
+from .pixel_chain import Pass, chain_program
 from .programs import Conv, Placement, ProgramError
 from .simulator import simulate
 from .vector_layers import PREV, concat_layer, elementwise_layer, maxpool_layer, resize_layer
@@ -142,6 +143,15 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
             return params, b""
         w = programs.pack_weights(conv, a["weights"], cfg.cols)
         return params, w.tobytes()
+    if layer.kind == "se":  # the pool's ones, each pass's blocks; the convs' weights
+        parts = at["parts"]
+        params = {}
+        for j, part in enumerate(parts):
+            p, _ = layer_images(cfg, part.layer)
+            params.update({f"{key}{j}": data for key, data in p.items()})
+            if part.lut is not None:
+                params[f"lut{j}"] = _i32(lut_block(part.lut.arrays["table"]))
+        return params, b"".join(layer_images(cfg, part.layer)[1] for part in parts[1:])
     if layer.kind == "lut":
         return {"lut": _i32(lut_block(a["table"]))}, b""
     if layer.kind == "add":
@@ -228,6 +238,8 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         place = Placement(inp=(Space.PCACHE, params["ones"]), out=out, wgt=inputs[0][1],
                           params=params["requant"])
         return programs.conv2d_layer(cfg, at["conv"], place, df, **knobs).instrs
+    if layer.kind == "se":
+        return _se_program(cfg, layer, inputs[0], out, params, wgt, stream_from)
     h, w, c = layer.out.shape
     if layer.kind == "lut":
         return elementwise_layer(cfg, h * w, c, inputs[:1], out, [(VecOp.LUT, params["lut"])])
@@ -259,6 +271,27 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     if layer.kind == "alias":
         return []
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
+
+
+def _se_program(cfg: NpuConfig, layer: Layer, inp: Loc, out: Loc, params: dict[str, int],
+                wgt: int, stream_from: int | None) -> list[Instr]:
+    """A global pool and its one-pixel convs (``fusion.fuse_pixel_chains``) as one chain
+    of passes: the pool's ones row times the activation (read in place, as a lone pool
+    does), then each conv's weights, packed one after another at ``wgt``."""
+    if inp[0] != Space.PCACHE:
+        raise ProgramError("global pool reads its input as weights: it must be in PCACHE")
+    passes, off = [], 0
+    for j, part in enumerate(layer.attrs["parts"]):
+        conv = part.layer.attrs["conv"]
+        lut = params.get(f"lut{j}")
+        if j == 0:
+            passes.append(Pass(conv.cin, conv.cout, inp[1], params["requant0"], lut))
+            continue
+        passes.append(Pass(conv.cin, conv.cout, wgt + off, params[f"requant{j}"], lut,
+                           streamed=stream_from is not None))
+        off += conv.cin * conv.cout
+    stream = (stream_from, wgt, off) if stream_from is not None else None
+    return chain_program(cfg, (Space.PCACHE, params["ones0"]), passes, out, stream)
 
 
 def fits(cfg: NpuConfig, layer: Layer) -> str | None:
@@ -431,7 +464,7 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
     bytes is kept. One of the candidates continues the previous best plan, so each step
     costs at most what Belady's choice alone would. Inputs of global pools stay (the pool
     reads them as weights)."""
-    pinned = {v for sl in layers if sl.layer.kind == "gap" for v in sl.inputs}
+    pinned = {v for sl in layers if sl.layer.kind in ("gap", "se") for v in sl.inputs}
     last: dict[str, int] = {}
     for i, sl in enumerate(layers):
         for v in sl.inputs:
@@ -474,7 +507,7 @@ def _choose_spills(seg: Segment, layers: list[SegLayer], room: int,
         spills.append(min(finished, key=lambda t: t[0])[1])
     # where only pinned values were live, the global pools reading them must go
     pools = [sl.origin or sl.layer for sl in layers
-             if sl.layer.kind == "gap" and stuck & set(sl.inputs)]
+             if sl.layer.kind in ("gap", "se") and stuck & set(sl.inputs)]
     blame = pools or [_largest([seg])]
     raise LowerError(f"activations of {seg.name} do not fit {room} B of scratch even with "
                      f"spills to the host", blame[0], blame[1:])
@@ -719,7 +752,8 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
     """Per-layer figures for the report (timing-only simulation of the layer alone)."""
     ly = sl.layer
     cycles = simulate(cfg, instrs + programs.end()).cycles if instrs else 0
-    macs = ly.macs if ly.kind == "conv" else 0
+    parts = [p.layer for p in ly.attrs["parts"]] if ly.kind == "se" else [ly]
+    macs = sum(p.macs for p in parts if p.kind == "conv")
     conv = ly.attrs.get("conv")
     info: dict[str, Any] = {
         "name": sl.name, "kind": ly.kind,
@@ -727,8 +761,8 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
         (list(sl.lut.ops) if sl.lut is not None else []) +
         (list(sl.residual.ops) if sl.residual is not None else []), "macs": macs,
         "cycles": cycles, "utilization": macs / (cycles * cfg.peak_macs_per_cycle)
-        if cycles else 0.0, "weights": int(ly.arrays["weights"].size)
-        if "weights" in ly.arrays else 0, "streamed": streamed,
+        if cycles else 0.0, "weights": sum(int(p.arrays["weights"].size) for p in parts
+                                           if "weights" in p.arrays), "streamed": streamed,
         "instructions": len(instrs), "fused_lut": sl.lut is not None,
         "fused_scale": sl.scale is not None, "fused_residual": sl.residual is not None}
     if key is not None:
