@@ -35,11 +35,12 @@ def _readers(layers: list[SegLayer]) -> dict[str, int]:
 def fuse(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     """Every fusion, in the order each needs: gated LUTs fold and LUT chains compose
     before a LUT joins its conv; ``y + x * s`` pairs take their muls before a conv
-    would; a conv takes the add after it (after its LUT and scale); a global pool takes
-    the one-pixel convs after it last (with their LUTs)."""
+    would, then an add after them; a conv takes the add after it (after its LUT and
+    scale); a global pool takes the one-pixel convs after it last (with their LUTs)."""
     luts = fuse_luts(compose_luts(fold_gated_luts(layers, outputs), outputs), outputs)
-    return fuse_pixel_chains(fuse_conv_add(fuse_scale_conv(fuse_mul_add(luts, outputs),
-                                                           outputs), outputs), outputs)
+    muladds = fuse_muladd_add(fuse_mul_add(luts, outputs), outputs)
+    return fuse_pixel_chains(fuse_conv_add(fuse_scale_conv(muladds, outputs), outputs),
+                             outputs)
 
 
 def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
@@ -169,9 +170,29 @@ def fuse_mul_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
         ins, tensors = ([x, s], [tx, ts]) if y == x else ([x, s, y], [tx, ts, ty])
         fused = Layer("muladd", tensors, add.layer.out,
                       {"mul": mul.layer.attrs, "add": add.layer.attrs, "mul_first": pos == 0,
+                       "y": 0 if y == x else 2,
                        "rounding": add.layer.attrs.get("rounding", "gemmlowp")},
                       ops=list(mul.layer.ops) + list(add.layer.ops))
         return replace(add, layer=fused, inputs=ins, origin=add.origin or add.layer)
+
+    return _fuse_into(layers, outputs, _full_add, one)
+
+
+def fuse_muladd_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """``add(muladd(...), r)`` (either order; PP-OCR det's FPN: an RSE block's
+    ``x + x * s`` plus the upsampled coarser level), where the muladd's output has no
+    other reader and is not a segment output, is the muladd with a third step: the
+    vector unit adds r, loaded beside x, to the sum in the bank before the store. The
+    same integer ADD; one launch, one store and one load fewer."""
+    def one(add: SegLayer, pos: int, ma: SegLayer) -> SegLayer | None:
+        if (ma.layer.kind != "muladd" or "add2" in ma.layer.attrs
+                or not _same_rounding(ma, add)):
+            return None
+        at = {**ma.layer.attrs, "add2": add.layer.attrs, "add2_first": pos == 0}
+        fused = Layer("muladd", [*ma.layer.inputs, add.layer.inputs[1 - pos]], add.layer.out,
+                      at, ops=list(ma.layer.ops) + list(add.layer.ops))
+        return replace(add, layer=fused, inputs=[*ma.inputs, add.inputs[1 - pos]],
+                       origin=add.origin or add.layer)
 
     return _fuse_into(layers, outputs, _full_add, one)
 

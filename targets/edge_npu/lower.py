@@ -48,7 +48,14 @@ from .mapping import Mapping, workload_key
 from .pixel_chain import Pass, chain_program
 from .programs import Conv, Placement, ProgramError
 from .simulator import simulate
-from .vector_layers import PREV, concat_layer, elementwise_layer, maxpool_layer, resize_layer
+from .vector_layers import (
+    PREV,
+    Step,
+    concat_layer,
+    elementwise_layer,
+    maxpool_layer,
+    resize_layer,
+)
 
 ALIGN = 64
 Loc = tuple[Space, int]
@@ -159,7 +166,10 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
     if layer.kind == "mul":
         return {"mul": _mul_block(at)}, b""
     if layer.kind == "muladd":
-        return {"mul": _mul_block(at["mul"]), "add": _add_block(at["add"])}, b""
+        params = {"mul": _mul_block(at["mul"]), "add": _add_block(at["add"])}
+        if "add2" in at:
+            params["add2"] = _add_block(at["add2"])
+        return params, b""
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
         _, words = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"],
@@ -251,10 +261,15 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         return elementwise_layer(cfg, h * w, c, inputs[:2], out, [(vop, params[layer.kind])],
                                  broadcast=bool(at["broadcast"]))
     if layer.kind == "muladd":  # y + x * s: MUL (x, s), then ADD with y (x if not given)
-        y = 2 if len(inputs) == 3 else 0
-        add = (VecOp.ADD, params["add"], (PREV, y) if at["mul_first"] else (y, PREV))
-        return elementwise_layer(cfg, h * w, c, inputs, out,
-                                 [(VecOp.MUL, params["mul"], (0, 1)), add], broadcast=True)
+        y = at.get("y", 2 if len(inputs) == 3 else 0)  # then ADD r, the last input
+        first = (PREV, y) if at["mul_first"] else (y, PREV)
+        steps: list[Step] = [(VecOp.MUL, params["mul"], (0, 1)),
+                             (VecOp.ADD, params["add"], first)]
+        if "add2" in at:
+            r = len(inputs) - 1
+            second = (PREV, r) if at["add2_first"] else (r, PREV)
+            steps.append((VecOp.ADD, params["add2"], second))
+        return elementwise_layer(cfg, h * w, c, inputs, out, steps, broadcast=True)
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
         prog, _ = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"], inputs[0],

@@ -91,6 +91,42 @@ def test_many_chunks_bit_exact(small):
     assert sum(ins.op == Op.STORE for ins in prog[last:]) >= 3
 
 
+def _then_add(seg, first=True, twice=False):
+    """``seg`` (``_se_residual``) with its sum ``o`` added to ``r``, a segment input (the
+    FPN's upsampled coarser level); ``twice``: ``o`` is also a segment output."""
+    o = seg.tensors["o"]
+    r, z = QTensor(o.shape, 0.09, 7), QTensor(o.shape, 0.11, -6)
+    add = _binary("add", *((o, r) if first else (r, o)), z)
+    layers = [*seg.layers, SegLayer("add2", add, ["o", "r"] if first else ["r", "o"], "z")]
+    return dataclasses.replace(
+        seg, inputs=[*seg.inputs, "r"], outputs=["z", "o"] if twice else ["z"],
+        layers=layers, tensors={**seg.tensors, "r": r, "z": z},
+        shapes={**seg.shapes, "r": seg.shapes["o"], "z": seg.shapes["o"]})
+
+
+@pytest.mark.parametrize("first", [True, False])
+@pytest.mark.parametrize("other", [False, True])
+def test_muladd_then_add_is_one_layer_bit_exact(small, first, other):
+    """``(y + x * s) + r`` in either order (det's FPN top-down adds): one ``muladd``
+    layer of three vector steps, r loaded beside x; equal to the unfused reference, in
+    several chunks."""
+    seg = _then_add(_se_residual(30, 40, 24, other=other), first)
+    model = _check(small, seg, seed=6)
+    kinds = [ly["kind"] for ly in model.segments[0].layers]
+    assert kinds == ["conv"] + (["conv"] if other else []) + ["muladd"]
+    prog = model.segments[0].program
+    last = max(i for i, ins in enumerate(prog) if ins.op == Op.SYNC)
+    adds = [ins for ins in prog[last:] if ins.op == Op.VEC and ins.vop == VecOp.ADD]
+    assert len(adds) == 2 * sum(ins.op == Op.STORE for ins in prog[last:]) > 2
+
+
+def test_muladd_read_elsewhere_keeps_its_add():
+    """A sum the segment also returns (det's coarsest level, read by its resize and its
+    conv) stays a muladd; the add after it is its own layer."""
+    seg = _then_add(_se_residual(6, 10, 24), twice=True)
+    assert [sl.layer.kind for sl in fuse(seg.layers, seg.outputs)] == ["conv", "muladd", "add"]
+
+
 def test_mul_read_elsewhere_does_not_fuse():
     """A mul whose output is a segment output (so read outside the add) stays a layer."""
     seg = _se_residual(6, 10, 24, mul_is_output=True)
