@@ -261,7 +261,7 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         return elementwise_layer(cfg, h * w, c, inputs[:2], out, [(vop, params[layer.kind])],
                                  broadcast=bool(at["broadcast"]))
     if layer.kind == "muladd":  # y + x * s: MUL (x, s), then ADD with y (x if not given)
-        y = at.get("y", 2 if len(inputs) == 3 else 0)  # then ADD r, the last input
+        y = at["y"]  # then ADD r, the last input, if an add joined (``fuse_muladd_add``)
         first = (PREV, y) if at["mul_first"] else (y, PREV)
         steps: list[Step] = [(VecOp.MUL, params["mul"], (0, 1)),
                              (VecOp.ADD, params["add"], first)]

@@ -54,6 +54,8 @@ def chain_program(cfg: NpuConfig, vec: Loc, passes: list[Pass], out: Loc,
             raise ProgramError(f"pass of {a.n} outputs feeds one of {b.k} inputs")
     if any(p.streamed for p in passes) and stream is None:
         raise ProgramError("streamed passes without a weight stream")
+    if passes[0].streamed:  # its first CFG waits for the vector, not for the stream too
+        raise ProgramError("the first pass's matrix cannot stream")
     # the bank holds the input vector, then each pass's output
     outs, pos = [], _align(passes[0].k)
     for p in passes:
@@ -85,7 +87,7 @@ def chain_program(cfg: NpuConfig, vec: Loc, passes: list[Pass], out: Loc,
             n_acc += 1
             for j, k0 in enumerate(range(0, p.k, MAX_RUN)):
                 kl = min(MAX_RUN, p.k - k0)
-                pop = t == j == 0 and i in (0, first_streamed)
+                pop = t == j == 0 and (i == 0 or i == first_streamed)
                 prog.append(make(Op.CFG, ("pop_prev",) if pop else (), inp=src + k0, in_w=1,
                                  cin=kl, kc=kl, c_base=0, kh=1, kw=1, stride=1, out_w=1,
                                  wgt_stride=p.n, acc_stride=nl))

@@ -56,12 +56,15 @@ def _se(h, w, c, mid, lut=True, mid_is_output=False, seed=0):
                                    (48, 48, 96, 24),   # a pool over 2304 > 2047 pixels
                                    (3, 96, 200, 50)])  # PP-OCR cls's last blocks
 @pytest.mark.parametrize("lut", [True, False], ids=["lut", "no-lut"])
-@pytest.mark.parametrize("config", ["small", "npu"])
+@pytest.mark.parametrize("config", ["small", "npu", "npu-no-queue"])
 def test_se_is_one_layer_bit_exact(request, config, shape, lut):
     """The pool and both convs (and the LUT) are one ``se`` layer: one launch and one
     store instead of three, fewer cycles than the unfused layers, and the same integers
-    as the unfused reference."""
-    cfg = request.getfixturevalue(config)
+    as the unfused reference (each pass reads the last one's output in the bank: with a
+    vector queue the hazard unit orders them, without one the compute queue does)."""
+    cfg = request.getfixturevalue(config.removesuffix("-no-queue"))
+    if config.endswith("-no-queue"):
+        cfg = dataclasses.replace(cfg, vector_queue=0)
     seg = _se(*shape, lut=lut)
     model = lower(cfg, [seg])
     assert_segments_bit_exact(model, [seg], cfg, seed=2)
@@ -97,6 +100,16 @@ def test_se_with_streamed_weights_bit_exact(small):
         pytest.fail("no cache size streams the squeeze-excite weights")
     assert model.streamed_weights >= 2 * 64 * 32  # (the first conv may stream too)
     assert_segments_bit_exact(model, [_se(6, 10, 64, 32)], cfg, seed=4)
+
+
+def test_first_pass_cannot_stream(npu):
+    from edgec.targets.edge_npu.isa import Space
+    from edgec.targets.edge_npu.pixel_chain import Pass, chain_program
+    from edgec.targets.edge_npu.programs import ProgramError
+
+    passes = [Pass(8, 4, 0, 0, streamed=True)]
+    with pytest.raises(ProgramError, match="first pass"):
+        chain_program(npu, (Space.PCACHE, 0), passes, (Space.PCACHE, 64), (0, 0, 32))
 
 
 def test_chain_stops_where_a_value_is_read_elsewhere():
