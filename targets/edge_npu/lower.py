@@ -152,13 +152,13 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
         return params, w.tobytes()
     if layer.kind == "se":  # the pool's ones, each pass's blocks; the convs' weights
         parts = at["parts"]
+        images = [layer_images(cfg, part.layer) for part in parts]
         params = {}
-        for j, part in enumerate(parts):
-            p, _ = layer_images(cfg, part.layer)
+        for j, (part, (p, _)) in enumerate(zip(parts, images)):
             params.update({f"{key}{j}": data for key, data in p.items()})
             if part.lut is not None:
                 params[f"lut{j}"] = _i32(lut_block(part.lut.arrays["table"]))
-        return params, b"".join(layer_images(cfg, part.layer)[1] for part in parts[1:])
+        return params, b"".join(w for _, w in images[1:])
     if layer.kind == "lut":
         return {"lut": _i32(lut_block(a["table"]))}, b""
     if layer.kind == "add":

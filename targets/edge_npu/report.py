@@ -229,10 +229,9 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
          + (f"(compute-bound layers: {inf['compute_layer_utilization']:.1%} of peak, "
             f"timing-model ceiling {inf['compute_layer_ceiling']:.1%}, "
             f"{inf['compute_layers']} layers)" if inf["compute_layers"] else
-            "(no layer is compute-bound: every one waits on its loads or stores)")),
+            "(no layer is compute-bound: every one waits on its loads or stores)"))
+        if rep["layers"] else "  per inference: no NPU work (every op runs on the CPU)",
         f"  ops on the CPU ({len(rep['ops']['cpu'])}), by op and reason:"]
-    if not rep["layers"]:
-        lines[4] = "  per inference: no NPU work (every op runs on the CPU)"
     if m["npu"] == 0 and any(c["reason"].startswith(FLOAT_REASON) for c in rep["ops"]["cpu"]):
         lines.insert(3, "  hint: the NPU runs int8 layers only; build with --quantize int8 "
                         "--calib DATA, or give a QDQ model")
