@@ -9,8 +9,8 @@ relative error).
 
 The model is a two-layer encoder at N = 256 whose inputs are smooth along the
 sequence (a few low-frequency components), so the attention logits are nearly low
-rank: Nystrom with few landmarks is accurate there, and at this N it is measured
-much faster than the untuned softmax block, so auto mode really rewrites.
+rank: Nystrom with few landmarks is accurate there, and at this N it takes far fewer
+FLOPs than the softmax block (the cost auto mode is given here), so it really rewrites.
 """
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ import pytest
 import tvm
 from edgec.calibration import split
 from edgec.passes import attention_auto as auto
+from edgec.passes import attention_cost as cost
 from edgec.passes import linear_attention as la
 from edgec.passes.attention_match import find_attention_blocks
 from edgec.passes.registry import PassContext
@@ -126,7 +127,13 @@ def _plan_from_report(rep: dict[str, Any]) -> dict[int, la.Choice]:
 # errors reach 1.8x the calibration ones here (0.0166 vs 0.0093 at 0.02), which is why
 # auto mode plans at half the budget (attention_auto.PLAN_FRACTION).
 @pytest.mark.parametrize("budget", [0.02, 0.05])
-def test_auto_stays_within_budget_on_held_out_inputs(budget: float) -> None:
+def test_auto_stays_within_budget_on_held_out_inputs(budget: float,
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    # "faster" from FLOP counts, not from timing this host: a loaded machine measured the
+    # softmax block as fast, auto declined, and the test had nothing to check (its subject
+    # is accuracy; the timing cost model has its own tests)
+    monkeypatch.setattr(cost, "measure", lambda shape, choice, target=None, **_:
+                        cost.flops(shape, choice))
     data = split([smooth_feeds(s) for s in range(6)], held_out_every=3, source="smooth")
     assert len(data.calib) == 4 and len(data.held_out) == 2
     mod = import_onnx(encoder_onnx())
