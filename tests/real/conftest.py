@@ -14,6 +14,7 @@ import pytest
 SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
     "ppocr-cls": {"x": (1, 3, 48, 192)},
     "ppocr-det": {"x": (1, 3, 640, 640)},
+    "ppocr-rec": {"x": (1, 3, 48, 320)},
     "silero-vad": {"input": (16, 576), "h": (1, 1, 128), "c": (1, 1, 128)},
     "minilm": {},
 }

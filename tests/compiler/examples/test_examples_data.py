@@ -26,7 +26,7 @@ def _same(a: list[dict[str, np.ndarray]], b: list[dict[str, np.ndarray]]) -> boo
     )
 
 
-@pytest.mark.parametrize("name", ["ppocr-cls", "ppocr-det", "silero-vad"])
+@pytest.mark.parametrize("name", ["ppocr-cls", "ppocr-det", "ppocr-rec", "silero-vad"])
 def test_example_inputs_deterministic_and_shaped(name: str) -> None:
     shapes = {"x": (1, 3, 320, 320)} if name == "ppocr-det" else None
     feeds = data.example_inputs(name, n=2, seed=5, shapes=shapes)
@@ -80,6 +80,20 @@ def test_cls_predicts_rendered_direction() -> None:
     predicted = np.array([0, 180])[probs.argmax(1)]
     accuracy = float((predicted == angles).mean())
     assert accuracy >= CLS_MIN_ACCURACY, accuracy
+
+
+def test_rec_reads_rendered_lines() -> None:
+    """The recognizer reads the rendered lines back (measured on 7 seeds x 32 lines:
+    character error rate 0.076-0.132, 24-28 lines exact; the misses are mostly spaces
+    dropped and the longest lines squeezed to 320 pixels)."""
+    from edgec.examples.ocr import ctc_greedy, edit_distance, rec_charset
+
+    x, texts = data.upright_text_lines(32, seed=0)
+    assert x.shape == (32, 3, 48, 320) and x.min() >= -1 and x.max() <= 1
+    chars = rec_charset(model_path("ppocr-rec"))
+    read = [ctc_greedy(p, chars) for p in _session("ppocr-rec").run(None, {"x": x})[0]]
+    cer = sum(edit_distance(r, t) for r, t in zip(read, texts)) / sum(map(len, texts))
+    assert cer < 0.15 and sum(r == t for r, t in zip(read, texts)) >= 20, (cer, read)
 
 
 @pytest.mark.parametrize("size", [320, 640])

@@ -16,7 +16,7 @@ from edgec.errors import EdgecError
 from edgec.examples import models
 from edgec.examples.models import REAL_MODELS, model_path
 
-PACKAGED = ["ppocr-cls", "ppocr-det", "silero-vad"]
+PACKAGED = ["ppocr-cls", "ppocr-det", "ppocr-rec", "silero-vad"]
 
 
 @pytest.mark.parametrize("name", PACKAGED)
@@ -36,7 +36,7 @@ def test_locating_does_not_import_the_packages() -> None:
     # rapidocr_onnxruntime imports cv2 and silero_vad imports torchaudio: never load them.
     code = (
         "import sys; from edgec.examples.models import model_path;"
-        "[model_path(n) for n in ('ppocr-cls', 'ppocr-det', 'silero-vad')];"
+        "[model_path(n) for n in ('ppocr-cls', 'ppocr-det', 'ppocr-rec', 'silero-vad')];"
         "assert 'rapidocr_onnxruntime' not in sys.modules and 'silero_vad' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
