@@ -18,7 +18,7 @@ from itertools import pairwise
 
 from .config import NpuConfig
 from .isa import Dataflow, Instr, Kind, Op, Space, VecOp, make
-from .programs import MAX_RUN, Conv, ProgramError, _flat_runs, n_tiles
+from .programs import MAX_RUN, Conv, ProgramError, flat_runs, n_tiles
 
 Loc = tuple[Space, int]
 
@@ -65,13 +65,13 @@ def chain_program(cfg: NpuConfig, vec: Loc, passes: list[Pass], out: Loc,
         raise ProgramError(f"a {passes[0].k}-element vector and its passes' outputs do not "
                            f"fit an activation bank ({cfg.activation_bank} B)")
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
-    runs = _flat_runs(passes[0].k, MAX_RUN)
+    runs = flat_runs(passes[0].k, MAX_RUN)
     prog += [make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (), kind=Kind.ACT,
                   space=vec[0], dram=vec[1] + off, sram=off, rows=rows, cols=1,
                   depth=depth, stride=depth) for i, (off, rows, depth) in enumerate(runs)]
     if stream is not None:
         host, stage, size = stream
-        wruns = _flat_runs(size, min(size, MAX_RUN))
+        wruns = flat_runs(size, min(size, MAX_RUN))
         prog += [make(Op.LOAD, ("push_next",) if i == len(wruns) - 1 else (), kind=Kind.WGT,
                       space=Space.HOST, dram=host + off, sram=stage + off, rows=rows, cols=1,
                       depth=depth, stride=depth) for i, (off, rows, depth) in enumerate(wruns)]

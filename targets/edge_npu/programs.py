@@ -452,7 +452,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         # tile pops: tile t+1 streams while tile t computes (double buffering).
         for t, ((n0, nl), k) in enumerate(zip(tiles, ks)):
             size = taps[t]
-            runs = (_flat_runs(size, min(size, 2047)) if conv.depthwise else
+            runs = (flat_runs(size, min(size, 2047)) if conv.depthwise else
                     [(r0, min(2047, k - r0), nl) for r0 in range(0, k, 2047)])
             for i, (r0, rows, depth) in enumerate(runs):
                 src = wgt_off[t] + r0 if conv.depthwise else n0 + r0 * conv.cout
@@ -616,7 +616,7 @@ def long_k_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                            f"an activation bank ({cfg.activation_bank} B)")
     in_space, in_addr = place.inp
     out_space, out_addr = place.out
-    runs = _flat_runs(k, MAX_RUN)
+    runs = flat_runs(k, MAX_RUN)
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
     prog += [make(Op.LOAD, ("push_next",) if i == len(runs) - 1 else (), kind=Kind.ACT,
                   space=in_space, dram=in_addr + off, sram=off, rows=rows, cols=1,
@@ -726,7 +726,7 @@ def add_layer(cfg: NpuConfig, n: int, a: tuple[Space, int], b: tuple[Space, int]
     return prog
 
 
-def _flat_runs(count: int, depth: int = 1024) -> list[tuple[int, int, int]]:
+def flat_runs(count: int, depth: int = 1024) -> list[tuple[int, int, int]]:
     """(offset, rows, depth) descriptors covering ``count`` contiguous bytes."""
     runs, off = [], 0
     while off < count:
