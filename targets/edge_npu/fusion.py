@@ -300,6 +300,7 @@ def fuse_pixel_chains(layers: list[SegLayer], outputs: list[str]) -> list[SegLay
                       {"parts": chain, "rounding": chain[0].layer.attrs.get("rounding",
                                                                              "gemmlowp")},
                       ops=ops)
-        out.append(replace(chain[0], layer=fused, output=last.output,
+        stem = chain[0].name.rsplit(".", 1)[0]  # "npu0/006.gap" -> "npu0/006.se"
+        out.append(replace(chain[0], name=f"{stem}.se", layer=fused, output=last.output,
                            origin=chain[0].origin or chain[0].layer))
     return out

@@ -69,7 +69,7 @@ def test_se_is_one_layer_bit_exact(request, config, shape, lut):
     model = lower(cfg, [seg])
     assert_segments_bit_exact(model, [seg], cfg, seed=2)
     infos = model.segments[0].layers
-    assert [ly["kind"] for ly in infos] == ["conv", "se"]
+    assert [ly["kind"] for ly in infos] == ["conv", "se"] and infos[1]["name"] == "g.se"
     se = infos[1]
     *_, c, mid = shape
     assert se["macs"] == 2 * c * mid and se["weights"] == 2 * c * mid
