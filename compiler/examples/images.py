@@ -112,6 +112,7 @@ def _lines(
     rng = np.random.default_rng(seed)
     vocab = words(4 * n, seed)
     images = np.empty((n, 3, height, width), dtype=np.float32)
+    # drawn either way, so upright lines are the same words, fonts and noise
     angles = np.where(rng.random(n) < 0.5, 180, 0).astype(np.int64)
     if not turn:
         angles[:] = 0

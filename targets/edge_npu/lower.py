@@ -46,7 +46,7 @@ from .isa import (
 from .layers import Layer, QTensor
 from .mapping import Mapping, workload_key
 from .pixel_chain import Pass, chain_program
-from .programs import Conv, Placement, ProgramError
+from .programs import Conv, Placement, ProgramError, align
 from .simulator import simulate
 from .vector_layers import (
     PREV,
@@ -57,7 +57,6 @@ from .vector_layers import (
     resize_layer,
 )
 
-ALIGN = 64
 Loc = tuple[Space, int]
 
 
@@ -126,10 +125,6 @@ class NpuModel:
     cached_weights: int
     streamed_weights: int
     scratch_bytes: int
-
-
-def _align(n: int) -> int:
-    return -(-n // ALIGN) * ALIGN
 
 
 def _i32(words: np.ndarray) -> bytes:
@@ -243,8 +238,7 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         return programs.conv2d_layer(cfg, at["conv"], place, df, lut=params.get("lut"),
                                      **knobs).instrs
     if layer.kind == "gap":
-        if inputs[0][0] != Space.PCACHE:
-            raise ProgramError("global pool reads its input as weights: it must be in PCACHE")
+        _pool_input_on_chip(inputs[0])
         place = Placement(inp=(Space.PCACHE, params["ones"]), out=out, wgt=inputs[0][1],
                           params=params["requant"])
         return programs.conv2d_layer(cfg, at["conv"], place, df, **knobs).instrs
@@ -288,13 +282,17 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
 
 
+def _pool_input_on_chip(inp: Loc) -> None:
+    if inp[0] != Space.PCACHE:
+        raise ProgramError("global pool reads its input as weights: it must be in PCACHE")
+
+
 def _se_program(cfg: NpuConfig, layer: Layer, inp: Loc, out: Loc, params: dict[str, int],
                 wgt: int, stream_from: int | None) -> list[Instr]:
     """A global pool and its one-pixel convs (``fusion.fuse_pixel_chains``) as one chain
     of passes: the pool's ones row times the activation (read in place, as a lone pool
     does), then each conv's weights, packed one after another at ``wgt``."""
-    if inp[0] != Space.PCACHE:
-        raise ProgramError("global pool reads its input as weights: it must be in PCACHE")
+    _pool_input_on_chip(inp)
     passes, off = [], 0
     for j, part in enumerate(layer.attrs["parts"]):
         conv = part.layer.attrs["conv"]
@@ -385,7 +383,7 @@ def pack_pixels(cfg: NpuConfig, plans: list[list[SegLayer]], room: int,
 
 def _pcache_bytes(params: dict[str, bytes], w: bytes) -> int:
     """Parameter-cache bytes of a layer's parameter blocks and (cached) weights."""
-    return sum(_align(len(d)) for d in params.values()) + (_align(len(w)) if w else 0)
+    return sum(align(len(d)) for d in params.values()) + (align(len(w)) if w else 0)
 
 
 def _plan_activations(seg: Segment, base: int, end: int,
@@ -429,7 +427,7 @@ def _plan_activations(seg: Segment, base: int, end: int,
     placed: list[tuple[int, int, int, int, str]] = []  # (offset, size, born, dies, key)
     room = end - base
     for key in sorted(born, key=lambda k: (-seg.tensors[k].size, born[k])):
-        size, b, d = _align(seg.tensors[key].size), born[key], dies[key]
+        size, b, d = align(seg.tensors[key].size), born[key], dies[key]
         near = sorted(p for p in placed if p[2] <= d and b <= p[3])
         addr = 0
         for o, n, *_ in near:
@@ -571,9 +569,9 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     # scratch needed: dry-run each segment's plan from address 0. Activations that do not
     # fit beside the parameters and one layer's streamed weights go to host buffers
     # (spills: streaming a weight costs its bytes once, a spill its bytes twice)
-    room = cfg.parameter_cache - sum(_align(len(d)) for *_, params, _ in items
+    room = cfg.parameter_cache - sum(align(len(d)) for *_, params, _ in items
                                      for d in params.values())
-    room -= max((_align(len(w)) for *_, w in items if w), default=0)
+    room -= max((align(len(w)) for *_, w in items if w), default=0)
     scratch = 0
     spills: dict[int, list[str]] = {}
     in_place: dict[int, bool] = {}
@@ -611,7 +609,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         for key, data in params.items():
             addrs[key] = param_top
             images.append((Space.PCACHE, param_top, data))
-            param_top += _align(len(data))
+            param_top += align(len(data))
         param_addr[(si, li)] = addrs
     staging = 0
     for _ in range(8):  # the staging area shrinks the budget, which may stream more
@@ -620,11 +618,11 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         for si, li, _, w in items:
             if not w:
                 continue
-            if top + _align(len(w)) <= budget:
+            if top + align(len(w)) <= budget:
                 cached_set.add((si, li))
-                top += _align(len(w))
+                top += align(len(w))
             else:
-                streamed_max = max(streamed_max, _align(len(w)))
+                streamed_max = max(streamed_max, align(len(w)))
         if streamed_max <= staging:
             break
         staging = streamed_max
@@ -650,12 +648,12 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         if (si, li) in cached_set:
             images.append((Space.PCACHE, pc, w))
             wgt_addr[(si, li)] = (pc, None)
-            pc += _align(len(w))
+            pc += align(len(w))
             cached += len(w)
         else:
             images.append((Space.HOST, host, w))
             wgt_addr[(si, li)] = (-1, host)
-            host += _align(len(w))
+            host += align(len(w))
             streamed += len(w)
     stage_addr = pc
     scratch_base = pc + staging
@@ -665,17 +663,17 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         outs: list[dict[str, Any]] = []
         for v, n in zip(seg.inputs, io_sizes[si][0]):
             ins.append({"name": v, "addr": host, "shape": list(seg.shapes[v])})
-            host += _align(n)
+            host += align(n)
         host_out: dict[str, int] = {}
         for v, n in zip(seg.outputs, io_sizes[si][1]):
             outs.append({"name": v, "addr": host, "shape": list(seg.shapes[v])})
             host_out[v] = host
-            host += _align(n)
+            host += align(n)
         host_io: dict[str, int] = {str(d["name"]): int(d["addr"]) for d in ins}
         host_io.update(host_out)
         for v in spills.get(si, []):
             host_io[v] = host
-            host += _align(seg.tensors[v].size)
+            host += align(seg.tensors[v].size)
         loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io, plans[si],
                                    in_place=in_place[si])
         prog: list[Instr] = []
@@ -699,7 +697,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             prog += instrs
             infos.append(_layer_info(cfg, sl, instrs, sf is not None, key))
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
-    return NpuModel(cfg.name, lowered, images, _align(host), param_top, cached, streamed,
+    return NpuModel(cfg.name, lowered, images, align(host), param_top, cached, streamed,
                     cfg.parameter_cache - scratch_base)
 
 

@@ -18,7 +18,7 @@ from itertools import pairwise
 
 from .config import NpuConfig
 from .isa import Dataflow, Instr, Kind, Op, Space, VecOp, make
-from .programs import MAX_RUN, Conv, ProgramError, flat_runs, n_tiles
+from .programs import MAX_RUN, Conv, ProgramError, align, flat_runs, n_tiles
 
 Loc = tuple[Space, int]
 
@@ -37,10 +37,6 @@ class Pass:
     streamed: bool = False
 
 
-def _align(n: int) -> int:
-    return -(-n // 64) * 64
-
-
 def chain_program(cfg: NpuConfig, vec: Loc, passes: list[Pass], out: Loc,
                   stream: tuple[int, int, int] | None = None,
                   sync: bool = True) -> list[Instr]:
@@ -57,10 +53,10 @@ def chain_program(cfg: NpuConfig, vec: Loc, passes: list[Pass], out: Loc,
     if passes[0].streamed:  # its first CFG waits for the vector, not for the stream too
         raise ProgramError("the first pass's matrix cannot stream")
     # the bank holds the input vector, then each pass's output
-    outs, pos = [], _align(passes[0].k)
+    outs, pos = [], align(passes[0].k)
     for p in passes:
         outs.append(pos)
-        pos = _align(pos + p.n)
+        pos = align(pos + p.n)
     if pos > cfg.activation_bank:
         raise ProgramError(f"a {passes[0].k}-element vector and its passes' outputs do not "
                            f"fit an activation bank ({cfg.activation_bank} B)")

@@ -54,6 +54,7 @@ from .isa import (
 )
 
 MAX_RUN = 2047  # the DMA's 11-bit rows / depth fields: the longest run one descriptor moves
+ALIGN = 64  # bytes: buffers start on a 64-byte boundary (one activation-feed beat)
 
 
 class ProgramError(EdgecError):
@@ -610,7 +611,7 @@ def long_k_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     df = (Dataflow.OS if dataflow is None
           else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
     k, R = conv.cin, cfg.rows
-    out_base = -(-k // 64) * 64
+    out_base = align(k)
     if out_base + conv.cout > cfg.activation_bank:
         raise ProgramError(f"conv {conv}: the {k}-element input and its output do not fit "
                            f"an activation bank ({cfg.activation_bank} B)")
@@ -724,6 +725,11 @@ def add_layer(cfg: NpuConfig, n: int, a: tuple[Space, int], b: tuple[Space, int]
                          space=out[0], dram=out[1] + c0, sram=bank + 2 * chunk, rows=rows,
                          cols=1, depth=depth, stride=depth))
     return prog
+
+
+def align(n: int) -> int:
+    """``n`` rounded up to ``ALIGN``."""
+    return -(-n // ALIGN) * ALIGN
 
 
 def flat_runs(count: int, depth: int = 1024) -> list[tuple[int, int, int]]:

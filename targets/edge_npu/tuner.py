@@ -35,7 +35,7 @@ from . import programs
 from .config import NpuConfig, load_config
 from .isa import IsaError, Space
 from .mapping import LOOP_ORDERS, Mapping
-from .programs import Conv, Placement, ProgramError
+from .programs import Conv, Placement, ProgramError, align
 from .simulator import simulate
 
 DB_FILE = "edge_npu.jsonl"
@@ -116,15 +116,15 @@ def resolved_default(cfg: NpuConfig, task: Task) -> Mapping:
 def _program(cfg: NpuConfig, task: Task, mp: Mapping) -> programs.LayerProgram:
     conv = task.conv.on_array()  # the sizes of what the array reads and writes
     in_bytes = conv.h * conv.w * conv.cin
-    out_addr = _align(in_bytes)
-    wgt = out_addr + _align(conv.out_h * conv.out_w * conv.cout)
-    params = wgt + _align(conv.kh * conv.kw * conv.cin * conv.cout)
-    lut = params + _align(16 * (3 + 3 * conv.cout)) if task.lut else None
+    out_addr = align(in_bytes)
+    wgt = out_addr + align(conv.out_h * conv.out_w * conv.cout)
+    params = wgt + align(conv.kh * conv.kw * conv.cin * conv.cout)
+    lut = params + align(16 * (3 + 3 * conv.cout)) if task.lut else None
     # a fused scale's operand in the input's space and a residual in its own, past the
     # parameter blocks (timing only: sizes and spaces matter, not contents)
-    extra = params + 2 * _align(16 * (3 + 3 * conv.cout))
+    extra = params + 2 * align(16 * (3 + 3 * conv.cout))
     scale = ((task.inp, extra), params) if task.scale else None
-    residual = ((task.residual_space, extra + _align(conv.cin)), params) if (
+    residual = ((task.residual_space, extra + align(conv.cin)), params) if (
         task.residual) else None
     if task.kind == "gap":  # the ones row is the input, the activation the weights
         place = Placement(inp=(Space.PCACHE, params), out=(task.out, out_addr), wgt=0,
@@ -145,10 +145,6 @@ def measure(cfg: NpuConfig, task: Task, mp: Mapping) -> tuple[int | None, str | 
         return simulate(cfg, lp.instrs + programs.end()).cycles, None
     except (ProgramError, IsaError) as exc:
         return None, str(exc)
-
-
-def _align(n: int) -> int:
-    return -(-n // 64) * 64
 
 
 # -- cost model -----------------------------------------------------------------------------
