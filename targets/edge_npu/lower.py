@@ -25,11 +25,13 @@ segment program is their concatenation plus END.
 from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
+from functools import partial
 from typing import Any
 
 import numpy as np
 
 from . import fusion, programs, rounding
+from .cascade import Member, cascade_program
 from .config import NpuConfig
 from .isa import (
     MUL_KEYS,
@@ -58,6 +60,10 @@ from .vector_layers import (
 )
 
 Loc = tuple[Space, int]
+
+
+CASCADE_BANDS = 4  # bands at least, per cascaded conv whose mapping gives no rows
+CASCADE_BUFFERS = (2, 4, 8)  # buffer counts a cascade tries (``cascade``)
 
 
 @dataclass
@@ -231,10 +237,7 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     df = dataflow or mp.dataflow
     knobs = {"band_rows": mp.band_rows, "order": mp.order or "band"}
     if layer.kind == "conv":
-        place = Placement(inp=inputs[0], out=out, wgt=wgt, params=params["requant"],
-                          zp_in=layer.inputs[0].zp, stream_from=stream_from,
-                          scale=(inputs[1], params["mul"]) if "mul" in params else None,
-                          residual=(inputs[-1], params["add"]) if "add" in params else None)
+        place = _conv_place(layer, inputs, out, params, wgt, stream_from)
         return programs.conv2d_layer(cfg, at["conv"], place, df, lut=params.get("lut"),
                                      **knobs).instrs
     if layer.kind == "gap":
@@ -280,6 +283,39 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     if layer.kind == "alias":
         return []
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
+
+
+def _conv_place(layer: Layer, inputs: list[Loc], out: Loc, params: dict[str, int],
+                wgt: int, stream_from: int | None) -> Placement:
+    return Placement(inp=inputs[0], out=out, wgt=wgt, params=params["requant"],
+                     zp_in=layer.inputs[0].zp, stream_from=stream_from,
+                     scale=(inputs[1], params["mul"]) if "mul" in params else None,
+                     residual=(inputs[-1], params["add"]) if "add" in params else None)
+
+
+def cascade_chains(layers: list[SegLayer]) -> list[tuple[int, int]]:
+    """(first, last) indices of runs of two or more convs that ``cascade`` can run
+    together: each reads the one before's output, with no fused input scale or residual
+    (their other operand is not ordered by the cascade's steps), no output phases and not
+    one pixel of long K."""
+    def ok(sl: SegLayer) -> bool:
+        c = sl.layer.attrs.get("conv")
+        return (sl.layer.kind == "conv" and sl.scale is None and sl.residual is None
+                and isinstance(c, Conv) and c.phases == 1
+                and not programs.long_k(c.on_array()))
+
+    chains: list[tuple[int, int]] = []
+    start = None
+    for i, sl in enumerate(layers):
+        if start is not None and not (ok(sl) and sl.inputs[0] == layers[i - 1].output):
+            if i - start >= 2:
+                chains.append((start, i - 1))
+            start = None
+        if start is None and ok(sl):
+            start = i
+    if start is not None and len(layers) - start >= 2:
+        chains.append((start, len(layers) - 1))
+    return chains
 
 
 def _pool_input_on_chip(inp: Loc) -> None:
@@ -388,7 +424,8 @@ def _pcache_bytes(params: dict[str, bytes], w: bytes) -> int:
 
 def _plan_activations(seg: Segment, base: int, end: int,
                       host: dict[str, int], layers: list[SegLayer] | None = None,
-                      stop_on_fail: bool = False, in_place: bool = True
+                      stop_on_fail: bool = False, in_place: bool = True,
+                      spans: list[tuple[int, int]] | tuple = ()
                       ) -> tuple[dict[str, Loc], int]:
     """Places every value: inputs, outputs and spills in their host buffers, the rest in
     PCACHE scratch [base, end); returns (locations, scratch bytes used).
@@ -398,7 +435,9 @@ def _plan_activations(seg: Segment, base: int, end: int,
     of an input that dies there. Offsets are assigned greedily by size, largest first,
     each at the lowest offset clear of the buffers already placed whose lifetimes
     overlap its own (TFLite's greedy-by-size arena planner): all lifetimes are known
-    ahead, so large buffers do not end up split by the holes small ones leave."""
+    ahead, so large buffers do not end up split by the holes small ones leave. A buffer
+    a layer of a cascade (``spans``: first and last layer) writes or reads lives through
+    the whole cascade, whose layers run interleaved."""
     layers = seg.layers if layers is None else layers
     last: dict[str, int] = {}
     for i, sl in enumerate(layers):
@@ -423,6 +462,12 @@ def _plan_activations(seg: Segment, base: int, end: int,
             born[key] = i
         buf[sl.output] = key
         dies[key] = max(dies.get(key, i), last.get(sl.output, i))
+    for a, z in spans:
+        for key, b in born.items():
+            if a <= b <= z:
+                born[key] = a
+            if a <= dies[key] <= z:
+                dies[key] = z
     offset: dict[str, int] = {}
     placed: list[tuple[int, int, int, int, str]] = []  # (offset, size, born, dies, key)
     room = end - base
@@ -547,13 +592,14 @@ class _PlanFailed(Exception):
 # -- the whole model ---------------------------------------------------------------------
 def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None = None,
           mappings: dict[str, Mapping] | None = None, fuse: bool = True,
-          pack: bool = True) -> NpuModel:
+          pack: bool = True, cascades: bool = True) -> NpuModel:
     """Memory plan and programs for all segments.
 
     ``dataflow``: layer name -> "ws" / "os"; ``mappings``: ``workload_key`` -> the
     tuned ``Mapping`` of conv / global-pool layers (others get the defaults); ``fuse``:
     merge layers first (``fusion.fuse``); ``pack``: pack output pixels
-    where the parameter cache has room (``pack_pixels``)."""
+    where the parameter cache has room (``pack_pixels``); ``cascades``: run chains of
+    convs band by band together (``cascade``) where the timing model finds it faster."""
     dataflow = dataflow or {}
     mappings = mappings or {}
     for seg in segments:
@@ -575,23 +621,40 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     scratch = 0
     spills: dict[int, list[str]] = {}
     in_place: dict[int, bool] = {}
-    for si, seg in enumerate(segments):
+    # cascades keep their buffers alive throughout, so they run only where that costs
+    # no spill and leaves every weight its place in the cache
+    chains = {si: cascade_chains(plan) if cascades else [] for si, plan in enumerate(plans)}
+    held = sum(_pcache_bytes(params, w) for *_, params, w in items)
+
+    def plan_segment(seg: Segment, plan: list[SegLayer], spans: list[tuple[int, int]]
+                     ) -> tuple[int, int, bool, list[str]]:
         # with and without in-place element-wise layers: the buffers' lifetimes differ,
         # so either may need fewer spills; the fewest bytes over the link, then the
         # least scratch, wins
         tries = []
         for ip in (True, False):
             io = {v: 0 for v in seg.inputs + seg.outputs}
-            _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si], in_place=ip)
+            _, peak = _plan_activations(seg, 0, 1 << 40, io, plan, in_place=ip, spans=spans)
             sp: list[str] = []
             if peak > room > 0:
-                sp = _choose_spills(seg, plans[si], room, ip)
+                sp = _choose_spills(seg, plan, room, ip)
                 io.update({v: 0 for v in sp})
-                _, peak = _plan_activations(seg, 0, 1 << 40, io, plans[si], in_place=ip)
-            tries.append((spill_bytes(seg, plans[si], sp), peak, not ip, sp))
+                _, peak = _plan_activations(seg, 0, 1 << 40, io, plan, in_place=ip,
+                                            spans=spans)
+            tries.append((spill_bytes(seg, plan, sp), peak, not ip, sp))
             if not sp:
                 break  # in place and nothing spilled: nothing to gain
-        _, peak, not_ip, sp = min(tries, key=lambda t: t[:3])
+        return min(tries, key=lambda t: t[:3])
+
+    for si, seg in enumerate(segments):
+        best = plan_segment(seg, plans[si], [])
+        if chains[si]:
+            spanned = plan_segment(seg, plans[si], chains[si])
+            if spanned[0] <= best[0] and spanned[1] + held <= cfg.parameter_cache:
+                best = spanned
+            else:
+                chains[si] = []
+        _, peak, not_ip, sp = best
         spills[si], in_place[si] = sp, not not_ip
         scratch = max(scratch, peak)
     if pack:  # spend the parameter cache nothing else needs on packed weights
@@ -675,9 +738,10 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             host_io[v] = host
             host += align(seg.tensors[v].size)
         loc, _ = _plan_activations(seg, scratch_base, cfg.parameter_cache, host_io, plans[si],
-                                   in_place=in_place[si])
-        prog: list[Instr] = []
+                                   in_place=in_place[si], spans=chains[si])
+        parts: list[list[Instr]] = []
         infos = []
+        members: list[Member | None] = []
         for li, sl in enumerate(plans[si]):
             wa, sf = wgt_addr.get((si, li), (0, None))
             if wa == -1:
@@ -685,20 +749,91 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             key = layer_key(cfg, sl, [loc[v] for v in sl.inputs], loc[sl.output], sf is not None)
             args = (cfg, sl.layer, [loc[v] for v in sl.inputs], loc[sl.output],
                     param_addr[(si, li)], wa, sf, dataflow.get(sl.name))
+            mp = mappings.get(key) if key else None
             try:
                 try:
-                    instrs = layer_program(*args, mappings.get(key) if key else None)
+                    instrs = layer_program(*args, mp)
                 except (ProgramError, IsaError):
-                    if not (key and key in mappings):
+                    if mp is None:
                         raise
+                    mp = None
                     instrs = layer_program(*args)  # a stale tuned mapping: the default
             except (ProgramError, IsaError) as exc:
                 raise LowerError(f"{sl.layer.kind} layer: {exc}", sl.origin or sl.layer) from None
-            prog += instrs
+            parts.append(instrs)
             infos.append(_layer_info(cfg, sl, instrs, sf is not None, key))
+            mp = mp or Mapping()
+            members.append(None if sf is not None or mp.order == "tile" else Member(
+                sl.layer.attrs.get("conv"), _conv_place(sl.layer, *args[2:7]),
+                dataflow.get(sl.name) or mp.dataflow, param_addr[(si, li)].get("lut"),
+                mp.band_rows) if sl.layer.kind == "conv" else None)
+        prog = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members)
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
     return NpuModel(cfg.name, lowered, images, align(host), param_top, cached, streamed,
                     cfg.parameter_cache - scratch_base)
+
+
+def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tuple[int, int]],
+              parts: list[list[Instr]], infos: list[dict[str, Any]],
+              members: list[Member | None]) -> list[Instr]:
+    """The segment's program: its layers' ``parts`` in order, with each chain of
+    cascadable members (streamed weights and tile order break a chain) run as one
+    ``cascade`` where that takes fewer cycles than its layers one by one. Each member's
+    ``infos`` entry names its cascade and the cascade's cycles."""
+    runs: list[tuple[int, int]] = []
+    for a, z in chains:
+        i = a
+        while i <= z:
+            j = i
+            while j <= z and members[j] is not None:
+                j += 1
+            if j - i >= 2:
+                runs.append((i, j - 1))
+            i = j + 1
+    def trial(a: int, z: int) -> tuple[int, int, list[Instr]] | None:
+        post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
+                for sl in plan[a:z + 1]]
+        best = None
+        for nbuf in CASCADE_BUFFERS:
+            try:
+                prog = cascade_program(cfg, members[a:z + 1], post, CASCADE_BANDS, nbuf)
+            except ProgramError:
+                continue  # no shared buffer layout
+            together = simulate(cfg, prog + programs.end()).cycles
+            if best is None or together < best[0]:
+                best = (together, sum(int(ly["cycles"]) for ly in infos[a:z + 1]), prog)
+        return best
+
+    # from each start, the longest cascade that saves the most cycles; a cascade that
+    # grows by two layers without saving more stops growing
+    picked: list[tuple[int, int, int, int, list[Instr]]] = []
+    for a0, z0 in runs:
+        a = a0
+        while a < z0:
+            best, misses = None, 0
+            for z in range(a + 1, z0 + 1):
+                t = trial(a, z)
+                if t and t[1] - t[0] > (best[3] - best[2] if best else 0):
+                    best, misses = (a, z, t[0], t[1], t[2]), 0
+                elif (misses := misses + 1) >= 2:
+                    break
+            if best is None:
+                a += 1
+                continue
+            picked.append(best)
+            a = best[1] + 1
+    out: dict[int, list[Instr]] = {}
+    for a, z, together, alone, prog in picked:
+        out[a] = prog
+        group = {"name": f"{name}/cascade{len(out) - 1}", "layers": z - a + 1,
+                 "cycles": together, "alone_cycles": alone}
+        for i in range(a, z + 1):
+            infos[i]["cascade"] = group
+            parts[i] = []
+    prog: list[Instr] = []
+    for i, part in enumerate(parts):
+        prog += out.get(i, part)
+    return prog
 
 
 def _images(cfg: NpuConfig, sl: SegLayer) -> tuple[dict[str, bytes], bytes]:

@@ -412,6 +412,58 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     if p > 1 and (p * out_row >= 1 << 14 or conv.out_w > MAX_RUN):
         raise ProgramError(f"transposed conv {conv}: its output rows ({out_row} B) are too "
                            "long for the STORE's 14-bit stride or 11-bit pixel count")
+    q = conv_queues(cfg, layer, place, dataflow, lut, band_rows, order)
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    # Queues are independent streams; interleave them so a reader sees the band order.
+    prog += _interleave(q.load, q.compute, q.store)
+    return LayerProgram(prog, layer.macs, q.bands, q.folds, q.dataflow, q.weight_bytes,
+                        {"band_rows": q.band_rows, "param_bytes": q.param_bytes})
+
+
+@dataclass
+class ConvQueues:
+    """A conv layer's three instruction queues before interleaving, and where each of its
+    steps (one band, or one band's N-tile in tile order) starts in them (``marks``)."""
+
+    load: list[Instr]
+    compute: list[Instr]
+    store: list[Instr]
+    marks: list[tuple[int, int, int]]
+    bands: int
+    band_rows: int
+    folds: int
+    dataflow: Dataflow
+    weight_bytes: int
+    param_bytes: int
+    tile_max: int  # bytes at each bank's start its input bands may use; outputs above
+
+    def step(self, i: int) -> tuple[list[Instr], list[Instr], list[Instr]]:
+        """Step ``i``'s instructions on the load, compute and store queues."""
+        ends = self.marks[i + 1] if i + 1 < len(self.marks) else (
+            len(self.load), len(self.compute), len(self.store))
+        lo = self.marks[i]
+        return (self.load[lo[0]:ends[0]], self.compute[lo[1]:ends[1]],
+                self.store[lo[2]:ends[2]])
+
+
+def conv_queues(cfg: NpuConfig, layer: Conv, place: Placement,
+                dataflow: Dataflow | str | None = None, lut: int | None = None,
+                band_rows: int | None = None, order: str = "band",
+                slots: list[tuple[int, int]] | None = None, reserve: int = 0,
+                buffers: int = 2) -> ConvQueues:
+    """``conv2d_layer``'s queues for a checked conv (``layer``, as given; not long-K).
+
+    The step protocol is VTA's double buffering over a sequence of steps: step ``g``
+    loads its band into bank ``g % 2``; its load (``g >= 2``) waits for the compute of
+    step g - 2 to release that bank, its computes wait for its load and (``g >= 2``)
+    for the stores of step g - 2; it releases the bank (g + 2 < n) for step g + 2.
+    ``buffers`` V > 2 cuts the banks into V equal buffers and runs the same protocol
+    with V for 2: V - 1 steps may be in flight beside one waiting on its load. ``slots``:
+    per step, (g, n): its number in a sequence of n steps that other layers' steps fill
+    in between (``cascade``); default its own steps, (0, n) to (n - 1, n). ``reserve``:
+    bytes at each bank's start kept for input bands (outputs go above), so steps of
+    layers with larger bands can follow this layer's in the same bank."""
+    conv = layer.on_array()
     df = (choose_dataflow(cfg, conv) if dataflow is None
           else Dataflow[dataflow.upper()] if isinstance(dataflow, str) else dataflow)
     R = cfg.rows
@@ -423,6 +475,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
         raise ProgramError(f"conv {conv}: a residual add needs the output tiles in the "
                            "output's own layout (no phases, no packed depthwise groups)")
     rows_b = _band_rows(cfg, conv, band_rows, place.scale is not None, res)
+    p = conv.phases
+    out_row = p * conv.out_w * conv.channels
     nbands = math.ceil(oh / rows_b)
     tiles = n_tiles(conv, cfg.cols)
     ks = [tile_k(conv, nl) for _, nl in tiles]
@@ -443,7 +497,6 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     wbytes = off_w
     wgt_stride = [(0 if lanes > 1 else 1) if diag else conv.cout for _ in tiles]
 
-    prog: list[Instr] = [make(Op.SYNC)] if sync else []
     streamed = place.stream_from is not None
     wloads: list[list[Instr]] = [[] for _ in tiles]  # per N-tile
     if streamed:
@@ -476,7 +529,9 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     # tile over every band (the band is loaded once per tile).
     steps = ([(b, list(range(len(tiles)))) for b in range(nbands)] if order == "band" else
              [(b, [t]) for t in range(len(tiles)) for b in range(nbands)])
-    nsteps = len(steps)
+    slots = [(g, len(steps)) for g in range(len(steps))] if slots is None else slots
+    if len(slots) != len(steps):
+        raise ProgramError(f"conv {conv}: {len(slots)} slots for {len(steps)} steps")
     # Two accumulator halves when a band's N-tile fits one: tile j+1's GEMMs then write
     # the other half while the vector unit still requantizes tile j (``hazards``).
     half = cfg.accumulator_words // 2
@@ -484,25 +539,31 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     # outputs go above the largest input band in every bank: with tile order a full band's
     # load comes two steps after the short last band, while that band's stores may still
     # be reading (a load waits for the compute two steps back, not for its stores)
-    tile_max = ((min(rows_b, oh) - 1) * sh + conv.kh) * wp * conv.cin
+    tile_max = max(reserve, ((min(rows_b, oh) - 1) * sh + conv.kh) * wp * conv.cin)
+    size = cfg.activation_bank * cfg.activation_banks // buffers
+    if tile_max + min(rows_b, oh) * ow * sum(nl for _, nl in tiles) * (1 + res) > size:
+        raise ProgramError(f"conv {conv}: {rows_b}-row bands do not fit a bank above "
+                           f"{tile_max} B of input")
+    marks: list[tuple[int, int, int]] = []
     n_acc = 0
-    for st, (b, step_tiles) in enumerate(steps):
+    for (st, nslots), (b, step_tiles) in zip(slots, steps):
+        marks.append((len(load_q), len(comp_q), len(store_q)))
         oy0 = b * rows_b
         orows = min(rows_b, oh - oy0)
-        bank = (st % 2) * cfg.activation_bank
+        bank = (st % buffers) * size
         y_lo = oy0 * sh - pt                      # first padded-input row of the band
         y_hi = (oy0 + orows - 1) * sh + conv.kh - pt   # one past the last
         top, bottom = max(0, -y_lo), max(0, y_hi - conv.h)
         in_rows = y_hi - y_lo
-        load_q += act_loads((("pop_next",) if st >= 2 else ()),
+        load_q += act_loads((("pop_next",) if st >= buffers else ()),
                             () if place.scale else ("push_next",), in_space,
                             in_addr + max(0, y_lo) * conv.w * conv.cin, bank,
                             in_rows - top - bottom, conv.w, conv.cin, conv.w * conv.cin,
                             (top, bottom, pl, pr), place.zp_in)
-        first: tuple[str, ...] = ("pop_prev",) + (("pop_next",) if st >= 2 else ())
+        first: tuple[str, ...] = ("pop_prev",) + (("pop_next",) if st >= buffers else ())
         if place.scale is not None:
             (s_space, s_addr), mul = place.scale
-            s_at = bank + cfg.activation_bank - conv.cin  # ``max_band_rows`` left it
+            s_at = bank + size - conv.cin  # ``max_band_rows`` left it
             load_q.append(make(Op.LOAD, ("push_next",), kind=Kind.ACT, space=s_space,
                                dram=s_addr, sram=s_at, rows=1, cols=1, depth=conv.cin,
                                stride=conv.cin))
@@ -556,7 +617,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
             # each tile's results go to the store queue as soon as they are ready; the
             # step's last tile also releases the bank for the load two steps on
             vdeps: tuple[str, ...] = ("push_next",)
-            if last and st + 2 < nsteps:
+            if last and st + buffers < nslots:
                 vdeps = ("push_prev", "push_next")
             post = lut is not None or res  # VECs after the requantize
             requant = make(Op.VEC, () if post else vdeps, vop=VecOp.REQUANT,
@@ -571,7 +632,7 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
                                    src2=res_base + m * n0, dst=dst, count=m * nl,
                                    param=place.residual[1]))
             sdeps: tuple[str, ...] = ("pop_prev",)
-            if last and st + 2 < nsteps:
+            if last and st + buffers < nslots:
                 sdeps += ("push_prev",)
             if p > 1:  # phase i = n0 // nl: input row y's results are output row p*y + i
                 store_q.append(make(Op.STORE, sdeps, space=out_space,
@@ -586,10 +647,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     for (_, nl), k in zip(tiles, ks):
         folds_total += (math.ceil(k / R) if df == Dataflow.WS
                         else math.ceil(oh * ow / R)) * math.ceil(nl / cfg.cols)
-    # Queues are independent streams; interleave them so a reader sees the band order.
-    prog += _interleave(load_q, comp_q, store_q)
-    return LayerProgram(prog, layer.macs, nbands, folds_total, df, wbytes,
-                        {"band_rows": rows_b, "param_bytes": off_p})
+    return ConvQueues(load_q, comp_q, store_q, marks, nbands, rows_b, folds_total, df,
+                      wbytes, off_p, tile_max)
 
 
 def long_k(conv: Conv) -> bool:

@@ -15,9 +15,11 @@ vector unit and the store queue:
   that waited for a VEC on a hazard (``hazards``) is ordered after it;
 - SYNC orders everything.
 
-Memories checked: the activation banks (bytes) and the accumulators (words); the
-parameter cache and host buffers hold whole tensors whose writers and readers are
-separate layers, ordered by SYNC. Each access of a range is checked against the last
+Memories checked: the activation banks (bytes), the accumulators (words), and the
+activation bytes that STOREs write and activation LOADs read in the parameter cache and
+host buffers (a cascade's layers read what the one before stores without a SYNC between
+them). A DMA's range there is its hull, first to last byte: the bytes between its rows
+or pixels belong to the same tensor's other tiles. Each access of a range is checked against the last
 write of every byte (and a write against every agent's last read): if that access is
 not ordered before this one, the program has a race and ``RaceError`` names both.
 """
@@ -29,11 +31,12 @@ from typing import Any
 import numpy as np
 
 from . import hazards
-from .isa import POOL_KEYS, Instr, Kind, Op, VecOp
+from .isa import POOL_KEYS, Instr, Kind, Op, Space, VecOp
 from .semantics import SimError
 
 AGENTS = ("load", "compute", "vector", "store")
 _IDX = {a: i for i, a in enumerate(AGENTS)}
+_SPACE = {Space.PCACHE: "pcache", Space.HOST: "host"}
 
 
 class RaceError(SimError):
@@ -56,11 +59,13 @@ class _Shadow:
 class RaceChecker:
     """Vector clocks of the four agents and shadow state of INP and ACC."""
 
-    def __init__(self, inp_bytes: int, acc_words: int) -> None:
+    def __init__(self, inp_bytes: int, acc_words: int, pcache_bytes: int = 0,
+                 host_bytes: int = 0) -> None:
         self.vc = {a: np.zeros(len(AGENTS), dtype=np.int64) for a in AGENTS}
         for a in AGENTS:
             self.vc[a][_IDX[a]] = 1
-        self.mem = {"inp": _Shadow(inp_bytes), "acc": _Shadow(acc_words)}
+        self.mem = {"inp": _Shadow(inp_bytes), "acc": _Shadow(acc_words),
+                    "pcache": _Shadow(pcache_bytes), "host": _Shadow(host_bytes)}
 
     # -- ordering ------------------------------------------------------------------------
     def clock(self, agent: str) -> np.ndarray:
@@ -121,16 +126,22 @@ class RaceChecker:
 
 def footprint(ins: Instr, fp: hazards.Footprint | None, mem: Any
               ) -> list[tuple[str, int, int, bool]]:
-    """(memory, lo, hi, write) ranges an instruction touches in INP and ACC; ``fp`` is a
-    GEMM's or VEC's ``hazards`` footprint (pools' windows are read from ``mem``)."""
+    """(memory, lo, hi, write) ranges an instruction touches in INP and ACC, and the
+    activations a DMA moves in PCACHE or host memory; ``fp`` is a GEMM's or VEC's
+    ``hazards`` footprint (pools' windows are read from ``mem``)."""
     if ins.op == Op.LOAD:
         if ins.kind != Kind.ACT:
             return []
         n = ((ins.rows + ins.pad_top + ins.pad_bottom) * (ins.cols + ins.pad_left +
                                                           ins.pad_right) * ins.depth)
-        return [("inp", ins.sram, ins.sram + n, True)]
+        span = (ins.rows - 1) * ins.stride + ins.cols * ins.depth if ins.rows else 0
+        return [("inp", ins.sram, ins.sram + n, True),
+                (_SPACE[Space(ins.space)], ins.dram, ins.dram + span, False)]
     if ins.op == Op.STORE:
-        return [("inp", ins.sram, ins.sram + ins.rows * ins.cols * ins.depth, False)]
+        span = ((ins.rows - 1) * ins.stride + (ins.cols - 1) * (ins.pitch or ins.depth)
+                + ins.depth if ins.rows and ins.cols else 0)
+        return [("inp", ins.sram, ins.sram + ins.rows * ins.cols * ins.depth, False),
+                (_SPACE[Space(ins.space)], ins.dram, ins.dram + span, True)]
     if ins.op == Op.GEMM:
         assert fp is not None
         acc = [("acc", lo, hi, True) for lo, hi in fp.acc_write]

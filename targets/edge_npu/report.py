@@ -249,7 +249,24 @@ def to_text(rep: dict[str, Any], max_layers: int = 20) -> str:
                      f"{ly['macs']:>12,} {ly['utilization']:>6.1%} {ly.get('dataflow', '-')}{pack} "
                      f"{ly.get('roofline', {}).get('bound', '-')}"
                      f"{' streamed' if ly['streamed'] else ''}")
+    lines += _cascade_lines(rep["layers"])
     return "\n".join(lines)
+
+
+def _cascade_lines(layers: list[dict[str, Any]]) -> list[str]:
+    """One line per cascade: its layers and cycles together against one by one (the
+    layer table's cycles are each layer's alone)."""
+    groups: dict[str, tuple[dict[str, Any], list[str]]] = {}
+    for ly in layers:
+        if ly.get("cascade"):
+            groups.setdefault(ly["cascade"]["name"], (ly["cascade"], []))[1].append(ly["name"])
+    head = (f"  cascades (layers run band by band together; the table's cycles are each "
+            f"layer's alone): {len(groups)}")
+    lines = [head] if groups else []
+    for name, (c, names) in groups.items():
+        lines.append(f"    {name}: {names[0]} .. {names[-1]} ({len(names)} layers) "
+                     f"{c['cycles']:,} cycles, {c['alone_cycles']:,} one by one")
+    return lines
 
 
 def _cpu_lines(cpu: list[dict[str, Any]], names: int = 3) -> list[str]:

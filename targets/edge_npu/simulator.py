@@ -131,7 +131,8 @@ class Simulator:
                      instructions=len(program))
         now = 0
         if self.check_races:
-            self.races = RaceChecker(self.mem.inp.size, self.mem.acc.size)
+            self.races = RaceChecker(self.mem.inp.size, self.mem.acc.size,
+                                     self.mem.pcache.size, self.mem.host.size)
         segs = _segments(program)
         bounds = [s for s, _ in segs[1:]] + [len(program) - 1]
         for (sync_idx, seg), boundary in zip(segs, bounds):

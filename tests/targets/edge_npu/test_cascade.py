@@ -1,0 +1,184 @@
+"""Cascades: a chain of convs run band by band in one program (``cascade``)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from edgec.targets.edge_npu import cascade, programs
+from edgec.targets.edge_npu.isa import Op, Space
+from edgec.targets.edge_npu.layers import Layer, QTensor
+from edgec.targets.edge_npu.lower import SegLayer, Segment, lower
+from edgec.targets.edge_npu.programs import Conv, Placement
+from edgec.targets.edge_npu.races import RaceError
+from edgec.targets.edge_npu.simulator import Simulator, simulate
+
+from .conftest import assert_segments_bit_exact
+
+OUT = 1 << 21
+
+
+def _chain(h: int) -> list[Conv]:
+    """A MobileNet-like stem: 3x3 s2, depthwise, pointwise, depthwise s2, pointwise."""
+    return [Conv(h, h, 3, 16, 3, 3, 2, (1, 1, 1, 1)),
+            Conv(h // 2, h // 2, 16, 16, 3, 3, 1, (1, 1, 1, 1), depthwise=True),
+            Conv(h // 2, h // 2, 16, 32),
+            Conv(h // 2, h // 2, 32, 32, 3, 3, 2, (1, 1, 1, 1), depthwise=True),
+            Conv(h // 4, h // 4, 32, 48)]
+
+
+def _machine(cfg, convs, seed=0):
+    """A simulator holding random weights, requant blocks and an input image on the host;
+    each conv's placement (intermediates in PCACHE scratch, the last output on the
+    host)."""
+    rng = np.random.default_rng(seed)
+    sim = Simulator(cfg, host_bytes=1 << 22)
+    c0 = convs[0]
+    sim.mem.write(Space.HOST, 0, rng.integers(-128, 128, (c0.h, c0.w, c0.cin)).astype(np.int8))
+    pc, places, inp = 0, [], (Space.HOST, 0)
+    blobs = []
+    for c in convs:
+        shape = (c.cout, c.kh, c.kw) if c.depthwise else (c.cout, c.kh, c.kw, c.cin)
+        w = programs.pack_weights(c, rng.integers(-128, 128, shape).astype(np.int8), cfg.cols)
+        pp = programs.pack_requant(c, rng.integers(-2000, 2000, c.cout).astype(np.int32),
+                                   np.full(c.cout, 1 << 30, np.int64),
+                                   np.full(c.cout, 9, np.int64), 3, -128, 127, cfg.cols)
+        blobs.append((pp, w))
+    scratch = sum(programs.align(pp.nbytes) + programs.align(w.nbytes) for pp, w in blobs)
+    for i, (c, (pp, w)) in enumerate(zip(convs, blobs)):
+        sim.mem.write(Space.PCACHE, pc, pp)
+        params, pc = pc, pc + programs.align(pp.nbytes)
+        sim.mem.write(Space.PCACHE, pc, w)
+        wgt, pc = pc, pc + programs.align(w.nbytes)
+        if i == len(convs) - 1:
+            out = (Space.HOST, OUT)
+        else:
+            out = (Space.PCACHE, scratch)
+            scratch += programs.align(int(np.prod(c.out_shape)))
+        places.append(Placement(inp=inp, out=out, wgt=wgt, params=params, zp_in=-5))
+        inp = out
+    return sim, places
+
+
+def _run(cfg, convs, program):
+    sim, _ = _machine(cfg, convs)
+    rep = sim.run(program + programs.end())
+    return sim.mem.read(Space.HOST, OUT, int(np.prod(convs[-1].out_shape))), rep
+
+
+@pytest.mark.parametrize("h, min_bands, buffers", [(32, 1, 2), (64, 4, 2), (64, 8, 2),
+                                                   (64, 4, 4), (64, 8, 8)])
+def test_cascade_is_bit_exact_and_race_free(small, h, min_bands, buffers):
+    """The race checker runs in both simulations: every load of a row another conv stores
+    is ordered after that store by the step protocol's tokens. (More buffers are not
+    faster on every chain: ``lower`` keeps the fastest.)"""
+    convs = _chain(h)
+    _, places = _machine(small, convs)
+    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
+             .instrs]
+    together = cascade.cascade_program(small, [cascade.Member(c, p) for c, p in
+                                               zip(convs, places)], None, min_bands, buffers)
+    want, rep_alone = _run(small, convs, alone)
+    got, rep = _run(small, convs, together)
+    np.testing.assert_array_equal(got, want)
+    assert rep.macs == rep_alone.macs
+    queues, waves = cascade.cascade_queues(small, [cascade.Member(c, p) for c, p in
+                                                  zip(convs, places)], min_bands, buffers)
+    assert sum(1 for i in together if i.op == Op.SYNC) == len(waves)
+    if min_bands > 1:
+        assert min(q.bands for q in queues) >= 2
+    if min_bands > 1 and buffers == 2:
+        assert rep.cycles < rep_alone.cycles
+
+
+@pytest.mark.parametrize("buffers, min_bands", [(2, 4), (4, 8)])
+def test_a_shorter_distance_is_a_race(small, monkeypatch, buffers, min_bands):
+    """2V - 1 steps from a store to a load that reads it is too few: the race checker
+    refuses the program (so 2V is not an untested constant)."""
+    convs = _chain(64)
+    _, places = _machine(small, convs)
+    monkeypatch.setattr(cascade, "distance", lambda buffers: 2 * buffers - 1)
+    prog = cascade.cascade_program(small, [cascade.Member(c, p) for c, p in
+                                           zip(convs, places)], None, min_bands, buffers)
+    with pytest.raises(RaceError, match="pcache"):
+        _run(small, convs, prog)
+
+
+def test_schedule_keeps_the_distance_and_every_step():
+    steps = [6, 6, 3]
+    deps = [[], [0, 1, 2, 3, 4, 5], [1, 3, 5]]
+    waves = cascade.schedule(steps, deps)
+    where = {}
+    for w, wave in enumerate(waves):
+        for g, (i, b) in enumerate(wave):
+            where[(i, b)] = (w, g)
+    assert sorted(where) == [(i, b) for i, n in enumerate(steps) for b in range(n)]
+    for i in (1, 2):
+        for b, d in enumerate(deps[i]):
+            (w, g), (pw, pg) = where[(i, b)], where[(i - 1, d)]
+            assert pw < w or pg + 4 <= g
+            if i == 2 and b > 0:
+                assert where[(i, b)] > where[(i, b - 1)]
+
+
+def test_needs_maps_bands_to_the_producer_step():
+    c = Conv(16, 16, 8, 8, 3, 3, 2, (1, 1, 1, 1))  # 8 output rows from 16 input rows
+    # two output rows per band read input rows up to 4b + 3; the producer stores 4 a step
+    assert cascade.needs(4, c, 2) == [0, 1, 2, 3]
+    assert cascade.needs(16, c, 8) == [0]
+
+
+def test_one_bank_layout_fits_every_member(small):
+    convs = _chain(64)
+    _, places = _machine(small, convs)
+    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+    rows, reserve = cascade.band_rows(small, members, [c.on_array().out_h for c in convs])
+    for c, r in zip(convs, rows):
+        a = c.on_array()
+        tiles = programs.n_tiles(a, small.cols)
+        assert reserve + min(r, a.out_h) * a.out_w * sum(n for _, n in tiles) <= \
+            small.activation_bank
+
+
+def test_a_broken_chain_is_refused(small):
+    convs = _chain(32)
+    _, places = _machine(small, convs)
+    with pytest.raises(programs.ProgramError, match="does not read"):
+        cascade.cascade_program(small, [cascade.Member(convs[0], places[0]),
+                                        cascade.Member(convs[3], places[3])])
+
+
+def _conv_layer(rng, conv, zp_in):
+    shape = (conv.cout, conv.kh, conv.kw) if conv.depthwise else (conv.cout, conv.kh,
+                                                                   conv.kw, conv.cin)
+    return Layer("conv", [QTensor((conv.h, conv.w, conv.cin), 0.02, zp_in)],
+                 QTensor(conv.out_shape, 0.05, -3),
+                 {"conv": conv, "zp_out": -3, "qmin": -128, "qmax": 127},
+                 {"weights": rng.integers(-127, 128, shape).astype(np.int8),
+                  "bias": rng.integers(-5000, 5000, conv.cout),
+                  "mult": np.full(conv.cout, 1 << 30), "shift": np.full(conv.cout, -8)})
+
+
+def test_lowering_cascades_a_chain_when_faster(small):
+    """``lower`` runs the chain as a cascade (the report names it), bit-exact with the
+    integer reference, in fewer cycles than ``cascades=False``."""
+    rng = np.random.default_rng(5)
+    convs = _chain(64)
+    layers = [_conv_layer(rng, c, 4 if i == 0 else -3) for i, c in enumerate(convs)]
+    names = ["x"] + [f"t{i}" for i in range(len(convs) - 1)] + ["y"]
+    seg_layers = [SegLayer(f"c{i}", ly, [names[i]], names[i + 1]) for i, ly in enumerate(layers)]
+
+    def segment():
+        shapes = {n: (1, t.shape[2], t.shape[0], t.shape[1]) for n, t in
+                  zip(names, [layers[0].inputs[0]] + [ly.out for ly in layers])}
+        tensors = dict(zip(names, [layers[0].inputs[0]] + [ly.out for ly in layers]))
+        return Segment("s", ["x"], ["y"], list(seg_layers), shapes, tensors)
+
+    cycles = {}
+    for on in (True, False):
+        seg = segment()
+        model = lower(small, [seg], cascades=on)
+        assert_segments_bit_exact(model, [seg], small)
+        cycles[on] = simulate(small, model.segments[0].program).cycles
+        groups = {ly["cascade"]["name"] for ly in model.segments[0].layers if "cascade" in ly}
+        assert bool(groups) == on
+    assert cycles[True] < cycles[False]
