@@ -13,8 +13,8 @@ step protocol has load g wait for the compute of step g - V, whose first instruc
 waited for the stores of step g - 2V: a step's loads are ordered after every store of the
 steps at least ``distance(V)`` = 2V before it, so a band is scheduled at least that many
 steps after the producer step that stores the last row it reads. When no member can go
-on (the chain's end waits on its last producer step), the program ends a wave with a
-SYNC and the rest starts afresh. All members share one buffer layout: outputs sit above
+on (the chain's end waits on its last producer step), a bubble step (zero-row DMAs
+carrying the tokens) takes the slot. All members share one buffer layout: outputs sit above
 the largest member's input band (``reserve``), since a load overwrites only input bytes
 while the stores V steps before may still read their outputs.
 
@@ -29,12 +29,13 @@ from dataclasses import dataclass
 from itertools import pairwise
 
 from .config import NpuConfig
-from .isa import Dataflow, Instr, Op, make
+from .isa import Dataflow, Instr, Kind, Op, Space, VecOp, make
 from .programs import (
     Conv,
     ConvQueues,
     Placement,
     ProgramError,
+    act_loads,
     conv_queues,
     max_band_rows,
     n_tiles,
@@ -57,6 +58,60 @@ class Member:
     band_rows: int | None = None
 
 
+@dataclass(frozen=True)
+class Copy:
+    """An HWC tensor's rows moved through the buffers from ``src`` to ``dst``: put first in
+    a cascade whose first conv reads the host, it cuts the transfer into steps that the
+    other members' short steps come between (a band of that conv loaded from the host
+    would hold its buffer for the whole transfer). ``clamp``: PCACHE address of a CLAMP
+    block of [-128, 127], the vector unit's copy from the input to the output area."""
+
+    h: int
+    w: int
+    c: int
+    src: tuple[Space, int]
+    dst: tuple[Space, int]
+    clamp: int
+    rows: int = 4
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return (self.h, self.w, self.c)
+
+
+def copy_queues(cfg: NpuConfig, m: Copy, rows: int,
+                slots: list[tuple[int, int]] | None = None, reserve: int = 0,
+                buffers: int = 2) -> ConvQueues:
+    """``Copy``'s queues, in ``programs.conv_queues``' step protocol and buffer layout."""
+    size = cfg.activation_bank * cfg.activation_banks // buffers
+    row = m.w * m.c
+    nb = -(-m.h // rows)
+    slots = [(g, nb) for g in range(nb)] if slots is None else slots
+    tile_max = max(reserve, rows * row)
+    if tile_max + rows * row > size:
+        raise ProgramError(f"copy of {rows} rows of {row} B does not fit a {size} B buffer")
+    load_q: list[Instr] = []
+    comp_q: list[Instr] = []
+    store_q: list[Instr] = []
+    marks = []
+    for (g, n), b in zip(slots, range(nb)):
+        marks.append((len(load_q), len(comp_q), len(store_q)))
+        r0, nr = b * rows, min(rows, m.h - b * rows)
+        buf = (g % buffers) * size
+        back = ("pop_next",) if g >= buffers else ()
+        more = ("push_prev",) if g + buffers < n else ()
+        load_q += act_loads(back, ("push_next",), m.src[0], m.src[1] + r0 * row, buf, nr, m.w,
+                            m.c, row, (0, 0, 0, 0), 0)
+        comp_q.append(make(Op.VEC, ("pop_prev",) + back + more + ("push_next",),
+                           vop=VecOp.CLAMP, src=buf, dst=buf + tile_max, count=nr * row,
+                           param=m.clamp))
+        store_q.append(make(Op.STORE, ("pop_prev",) + more, space=m.dst[0],
+                            dram=m.dst[1] + r0 * row, sram=buf + tile_max, rows=nr, cols=m.w,
+                            depth=m.c, stride=row))
+    return ConvQueues(load_q, comp_q, store_q, marks, nb, rows, 0, Dataflow.WS, 0, 0,
+                      tile_max)
+
+
 def _input_rows(c: Conv, rows: int) -> int:
     return (min(rows, c.out_h) - 1) * c.sh + c.kh
 
@@ -70,25 +125,36 @@ def _out(cfg: NpuConfig, c: Conv, rows: int) -> int:
     return min(rows, c.out_h) * c.out_w * sum(nl for _, nl in n_tiles(c, cfg.cols))
 
 
-def band_rows(cfg: NpuConfig, members: list[Member], rows: list[int], buffers: int = 2
+def band_rows(cfg: NpuConfig, members: list[Member | Copy], rows: list[int], buffers: int = 2
               ) -> tuple[list[int], int]:
     """Rows per band for each member (at most ``rows``) under one buffer layout, and the
     reserve: every member's outputs fit above the largest member's input band."""
     size = cfg.activation_bank * cfg.activation_banks // buffers
     rows = list(rows)
-    arr = [m.conv.on_array() for m in members]
+
+    def tile(i: int) -> int:
+        m = members[i]
+        if isinstance(m, Copy):
+            return rows[i] * m.w * m.c
+        return _tile(m.conv.on_array(), rows[i])
+
+    def out(i: int) -> int:
+        m = members[i]
+        if isinstance(m, Copy):
+            return rows[i] * m.w * m.c
+        return _out(cfg, m.conv.on_array(), rows[i])
+
     for _ in range(64):
-        reserve = max(_tile(c, r) for c, r in zip(arr, rows))
-        over = [i for i, (c, r) in enumerate(zip(arr, rows))
-                if reserve + _out(cfg, c, r) > size]
+        reserve = max(tile(i) for i in range(len(members)))
+        over = [i for i in range(len(members)) if reserve + out(i) > size]
         if not over:
             return rows, reserve
         # the largest input band shrinks first: that lowers the reserve for everyone
-        big = max(range(len(arr)), key=lambda i: _tile(arr[i], rows[i]))
+        big = max(range(len(members)), key=tile)
         i = big if rows[big] > 1 else over[0]
         if rows[i] == 1:
-            raise ProgramError(f"cascade: conv {members[i].conv} does not fit a {size} B "
-                               f"buffer beside a {reserve} B input band")
+            raise ProgramError(f"cascade: member {i} does not fit a {size} B buffer beside a "
+                               f"{reserve} B input band")
         rows[i] -= 1
     raise ProgramError("cascade: no bank layout found")
 
@@ -105,57 +171,72 @@ def needs(producer_rows: int, conv: Conv, rows: int) -> list[int]:
     return out
 
 
+BUBBLE = -1  # the member of a step that only passes the protocol's tokens on
+
+
 def schedule(steps: list[int], deps: list[list[int]], dist: int = 4
-             ) -> list[list[tuple[int, int]]]:
-    """Waves of (member, step) in program order. Member i's step b may follow member
-    i - 1's step ``deps[i][b]`` by ``dist`` steps in the same wave, or come in a later
-    wave. Of the members that may go next, the one that went longest ago goes (ties: the
-    deepest), so every member's bands spread over the wave; if none may, a new wave
-    starts."""
+             ) -> list[tuple[int, int]]:
+    """(member, step) in program order. Member i's step b comes at least ``dist`` steps
+    after member i - 1's step ``deps[i][b]``; of the steps that may go next, the member's
+    that went longest ago goes (ties: the deepest), so the members' bands spread evenly;
+    when none may, a ``BUBBLE`` step (empty DMAs carrying the tokens) fills the slot.
+    (Choosing by estimated queue times instead was slower on PP-OCR's chains.)"""
     n = len(steps)
     nxt = [0] * n
-    where: list[list[tuple[int, int] | None]] = [[None] * k for k in steps]
-    waves: list[list[tuple[int, int]]] = [[]]
+    where: list[list[int | None]] = [[None] * k for k in steps]
+    order: list[tuple[int, int]] = []
     left = sum(steps)
     seen, stamp = [-1] * n, 0  # when each member last went
+
     while left:
-        wave, g = len(waves) - 1, len(waves[-1])
-        pick = None
-        for i in sorted(range(n), key=lambda i: (seen[i], -i)):
+        g = len(order)
+        ready = []
+        for i in range(n):
             b = nxt[i]
             if b >= steps[i]:
                 continue
-            if i == 0:
-                pick = i
-                break
-            at = where[i - 1][deps[i][b]]
-            if at is not None and (at[0] < wave or at[1] + dist <= g):
-                pick = i
-                break
-        if pick is None:
-            waves.append([])
+            at = where[i - 1][deps[i][b]] if i else -dist
+            if at is not None and at + dist <= g:
+                ready.append(i)
+        if not ready:
+            order.append((BUBBLE, 0))
             continue
-        where[pick][nxt[pick]] = (wave, g)
+        pick = min(ready, key=lambda i: (seen[i], -i))
+        where[pick][nxt[pick]] = g
         seen[pick] = stamp
         stamp += 1
-        waves[-1].append((pick, nxt[pick]))
+        order.append((pick, nxt[pick]))
         nxt[pick] += 1
         left -= 1
-    return waves
+    return order
 
 
-def cascade_queues(cfg: NpuConfig, members: list[Member], min_bands: int = 1,
-                   buffers: int = 2) -> tuple[list[ConvQueues], list[list[tuple[int, int]]]]:
-    """Each member's queues with its steps numbered into the cascade's waves over
+def bubble_step(g: int, n: int, buffers: int) -> list[Instr]:
+    """Step ``g`` of ``n`` with nothing to move or compute: zero-row DMAs and a CFG that pop
+    and push the tokens a step would, so the steps around it keep their order."""
+    more = ("push_prev",) if g + buffers < n else ()
+    back = ("pop_next",) if g >= buffers else ()
+    return [make(Op.LOAD, back + ("push_next",), kind=Kind.ACT, space=Space.PCACHE, rows=0),
+            make(Op.CFG, ("pop_prev",) + back + more + ("push_next",)),
+            make(Op.STORE, ("pop_prev",) + more, space=Space.PCACHE, rows=0)]
+
+
+def cascade_queues(cfg: NpuConfig, members: list[Member | Copy], min_bands: int = 1,
+                   buffers: int = 2) -> tuple[list[ConvQueues], list[tuple[int, int]]]:
+    """Each member's queues with its steps numbered into the cascade's order over
     ``buffers`` buffers; a member without ``band_rows`` gets at least ``min_bands`` bands
     where its rows allow."""
     if len(members) < 2:
         raise ProgramError("a cascade needs at least two convs")
     for a, b in pairwise(members):
-        if a.conv.out_shape != (b.conv.h, b.conv.w, b.conv.cin):
-            raise ProgramError(f"cascade: conv {b.conv} does not read conv {a.conv}'s output")
+        if isinstance(b, Copy) or (a.conv.out_shape if isinstance(a, Member) else
+                                   a.out_shape) != (b.conv.h, b.conv.w, b.conv.cin):
+            raise ProgramError(f"cascade: {b} does not read {a}'s output")
     default = []
     for m in members:
+        if isinstance(m, Copy):
+            default.append(m.rows)
+            continue
         c = m.conv.on_array()
         default.append(m.band_rows or min(
             conv_queues(cfg, m.conv, m.place, m.dataflow, m.lut).band_rows,
@@ -163,29 +244,38 @@ def cascade_queues(cfg: NpuConfig, members: list[Member], min_bands: int = 1,
         if default[-1] > max_band_rows(cfg, c, residual=m.place.residual is not None):
             raise ProgramError(f"cascade: conv {m.conv}: {default[-1]} rows do not fit")
     rows, reserve = band_rows(cfg, members, default, buffers)
-    steps = [-(-m.conv.on_array().out_h // r) for m, r in zip(members, rows)]
+    steps = [-(-m.h // r) if isinstance(m, Copy) else -(-m.conv.on_array().out_h // r)
+             for m, r in zip(members, rows)]
     deps = [[]] + [needs(rows[i - 1], members[i].conv, rows[i]) for i in range(1, len(members))]
-    waves = schedule(steps, deps, distance(buffers))
+    order = schedule(steps, deps, distance(buffers))
     slots: list[list[tuple[int, int]]] = [[] for _ in members]
-    for wave in waves:
-        for g, (i, _) in enumerate(wave):
-            slots[i].append((g, len(wave)))
-    queues = [conv_queues(cfg, m.conv, m.place, m.dataflow, m.lut, r, "band", s, reserve,
-                          buffers) for m, r, s in zip(members, rows, slots)]
-    return queues, waves
+    for g, (i, _) in enumerate(order):
+        if i != BUBBLE:
+            slots[i].append((g, len(order)))
+    queues = [_queues(cfg, m, r, s, reserve, buffers) for m, r, s in zip(members, rows, slots)]
+    return queues, order
 
 
-def cascade_program(cfg: NpuConfig, members: list[Member], post: list | None = None,
+def _queues(cfg: NpuConfig, m: Member | Copy, rows: int, slots: list[tuple[int, int]] | None,
+            reserve: int, buffers: int) -> ConvQueues:
+    if isinstance(m, Copy):
+        return copy_queues(cfg, m, rows, slots, reserve, buffers)
+    return conv_queues(cfg, m.conv, m.place, m.dataflow, m.lut, rows, "band", slots, reserve,
+                       buffers)
+
+
+def cascade_program(cfg: NpuConfig, members: list[Member | Copy], post: list | None = None,
                     min_bands: int = 1, buffers: int = 2) -> list[Instr]:
-    """One program (a SYNC per wave) running ``members`` as a cascade; ``post``: per
-    member, a function applied to its instructions (the layer's rounding)."""
-    queues, waves = cascade_queues(cfg, members, min_bands, buffers)
-    prog: list[Instr] = []
-    for wave in waves:
-        prog.append(make(Op.SYNC))
-        for i, b in wave:
-            part = [ins for q in queues[i].step(b) for ins in q]
-            prog += post[i](part) if post and post[i] else part
+    """One program (one SYNC) running ``members`` as a cascade; ``post``: per member, a
+    function applied to its instructions (the layer's rounding)."""
+    queues, order = cascade_queues(cfg, members, min_bands, buffers)
+    prog: list[Instr] = [make(Op.SYNC)]
+    for g, (i, b) in enumerate(order):
+        if i == BUBBLE:
+            prog += bubble_step(g, len(order), buffers)
+            continue
+        part = [ins for q in queues[i].step(b) for ins in q]
+        prog += post[i](part) if post and post[i] else part
     return prog
 
 

@@ -26,12 +26,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from functools import partial
+from itertools import product
 from typing import Any
 
 import numpy as np
 
 from . import fusion, programs, rounding
-from .cascade import Member, cascade_program
+from .cascade import Copy, Member, cascade_program
 from .config import NpuConfig
 from .isa import (
     MUL_KEYS,
@@ -48,7 +49,7 @@ from .isa import (
 from .layers import Layer, QTensor
 from .mapping import Mapping, workload_key
 from .pixel_chain import Pass, chain_program
-from .programs import Conv, Placement, ProgramError, align
+from .programs import ALIGN, Conv, Placement, ProgramError, align
 from .simulator import simulate
 from .vector_layers import (
     PREV,
@@ -64,6 +65,7 @@ Loc = tuple[Space, int]
 
 CASCADE_BANDS = 4  # bands at least, per cascaded conv whose mapping gives no rows
 CASCADE_BUFFERS = (2, 4, 8)  # buffer counts a cascade tries (``cascade``)
+CASCADE_COPY_ROWS = (4, 8)  # rows per step a staged host input tries
 
 
 @dataclass
@@ -720,6 +722,14 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             streamed += len(w)
     stage_addr = pc
     scratch_base = pc + staging
+    # the host input a cascade's first conv reads is staged in the parameter cache, if the
+    # cache has room left, so its transfer comes in steps the cascade's others overtake
+    host_in = max((seg.tensors[plans[si][a].inputs[0]].size for si, seg in enumerate(segments)
+                   for a, _ in chains[si] if plans[si][a].inputs[0] in seg.inputs), default=0)
+    stage = None
+    if host_in and cfg.parameter_cache - scratch_base - scratch >= align(host_in) + ALIGN:
+        stage = (scratch_base + scratch, scratch_base + scratch + align(host_in))
+        images.append((Space.PCACHE, stage[1], _i32(clamp_block(-128, 127))))
     lowered = []
     for si, seg in enumerate(segments):
         ins: list[dict[str, Any]] = []
@@ -767,7 +777,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
                 sl.layer.attrs.get("conv"), _conv_place(sl.layer, *args[2:7]),
                 dataflow.get(sl.name) or mp.dataflow, param_addr[(si, li)].get("lut"),
                 mp.band_rows) if sl.layer.kind == "conv" else None)
-        prog = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members)
+        prog = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members, stage)
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
     return NpuModel(cfg.name, lowered, images, align(host), param_top, cached, streamed,
                     cfg.parameter_cache - scratch_base)
@@ -775,10 +785,13 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
 
 def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tuple[int, int]],
               parts: list[list[Instr]], infos: list[dict[str, Any]],
-              members: list[Member | None]) -> list[Instr]:
+              members: list[Member | None], stage: tuple[int, int] | None = None
+              ) -> list[Instr]:
     """The segment's program: its layers' ``parts`` in order, with each chain of
     cascadable members (streamed weights and tile order break a chain) run as one
-    ``cascade`` where that takes fewer cycles than its layers one by one. Each member's
+    ``cascade`` where that takes fewer cycles than its layers one by one. A cascade whose
+    first conv reads the host also tries a ``cascade.Copy`` of that input first, into
+    ``stage`` (PCACHE address, and the address of a copy's CLAMP block). Each member's
     ``infos`` entry names its cascade and the cascade's cycles."""
     runs: list[tuple[int, int]] = []
     for a, z in chains:
@@ -793,11 +806,20 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
     def trial(a: int, z: int) -> tuple[int, int, list[Instr]] | None:
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
+        tries: list[tuple[list[Any], list[Any]]] = [(list(members[a:z + 1]), post)]
+        first = members[a]
+        if stage is not None and first is not None and first.place.inp[0] == Space.HOST:
+            c = first.conv
+            for rows in CASCADE_COPY_ROWS:
+                copy = Copy(c.h, c.w, c.cin, first.place.inp, (Space.PCACHE, stage[0]),
+                            stage[1], rows)
+                staged = replace(first, place=replace(first.place, inp=copy.dst))
+                tries.append(([copy, staged, *members[a + 1:z + 1]], [None, *post]))
         best = None
-        for nbuf in CASCADE_BUFFERS:
+        for (ms, pp), nbuf in product(tries, CASCADE_BUFFERS):
             try:
-                prog = cascade_program(cfg, members[a:z + 1], post, CASCADE_BANDS, nbuf)
-            except ProgramError:
+                prog = cascade_program(cfg, ms, pp, CASCADE_BANDS, nbuf)
+            except (ProgramError, IsaError):
                 continue  # no shared buffer layout
             together = simulate(cfg, prog + programs.end()).cycles
             if best is None or together < best[0]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from edgec.targets.edge_npu import cascade, programs
@@ -81,9 +83,10 @@ def test_cascade_is_bit_exact_and_race_free(small, h, min_bands, buffers):
     got, rep = _run(small, convs, together)
     np.testing.assert_array_equal(got, want)
     assert rep.macs == rep_alone.macs
-    queues, waves = cascade.cascade_queues(small, [cascade.Member(c, p) for c, p in
+    queues, order = cascade.cascade_queues(small, [cascade.Member(c, p) for c, p in
                                                   zip(convs, places)], min_bands, buffers)
-    assert sum(1 for i in together if i.op == Op.SYNC) == len(waves)
+    assert sum(1 for i in together if i.op == Op.SYNC) == 1
+    assert len(order) >= sum(q.bands for q in queues)
     if min_bands > 1:
         assert min(q.bands for q in queues) >= 2
     if min_bands > 1 and buffers == 2:
@@ -106,18 +109,18 @@ def test_a_shorter_distance_is_a_race(small, monkeypatch, buffers, min_bands):
 def test_schedule_keeps_the_distance_and_every_step():
     steps = [6, 6, 3]
     deps = [[], [0, 1, 2, 3, 4, 5], [1, 3, 5]]
-    waves = cascade.schedule(steps, deps)
-    where = {}
-    for w, wave in enumerate(waves):
-        for g, (i, b) in enumerate(wave):
-            where[(i, b)] = (w, g)
+    order = cascade.schedule(steps, deps, 4)
+    where = {s: g for g, s in enumerate(order) if s[0] != cascade.BUBBLE}
     assert sorted(where) == [(i, b) for i, n in enumerate(steps) for b in range(n)]
     for i in (1, 2):
         for b, d in enumerate(deps[i]):
-            (w, g), (pw, pg) = where[(i, b)], where[(i - 1, d)]
-            assert pw < w or pg + 4 <= g
-            if i == 2 and b > 0:
-                assert where[(i, b)] > where[(i, b - 1)]
+            assert where[(i - 1, d)] + 4 <= where[(i, b)]
+            if b:
+                assert where[(i, b - 1)] < where[(i, b)]
+    # the last step of member 2 waits 4 slots on member 1's last, no more: bubbles fill
+    # the slots nothing else may take
+    assert order[-1] == (2, 2) and len(order) - 1 == where[(1, 5)] + 4
+    assert (cascade.BUBBLE, 0) in order
 
 
 def test_needs_maps_bands_to_the_producer_step():
@@ -182,3 +185,25 @@ def test_lowering_cascades_a_chain_when_faster(small):
         groups = {ly["cascade"]["name"] for ly in model.segments[0].layers if "cascade" in ly}
         assert bool(groups) == on
     assert cycles[True] < cycles[False]
+
+
+@pytest.mark.parametrize("buffers, rows", [(2, 4), (4, 2), (8, 4)])
+def test_a_copy_first_stages_the_host_input(small, buffers, rows):
+    """A ``Copy`` of the host image into the parameter cache, cascaded before the chain
+    that then reads it there: bit-exact and race free."""
+    convs = _chain(64)
+    sim, places = _machine(small, convs)
+    c0 = convs[0]
+    stage, clamp = 200_000, 199_936
+    places[0] = replace(places[0], inp=(Space.PCACHE, stage))
+    copy = cascade.Copy(c0.h, c0.w, c0.cin, (Space.HOST, 0), (Space.PCACHE, stage), clamp, rows)
+    members = [copy] + [cascade.Member(c, p) for c, p in zip(convs, places)]
+    prog = cascade.cascade_program(small, members, None, 4, buffers)
+    assert any(i.op == Op.VEC and i.param == clamp for i in prog)
+    want, _ = _run(small, convs, [ins for c, p in zip(convs, _machine(small, convs)[1])
+                                  for ins in programs.conv2d_layer(small, c, p).instrs])
+    sim, _ = _machine(small, convs)
+    sim.mem.write(Space.PCACHE, clamp, np.array([-128, 127], np.int32))
+    sim.run(prog + programs.end())
+    got = sim.mem.read(Space.HOST, OUT, int(np.prod(convs[-1].out_shape)))
+    np.testing.assert_array_equal(got, want)
