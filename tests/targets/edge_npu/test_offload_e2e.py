@@ -104,3 +104,22 @@ def test_report(executor):
     # what fused into a layer shows in its kind: cls's SE scale and residual adds
     kinds = {line.split()[1] for line in text.splitlines() if line.startswith("    npu")}
     assert {"mul+conv", "conv+add"} <= kinds
+
+
+def test_report_names_the_cascades(executor):
+    """cls's cascades: each in the text with its layers and cycles together, below the
+    sum of its layers' cycles alone (the table's), and the segment's cycles equal the
+    layers' alone minus what the cascades saved."""
+    off, _ = executor
+    rep = off.report
+    groups = {}
+    for ly in rep["layers"]:
+        if "cascade" in ly:
+            groups.setdefault(ly["cascade"]["name"], [ly["cascade"], 0])[1] += ly["cycles"]
+    assert groups
+    text = to_text(rep)
+    for name, (c, alone) in groups.items():
+        assert c["alone_cycles"] == alone and c["cycles"] < alone
+        assert f"{name}: " in text and f"{c['cycles']:,} cycles" in text
+    saved = sum(alone - c["cycles"] for c, alone in groups.values())
+    assert rep["per_inference"]["cycles"] == sum(ly["cycles"] for ly in rep["layers"]) - saved
