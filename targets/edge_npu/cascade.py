@@ -37,6 +37,7 @@ from .programs import (
     ProgramError,
     act_loads,
     conv_queues,
+    default_band_rows,
     max_band_rows,
     n_tiles,
 )
@@ -238,9 +239,8 @@ def cascade_queues(cfg: NpuConfig, members: list[Member | Copy], min_bands: int 
             default.append(m.rows)
             continue
         c = m.conv.on_array()
-        default.append(m.band_rows or min(
-            conv_queues(cfg, m.conv, m.place, m.dataflow, m.lut).band_rows,
-            -(-c.out_h // min_bands)))
+        default.append(m.band_rows or min(default_band_rows(cfg, m.conv, m.place),
+                                          -(-c.out_h // min_bands)))
         if default[-1] > max_band_rows(cfg, c, residual=m.place.residual is not None):
             raise ProgramError(f"cascade: conv {m.conv}: {default[-1]} rows do not fit")
     rows, reserve = band_rows(cfg, members, default, buffers)

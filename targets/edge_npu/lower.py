@@ -64,7 +64,7 @@ Loc = tuple[Space, int]
 
 
 CASCADE_BANDS = 4  # bands at least, per cascaded conv whose mapping gives no rows
-CASCADE_BUFFERS = (2, 4, 8)  # buffer counts a cascade tries (``cascade``)
+CASCADE_BUFFERS = (2, 4)  # buffer counts a cascade tries (``cascade``; 8 never won)
 CASCADE_COPY_ROWS = (4, 8)  # rows per step a staged host input tries
 
 
@@ -728,7 +728,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
                    for a, _ in chains[si] if plans[si][a].inputs[0] in seg.inputs), default=0)
     stage = None
     if host_in and cfg.parameter_cache - scratch_base - scratch >= align(host_in) + ALIGN:
-        stage = (scratch_base + scratch, scratch_base + scratch + align(host_in))
+        stage = (scratch_base + scratch, scratch_base + scratch + align(host_in), host_in)
         images.append((Space.PCACHE, stage[1], _i32(clamp_block(-128, 127))))
     lowered = []
     for si, seg in enumerate(segments):
@@ -785,13 +785,13 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
 
 def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tuple[int, int]],
               parts: list[list[Instr]], infos: list[dict[str, Any]],
-              members: list[Member | None], stage: tuple[int, int] | None = None
+              members: list[Member | None], stage: tuple[int, int, int] | None = None
               ) -> list[Instr]:
     """The segment's program: its layers' ``parts`` in order, with each chain of
     cascadable members (streamed weights and tile order break a chain) run as one
     ``cascade`` where that takes fewer cycles than its layers one by one. A cascade whose
     first conv reads the host also tries a ``cascade.Copy`` of that input first, into
-    ``stage`` (PCACHE address, and the address of a copy's CLAMP block). Each member's
+    ``stage`` (PCACHE address, the address of a copy's CLAMP block, bytes it holds). Each member's
     ``infos`` entry names its cascade and the cascade's cycles."""
     runs: list[tuple[int, int]] = []
     for a, z in chains:
@@ -808,8 +808,10 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
                 for sl in plan[a:z + 1]]
         tries: list[tuple[list[Any], list[Any]]] = [(list(members[a:z + 1]), post)]
         first = members[a]
-        if stage is not None and first is not None and first.place.inp[0] == Space.HOST:
-            c = first.conv
+        assert first is not None  # runs hold members only
+        c = first.conv
+        if (stage is not None and first.place.inp[0] == Space.HOST
+                and c.h * c.w * c.cin <= stage[2]):  # a spilled input may be larger
             for rows in CASCADE_COPY_ROWS:
                 copy = Copy(c.h, c.w, c.cin, first.place.inp, (Space.PCACHE, stage[0]),
                             stage[1], rows)

@@ -326,6 +326,13 @@ def _band_rows(cfg: NpuConfig, conv: Conv, rows: int | None = None, scale: bool 
     return math.ceil(conv.out_h / nb)  # even bands: the last is not a sliver
 
 
+def default_band_rows(cfg: NpuConfig, conv: Conv, place: Placement) -> int:
+    """The output rows per band ``conv2d_layer`` picks for ``conv`` (as given) at ``place``
+    when no ``band_rows`` is given."""
+    return _band_rows(cfg, conv.on_array(), None, place.scale is not None,
+                      place.residual is not None)
+
+
 def fold_cost(cfg: NpuConfig, conv: Conv, df: Dataflow) -> int:
     """Stall-free fold cycles of ``conv`` as the array runs it, with the default bands
     (a WS fold refills once per band)."""
