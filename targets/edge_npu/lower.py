@@ -791,8 +791,8 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
     cascadable members (streamed weights and tile order break a chain) run as one
     ``cascade`` where that takes fewer cycles than its layers one by one. A cascade whose
     first conv reads the host also tries a ``cascade.Copy`` of that input first, into
-    ``stage`` (PCACHE address, the address of a copy's CLAMP block, bytes it holds). Each member's
-    ``infos`` entry names its cascade and the cascade's cycles."""
+    ``stage`` (PCACHE address, the address of a copy's CLAMP block, bytes it holds).
+    Each member's ``infos`` entry names its cascade and the cascade's cycles."""
     runs: list[tuple[int, int]] = []
     for a, z in chains:
         i = a
@@ -803,6 +803,7 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
             if j - i >= 2:
                 runs.append((i, j - 1))
             i = j + 1
+
     def trial(a: int, z: int) -> tuple[int, int, list[Instr]] | None:
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
