@@ -624,7 +624,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     spills: dict[int, list[str]] = {}
     in_place: dict[int, bool] = {}
     # cascades keep their buffers alive throughout, so they run only where that costs
-    # no spill and leaves every weight its place in the cache
+    # no spill and leaves every weight its place in the cache (shortened until it does)
     chains = {si: cascade_chains(plan) if cascades else [] for si, plan in enumerate(plans)}
     held = sum(_pcache_bytes(params, w) for *_, params, w in items)
 
@@ -650,12 +650,16 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
 
     for si, seg in enumerate(segments):
         best = plan_segment(seg, plans[si], [])
-        if chains[si]:
-            spanned = plan_segment(seg, plans[si], chains[si])
+        spans = chains[si]
+        while spans:
+            spanned = plan_segment(seg, plans[si], spans)
             if spanned[0] <= best[0] and spanned[1] + held <= cfg.parameter_cache:
                 best = spanned
-            else:
-                chains[si] = []
+                break
+            # too much alive at once: each chain keeps its first half (a cascade's
+            # first convs, the ones the host input's transfer can hide, matter most)
+            spans = [(a, a + (z - a) // 2) for a, z in spans if (z - a) // 2 >= 1]
+        chains[si] = spans
         _, peak, not_ip, sp = best
         spills[si], in_place[si] = sp, not not_ip
         scratch = max(scratch, peak)

@@ -207,3 +207,24 @@ def test_a_copy_first_stages_the_host_input(small, buffers, rows):
     sim.run(prog + programs.end())
     got = sim.mem.read(Space.HOST, OUT, int(np.prod(convs[-1].out_shape)))
     np.testing.assert_array_equal(got, want)
+
+
+def test_a_chain_too_large_to_keep_alive_is_cascaded_in_part(small):
+    """Six 48x48x32 convs: all their buffers alive at once (a cascade of all six) overflow
+    edge-npu-s's parameter cache, so ``lower`` cascades the chain's first half, and the
+    result stays bit-exact."""
+    rng = np.random.default_rng(5)
+    convs = [Conv(48, 48, 3, 32, 3, 3, 1, (1, 1, 1, 1))] + [Conv(48, 48, 32, 32)] * 5
+    layers = [_conv_layer(rng, c, 4 if i == 0 else -3) for i, c in enumerate(convs)]
+    names = ["x"] + [f"t{i}" for i in range(len(convs) - 1)] + ["y"]
+    tensors = [layers[0].inputs[0]] + [ly.out for ly in layers]
+    seg = Segment("s", ["x"], ["y"],
+                  [SegLayer(f"c{i}", ly, [names[i]], names[i + 1]) for i, ly in enumerate(layers)],
+                  {n: (1, t.shape[2], t.shape[0], t.shape[1]) for n, t in zip(names, tensors)},
+                  dict(zip(names, tensors)))
+    alive = sum(t.size for t in tensors[1:-1])
+    assert alive > small.parameter_cache
+    model = lower(small, [seg])
+    assert_segments_bit_exact(model, [seg], small)
+    cascaded = [ly["name"] for ly in model.segments[0].layers if "cascade" in ly]
+    assert cascaded == ["c0", "c1", "c2"]
