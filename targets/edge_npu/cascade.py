@@ -36,10 +36,11 @@ from .programs import (
     Placement,
     ProgramError,
     act_loads,
+    band_bytes,
+    buffer_bytes,
     conv_queues,
     default_band_rows,
     max_band_rows,
-    n_tiles,
 )
 
 
@@ -57,6 +58,18 @@ class Member:
     dataflow: Dataflow | str | None = None
     lut: int | None = None
     band_rows: int | None = None
+
+    @property
+    def out_shape(self) -> tuple[int, int, int]:
+        return self.conv.out_shape
+
+    @property
+    def out_h(self) -> int:
+        return self.conv.out_h
+
+    def band_bytes(self, cfg: NpuConfig, rows: int) -> tuple[int, int]:
+        """(input, output) bytes of one band of ``rows`` output rows."""
+        return band_bytes(cfg, self.conv.on_array(), rows)
 
 
 @dataclass(frozen=True)
@@ -79,17 +92,27 @@ class Copy:
     def out_shape(self) -> tuple[int, int, int]:
         return (self.h, self.w, self.c)
 
+    @property
+    def out_h(self) -> int:
+        return self.h
+
+    def band_bytes(self, cfg: NpuConfig, rows: int) -> tuple[int, int]:
+        """(input, output) bytes of one step of ``rows`` rows: the same rows twice."""
+        n = min(rows, self.h) * self.w * self.c
+        return n, n
+
 
 def copy_queues(cfg: NpuConfig, m: Copy, rows: int,
                 slots: list[tuple[int, int]] | None = None, reserve: int = 0,
                 buffers: int = 2) -> ConvQueues:
     """``Copy``'s queues, in ``programs.conv_queues``' step protocol and buffer layout."""
-    size = cfg.activation_bank * cfg.activation_banks // buffers
+    size = buffer_bytes(cfg, buffers)
     row = m.w * m.c
     nb = -(-m.h // rows)
     slots = [(g, nb) for g in range(nb)] if slots is None else slots
-    tile_max = max(reserve, rows * row)
-    if tile_max + rows * row > size:
+    band, _ = m.band_bytes(cfg, rows)
+    tile_max = max(reserve, band)
+    if tile_max + band > size:
         raise ProgramError(f"copy of {rows} rows of {row} B does not fit a {size} B buffer")
     load_q: list[Instr] = []
     comp_q: list[Instr] = []
@@ -113,37 +136,18 @@ def copy_queues(cfg: NpuConfig, m: Copy, rows: int,
                       tile_max)
 
 
-def _input_rows(c: Conv, rows: int) -> int:
-    return (min(rows, c.out_h) - 1) * c.sh + c.kh
-
-
-def _tile(c: Conv, rows: int) -> int:
-    """Bytes of the largest input band (``conv_queues``' ``tile_max``)."""
-    return _input_rows(c, rows) * (c.w + c.pad[1] + c.pad[3]) * c.cin
-
-
-def _out(cfg: NpuConfig, c: Conv, rows: int) -> int:
-    return min(rows, c.out_h) * c.out_w * sum(nl for _, nl in n_tiles(c, cfg.cols))
-
-
 def band_rows(cfg: NpuConfig, members: list[Member | Copy], rows: list[int], buffers: int = 2
               ) -> tuple[list[int], int]:
     """Rows per band for each member (at most ``rows``) under one buffer layout, and the
     reserve: every member's outputs fit above the largest member's input band."""
-    size = cfg.activation_bank * cfg.activation_banks // buffers
+    size = buffer_bytes(cfg, buffers)
     rows = list(rows)
 
     def tile(i: int) -> int:
-        m = members[i]
-        if isinstance(m, Copy):
-            return rows[i] * m.w * m.c
-        return _tile(m.conv.on_array(), rows[i])
+        return members[i].band_bytes(cfg, rows[i])[0]
 
     def out(i: int) -> int:
-        m = members[i]
-        if isinstance(m, Copy):
-            return rows[i] * m.w * m.c
-        return _out(cfg, m.conv.on_array(), rows[i])
+        return members[i].band_bytes(cfg, rows[i])[1]
 
     for _ in range(64):
         reserve = max(tile(i) for i in range(len(members)))
@@ -230,8 +234,7 @@ def cascade_queues(cfg: NpuConfig, members: list[Member | Copy], min_bands: int 
     if len(members) < 2:
         raise ProgramError("a cascade needs at least two convs")
     for a, b in pairwise(members):
-        if isinstance(b, Copy) or (a.conv.out_shape if isinstance(a, Member) else
-                                   a.out_shape) != (b.conv.h, b.conv.w, b.conv.cin):
+        if isinstance(b, Copy) or a.out_shape != (b.conv.h, b.conv.w, b.conv.cin):
             raise ProgramError(f"cascade: {b} does not read {a}'s output")
     default = []
     for m in members:
@@ -244,8 +247,7 @@ def cascade_queues(cfg: NpuConfig, members: list[Member | Copy], min_bands: int 
         if default[-1] > max_band_rows(cfg, c, residual=m.place.residual is not None):
             raise ProgramError(f"cascade: conv {m.conv}: {default[-1]} rows do not fit")
     rows, reserve = band_rows(cfg, members, default, buffers)
-    steps = [-(-m.h // r) if isinstance(m, Copy) else -(-m.conv.on_array().out_h // r)
-             for m, r in zip(members, rows)]
+    steps = [-(-m.out_h // r) for m, r in zip(members, rows)]
     deps = [[]] + [needs(rows[i - 1], members[i].conv, rows[i]) for i in range(1, len(members))]
     order = schedule(steps, deps, distance(buffers))
     slots: list[list[tuple[int, int]]] = [[] for _ in members]

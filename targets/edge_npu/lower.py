@@ -779,7 +779,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             mp = mp or Mapping()
             members.append(None if sf is not None or mp.order == "tile" else Member(
                 sl.layer.attrs.get("conv"), _conv_place(sl.layer, *args[2:7]),
-                dataflow.get(sl.name) or mp.dataflow, param_addr[(si, li)].get("lut"),
+                args[7] or mp.dataflow, param_addr[(si, li)].get("lut"),
                 mp.band_rows) if sl.layer.kind == "conv" else None)
         prog = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members, stage)
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))

@@ -277,6 +277,20 @@ def column_channels(conv: Conv, cols: int) -> list[np.ndarray]:
 
 
 # -- conv / GEMM -----------------------------------------------------------------------
+def buffer_bytes(cfg: NpuConfig, buffers: int = 2) -> int:
+    """Bytes of each of ``buffers`` equal buffers the activation banks are cut into."""
+    return cfg.activation_bank * cfg.activation_banks // buffers
+
+
+def band_bytes(cfg: NpuConfig, conv: Conv, rows: int) -> tuple[int, int]:
+    """(input, output) bytes of a band of ``rows`` output rows of the array conv ``conv``
+    (``Conv.on_array``): its padded input rows, and its int8 results over all N-tiles."""
+    rows = min(rows, conv.out_h)
+    wp = conv.w + conv.pad[1] + conv.pad[3]
+    px = sum(nl for _, nl in n_tiles(conv, cfg.cols))  # output bytes per array pixel
+    return ((rows - 1) * conv.sh + conv.kh) * wp * conv.cin, rows * conv.out_w * px
+
+
 def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
                   scale: bool = False, residual: bool = False) -> int:
     """Most output rows per band that fit the bank and the accumulators (``acc_words``
@@ -286,15 +300,11 @@ def max_band_rows(cfg: NpuConfig, conv: Conv, acc_words: int | None = None,
     reserve = conv.cin if scale else 0
     out_copies = 2 if residual else 1
     ow = conv.out_w
-    tiles = n_tiles(conv, cfg.cols)
-    n_max = max(nl for _, nl in tiles)
-    px = sum(nl for _, nl in tiles)  # output bytes per array pixel
-    wp = conv.w + conv.pad[1] + conv.pad[3]
+    n_max = max(nl for _, nl in n_tiles(conv, cfg.cols))
     best = 0
     for rows in range(1, conv.out_h + 1):
-        in_rows = (rows - 1) * conv.sh + conv.kh
-        inp = in_rows * wp * conv.cin
-        out = rows * ow * px * out_copies
+        inp, out = band_bytes(cfg, conv, rows)
+        out *= out_copies
         # 2047: the 11-bit DMA row count of the band's STORE
         if (inp + out + reserve > cfg.activation_bank or rows * ow * n_max > acc_words
                 or rows * ow > 2047):
@@ -546,9 +556,10 @@ def conv_queues(cfg: NpuConfig, layer: Conv, place: Placement,
     # outputs go above the largest input band in every bank: with tile order a full band's
     # load comes two steps after the short last band, while that band's stores may still
     # be reading (a load waits for the compute two steps back, not for its stores)
-    tile_max = max(reserve, ((min(rows_b, oh) - 1) * sh + conv.kh) * wp * conv.cin)
-    size = cfg.activation_bank * cfg.activation_banks // buffers
-    if tile_max + min(rows_b, oh) * ow * sum(nl for _, nl in tiles) * (1 + res) > size:
+    band_in, band_out = band_bytes(cfg, conv, rows_b)
+    tile_max = max(reserve, band_in)
+    size = buffer_bytes(cfg, buffers)
+    if tile_max + band_out * (1 + res) > size:
         raise ProgramError(f"conv {conv}: {rows_b}-row bands do not fit a bank above "
                            f"{tile_max} B of input")
     marks: list[tuple[int, int, int]] = []
