@@ -65,7 +65,13 @@ class Member:
 
     @property
     def out_h(self) -> int:
+        """Output rows the array computes (a transposed conv's input rows)."""
         return self.conv.out_h
+
+    @property
+    def phases(self) -> int:
+        """Rows of the output tensor that one computed row stores."""
+        return self.conv.phases
 
     def band_bytes(self, cfg: NpuConfig, rows: int) -> tuple[int, int]:
         """(input, output) bytes of one band of ``rows`` output rows."""
@@ -95,6 +101,8 @@ class Copy:
     @property
     def out_h(self) -> int:
         return self.h
+
+    phases = 1
 
     def band_bytes(self, cfg: NpuConfig, rows: int) -> tuple[int, int]:
         """(input, output) bytes of one step of ``rows`` rows: the same rows twice."""
@@ -248,7 +256,9 @@ def cascade_queues(cfg: NpuConfig, members: list[Member | Copy], min_bands: int 
             raise ProgramError(f"cascade: conv {m.conv}: {default[-1]} rows do not fit")
     rows, reserve = band_rows(cfg, members, default, buffers)
     steps = [-(-m.out_h // r) for m, r in zip(members, rows)]
-    deps = [[]] + [needs(rows[i - 1], members[i].conv, rows[i]) for i in range(1, len(members))]
+    # a producer step of r computed rows stores r * phases rows of the tensor read next
+    deps = [[]] + [needs(rows[i - 1] * members[i - 1].phases, members[i].conv, rows[i])
+                   for i in range(1, len(members))]
     order = schedule(steps, deps, distance(buffers))
     slots: list[list[tuple[int, int]]] = [[] for _ in members]
     for g, (i, _) in enumerate(order):

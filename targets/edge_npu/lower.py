@@ -66,6 +66,9 @@ Loc = tuple[Space, int]
 CASCADE_BANDS = 4  # bands at least, per cascaded conv whose mapping gives no rows
 CASCADE_BUFFERS = (2, 4)  # buffer counts a cascade tries (``cascade``; 8 never won)
 CASCADE_COPY_ROWS = (4, 8)  # rows per step a staged host input tries
+# bands a cascade whose last conv stores to the host also tries: a band's transfer holds
+# the in-order store queue, and short ones let the other members' stores come between
+CASCADE_HOST_BANDS = 32
 
 
 @dataclass
@@ -298,13 +301,12 @@ def _conv_place(layer: Layer, inputs: list[Loc], out: Loc, params: dict[str, int
 def cascade_chains(layers: list[SegLayer]) -> list[tuple[int, int]]:
     """(first, last) indices of runs of two or more convs that ``cascade`` can run
     together: each reads the one before's output, with no fused input scale or residual
-    (their other operand is not ordered by the cascade's steps), no output phases and not
-    one pixel of long K."""
+    (their other operand is not ordered by the cascade's steps) and not one pixel of long
+    K."""
     def ok(sl: SegLayer) -> bool:
         c = sl.layer.attrs.get("conv")
         return (sl.layer.kind == "conv" and sl.scale is None and sl.residual is None
-                and isinstance(c, Conv) and c.phases == 1
-                and not programs.long_k(c.on_array()))
+                and isinstance(c, Conv) and not programs.long_k(c.on_array()))
 
     chains: list[tuple[int, int]] = []
     start = None
@@ -811,6 +813,11 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
     def trial(a: int, z: int) -> tuple[int, int, list[Instr]] | None:
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
+        bands = [CASCADE_BANDS]
+        last = members[z]
+        assert last is not None
+        if last.place.out[0] == Space.HOST:
+            bands.append(CASCADE_HOST_BANDS)
         tries: list[tuple[list[Any], list[Any]]] = [(list(members[a:z + 1]), post)]
         first = members[a]
         assert first is not None  # runs hold members only
@@ -823,9 +830,9 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
                 staged = replace(first, place=replace(first.place, inp=copy.dst))
                 tries.append(([copy, staged, *members[a + 1:z + 1]], [None, *post]))
         best = None
-        for (ms, pp), nbuf in product(tries, CASCADE_BUFFERS):
+        for (ms, pp), nbuf, nb in product(tries, CASCADE_BUFFERS, bands):
             try:
-                prog = cascade_program(cfg, ms, pp, CASCADE_BANDS, nbuf)
+                prog = cascade_program(cfg, ms, pp, nb, nbuf)
             except (ProgramError, IsaError):
                 continue  # no shared buffer layout
             together = simulate(cfg, prog + programs.end()).cycles

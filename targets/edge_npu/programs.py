@@ -73,7 +73,9 @@ class Conv:
     input pixel (y, x)'s output (i, j, c) is the transposed conv's output pixel
     (p*y + i, p*x + j), channel c. Output row phase i is an N-tile of p * channels
     columns whose bytes are, per input row, one contiguous run of the output row p*y + i,
-    so a band stores each phase with one DMA.
+    so a band stores each phase with one DMA. Packed (``pack`` g), the array conv's
+    columns are in (i, q, j, c) order: phase i's N-tile holds, per array pixel x', the
+    bytes of output pixels p*(g*x' + q) + j, one contiguous run again.
 
     ``pack`` g > 1: the array computes g horizontally adjacent output pixels at once
     (``on_array``), so a conv with few output channels fills g times as many columns.
@@ -190,11 +192,13 @@ def tile_k(conv: Conv, nl: int) -> int:
 
 def pixel_packed(conv: Conv, w: np.ndarray) -> np.ndarray:
     """OHWI weights of ``conv`` -> those of ``conv.on_array()``: filter (q, c) is filter
-    c placed q*stride taps to the right in the wider window."""
-    g, s, a = conv.pack, conv.stride, conv.on_array()
-    out = np.zeros((g, conv.cout, conv.kh, a.kw, conv.cin), dtype=w.dtype)
+    c placed q*stride taps to the right in the wider window (a transposed conv's:
+    filter (i, q, j, c) is filter (i, j, c) so placed)."""
+    g, s, a, p = conv.pack, conv.stride, conv.on_array(), conv.phases
+    per = w.reshape(p, conv.cout // p, conv.kh, conv.kw, conv.cin)  # by output row phase
+    out = np.zeros((p, g, conv.cout // p, conv.kh, a.kw, conv.cin), dtype=w.dtype)
     for q in range(g):
-        out[q, :, :, q * s:q * s + conv.kw, :] = w
+        out[:, q, :, :, q * s:q * s + conv.kw, :] = per
     return out.reshape(a.cout, conv.kh, a.kw, conv.cin)
 
 
@@ -203,15 +207,15 @@ def pack_error(cfg: NpuConfig, conv: Conv) -> str | None:
     g = conv.pack
     if g == 1:
         return None
-    if conv.phases > 1:
-        return "transposed convs do not pack output pixels"
     if g < 1 or conv.out_w % g:
         return f"{conv.out_w} output pixels per row are not a multiple of the pack {g}"
     a = conv.on_array()
     if conv.depthwise and g > cfg.cols:
         return f"{g} packed pixels exceed the {cfg.cols}-column array"
-    if not conv.depthwise and a.cout > cfg.cols:
-        return f"{g} x {conv.cout} packed channels exceed the {cfg.cols}-column array"
+    # a transposed conv's N-tile is one output row phase
+    if not conv.depthwise and a.cout // conv.phases > cfg.cols:
+        return (f"{g} x {conv.cout // conv.phases} packed channels exceed the "
+                f"{cfg.cols}-column array")
     if a.kw > 15 or a.stride > 7:  # the CFG's 4-bit kw and 3-bit stride
         return f"packed window {a.kw} wide with stride {a.stride} does not fit the CFG"
     return None
@@ -224,10 +228,8 @@ def packs(cfg: NpuConfig, conv: Conv) -> list[int]:
     """The packs ``conv`` can run with on ``cfg`` (1 always). A depthwise group keeps
     at least ``MIN_GROUP`` channels (or all of them): its STORE moves one pixel's group
     per cycle."""
-    if conv.phases > 1:
-        return [1]
     most = (cfg.cols // min(MIN_GROUP, conv.cin) if conv.depthwise
-            else cfg.cols // max(1, conv.cout))
+            else cfg.cols // max(1, conv.cout // conv.phases))
     return [g for g in range(1, max(1, most) + 1)
             if g == 1 or not pack_error(cfg, replace(conv, pack=g))]
 
@@ -273,6 +275,9 @@ def column_channels(conv: Conv, cols: int) -> list[np.ndarray]:
     tiles = n_tiles(conv.on_array(), cols)
     if conv.pack > 1 and conv.depthwise:
         return [np.tile(np.arange(c0, c0 + nl // conv.pack), conv.pack) for c0, nl in tiles]
+    if conv.pack > 1 and conv.phases > 1:  # phase i's tile: (q, j, c) columns
+        run = conv.cout // conv.phases
+        return [np.tile(np.arange(i * run, (i + 1) * run), conv.pack) for i in range(len(tiles))]
     return [np.arange(n0, n0 + nl) % conv.cout for n0, nl in tiles]
 
 
@@ -420,8 +425,8 @@ def conv2d_layer(cfg: NpuConfig, conv: Conv, place: Placement,
     if conv.depthwise and conv.cin != conv.cout:
         raise ProgramError(f"depthwise conv needs cin == cout, got {conv.cin}, {conv.cout}")
     p = conv.phases
-    if p > 1 and (conv.depthwise or conv.kh * conv.kw != 1 or conv.stride != 1
-                  or conv.cout % (p * p)):
+    if p > 1 and (layer.depthwise or layer.kh * layer.kw != 1 or layer.stride != 1
+                  or layer.cout % (p * p)):
         raise ProgramError(f"transposed conv {conv}: expected a 1x1 stride-1 dense conv "
                            f"with cout a multiple of {p * p}")
     # one output row of a transposed conv in bytes; a band's phase i lands every p rows

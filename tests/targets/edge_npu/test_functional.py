@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 from edgec.targets.edge_npu import intmath, programs
@@ -72,6 +74,34 @@ def test_transposed_conv_bit_exact(small, h, w, cin, c, p, dataflow, order):
     np.testing.assert_array_equal(got, want)
     stores = [i for i in lp.instrs if i.op == Op.STORE]
     assert len(stores) == lp.bands * p  # one DMA per band and output row phase
+
+
+@pytest.mark.parametrize("h, w, cin, c, p, g", [(6, 4, 6, 2, 2, 2), (4, 6, 6, 1, 3, 3),
+                                                 (40, 8, 8, 1, 2, 4)])
+@pytest.mark.parametrize("dataflow", ["ws", "os"])
+def test_packed_transposed_conv_bit_exact(small, h, w, cin, c, p, g, dataflow):
+    """Packed g pixels wide, a transposed conv's phase tile holds g pixels' phase runs in
+    (q, j, c) order: still one DMA per band and phase, and the array streams fewer pixel
+    rows (g times fewer per fold, for a K g times as deep)."""
+    rng = np.random.default_rng(h * 10 + g)
+    wt = rng.integers(-127, 128, (cin, c, p, p), dtype=np.int8)
+    x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, c)
+    ms = [intmath.quantize_multiplier(float(v)) for v in rng.uniform(2e-4, 3e-3, c)]
+    mult, shift = np.array([m for m, _ in ms]), np.array([s for _, s in ms])
+    conv = programs.Conv(h, w, cin, p * p * c, phases=p, pack=g)
+    assert programs.pack_error(small, conv) is None and g in programs.packs(small, conv)
+    w1 = np.ascontiguousarray(wt.transpose(2, 3, 1, 0)).reshape(p * p * c, 1, 1, cin)
+    got, _, lp = run_conv(small, conv, x, w1, np.tile(bias, p * p), np.tile(mult, p * p),
+                          np.tile(shift, p * p), 5, -100, 127, zp_in=-4, dataflow=dataflow)
+    want = conv_transpose_requant(x, wt, bias, mult, shift, 5, -100, 127)
+    np.testing.assert_array_equal(got, want)
+    assert len([i for i in lp.instrs if i.op == Op.STORE]) == lp.bands * p
+    gemm_pixels = sum(i.m_len for i in lp.instrs if i.op == Op.GEMM)
+    _, _, plain = run_conv(small, replace(conv, pack=1), x, w1, np.tile(bias, p * p),
+                           np.tile(mult, p * p), np.tile(shift, p * p), 5, -100, 127,
+                           zp_in=-4, dataflow=dataflow)
+    assert gemm_pixels < sum(i.m_len for i in plain.instrs if i.op == Op.GEMM)
 
 
 def test_transposed_conv_wider_than_the_array_is_refused(small):
@@ -382,8 +412,9 @@ def test_pack_refusals(small):
     assert "multiple of the pack" in programs.pack_error(small, programs.Conv(4, 5, 3, 4,
                                                                               pack=2))
     assert "exceed" in programs.pack_error(small, programs.Conv(4, 4, 3, 9, pack=2))
-    assert "transposed" in programs.pack_error(small, programs.Conv(4, 4, 3, 8, phases=2,
-                                                                     pack=2))
+    # a transposed conv's N-tile is one output row phase: 2 x 2 x 5 columns
+    assert "exceed" in programs.pack_error(small, programs.Conv(4, 4, 3, 4 * 5, phases=2,
+                                                                pack=2))
     assert "exceed" in programs.pack_error(small, programs.Conv(4, 34, 3, 3, 1, 1, 1,
                                                                 depthwise=True, pack=17))
 
