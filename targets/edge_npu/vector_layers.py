@@ -240,7 +240,8 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     ``f - 1`` more times as contiguous rows: fewer pixel runs for large ``f`` and few
     channels, more bytes moved. The program of fewer simulated cycles is taken, with
     the largest bands or bands half as high (more overlap of load, copy and store).
-    When the output rows are too long for a DMA stride, rows are stored one by one."""
+    When the output rows are too long for a DMA stride, rows are stored one by one (and
+    read back one by one)."""
     if c > MAX_RUN or w > MAX_RUN or f * c >= 1 << 14:
         raise ProgramError(f"resize of {h}x{w}x{c} by {f}: rows or channels exceed a DMA field")
     if 2 * w * c > cfg.activation_bank:
@@ -252,16 +253,16 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     # a band's rows in one STORE per (dy, dx) when the DRAM row step (f output rows)
     # fits the 14-bit stride; else one STORE per row (its pixels as one-pixel runs)
     banded = f * row < 1 << 14
-    if not banded:
-        return _resize(cfg, h, w, c, f, inp, out, vop, None, sync, rows, False)
-    rows = min(rows, MAX_RUN)
     # rows are re-read from the output: on chip only (over the host link the read-back
     # would cost more than it saves)
     twos = [False] + ([True] if copy is not None and f > 1 and out[0] == Space.PCACHE
                       and ow <= MAX_RUN and row <= half else [])
+    if banded:
+        rows = min(rows, MAX_RUN)
     bands = math.ceil(h / rows)
-    heights = {rows, math.ceil(h / (2 * bands))}  # the largest bands, or twice as many
-    progs = [_resize(cfg, h, w, c, f, inp, out, vop, copy if two else None, sync, r, True)
+    # the largest bands, or twice as many (rows stored one by one: the largest)
+    heights = {rows, math.ceil(h / (2 * bands))} if banded else {rows}
+    progs = [_resize(cfg, h, w, c, f, inp, out, vop, copy if two else None, sync, r, banded)
              for two in twos for r in sorted(heights)]
     if len(progs) == 1:
         return progs[0]
@@ -287,7 +288,11 @@ def _resize(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
                       for y in range(y0, y0 + r) for dy in dys for dx in range(f)]
         chunks.append(Chunk((inp[0], inp[1] + y0 * w * c), r, w, c, w * c, vop, stores))
     then = []
-    if copy is not None:
+    if copy is not None and not banded:  # each output row f y read back alone
+        then = [Chunk((out[0], out[1] + f * y * row), 1, ow, c, row, copy,
+                      [(0, out[1] + (f * y + dy) * row, 1, row, ow) for dy in range(1, f)])
+                for y in range(h)]
+    elif copy is not None:
         rows2 = min(h, cfg.activation_bank // 2 // row)
         for y0 in range(0, h, rows2):
             r = min(rows2, h - y0)

@@ -34,7 +34,8 @@ def _run_resize(cfg, h, w, c, f, out_space=Space.PCACHE, two=True):
     (12, 10, 8, 4, Space.HOST, True),       # host output: every dy from the first pass
     (20, 12, 8, 2, Space.PCACHE, False),    # no copy: f x f stores per band
     (4, 90, 48, 2, Space.PCACHE, True),     # f * row >= 2**14: per-row stores
-], ids=["small", "bands", "f3", "host", "one_pass", "long_rows"])
+    (3, 40, 24, 8, Space.PCACHE, True),     # and rows read back one by one
+], ids=["small", "bands", "f3", "host", "one_pass", "long_rows", "long_rows_read_back"])
 def test_resize_matches_numpy(small, h, w, c, f, space, two):
     x, got, prog = _run_resize(small, h, w, c, f, space, two)
     np.testing.assert_array_equal(got, np.repeat(np.repeat(x, f, axis=0), f, axis=1))
@@ -65,13 +66,18 @@ def test_every_resize_variant_matches_numpy(small, two, rows):
     np.testing.assert_array_equal(got, np.repeat(np.repeat(x, f, axis=0), f, axis=1))
 
 
-@pytest.mark.parametrize("h,c,f,two", [(40, 96, 2, False), (10, 24, 8, True)],
-                         ids=["det_fpn_x2", "det_concat_x8"])
+@pytest.mark.parametrize("h,c,f,two", [(40, 96, 2, False), (10, 24, 8, True),
+                                       (20, 24, 8, True)],
+                         ids=["det_fpn_x2", "det_concat_x8", "det640_concat_x8"])
 def test_the_cheaper_layout_is_taken(npu, h, c, f, two):
     """det 320's resizes: x2 of 96 channels stores every (dy, dx) from one pass (the
     read-back would move more bytes than the pixel runs it saves); x8 of 24 channels
-    reads rows back (64 pitched stores per band would cost a cycle per pixel each)."""
+    reads rows back (64 pitched stores per band would cost a cycle per pixel each). At
+    640 the x8 output rows are too long for a banded STORE: rows are stored, and read
+    back, one by one, still fewer stores than every (y, dy, dx)."""
     prog = resize_layer(npu, h, h, c, f, (Space.PCACHE, 0), (Space.PCACHE, 1 << 20),
                         (VecOp.CLAMP, 0), (VecOp.CLAMP, 0))
     read_back = any(i.op == Op.LOAD and i.dram >= 1 << 20 for i in prog)
     assert read_back == two
+    if f * h * f * c >= 1 << 14:
+        assert sum(i.op == Op.STORE for i in prog) < h * f * f
