@@ -652,16 +652,18 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
 
     for si, seg in enumerate(segments):
         best = plan_segment(seg, plans[si], [])
-        spans = chains[si]
-        while spans:
-            spanned = plan_segment(seg, plans[si], spans)
-            if spanned[0] <= best[0] and spanned[1] + held <= cfg.parameter_cache:
-                best = spanned
-                break
-            # too much alive at once: each chain keeps its first half (a cascade's
-            # first convs, the ones the host input's transfer can hide, matter most)
-            spans = [(a, a + (z - a) // 2) for a, z in spans if (z - a) // 2 >= 1]
-        chains[si] = spans
+        kept: list[tuple[int, int]] = []
+        for a, z in chains[si]:  # chain by chain, beside those kept
+            while z > a:
+                spanned = plan_segment(seg, plans[si], [*kept, (a, z)])
+                if spanned[0] <= best[0] and spanned[1] + held <= cfg.parameter_cache:
+                    best = spanned
+                    kept.append((a, z))
+                    break
+                # too much alive at once: the chain keeps its first half (a cascade's
+                # first convs, the ones the host input's transfer can hide, matter most)
+                z = a + (z - a) // 2
+        chains[si] = kept
         _, peak, not_ip, sp = best
         spills[si], in_place[si] = sp, not not_ip
         scratch = max(scratch, peak)

@@ -230,6 +230,33 @@ def test_a_chain_too_large_to_keep_alive_is_cascaded_in_part(small):
     assert cascaded == ["c0", "c1", "c2"]
 
 
+def test_a_chain_that_must_shrink_does_not_shrink_the_next(small):
+    """The six-conv chain above, then a second chain of two small convs branching off
+    its fourth output: the first is cut to what fits, and the second, which fits beside
+    it, is kept whole (cutting every chain at once left it one conv, no cascade)."""
+    rng = np.random.default_rng(6)
+    convs = [Conv(48, 48, 3, 32, 3, 3, 1, (1, 1, 1, 1))] + [Conv(48, 48, 32, 32)] * 5 + [
+        Conv(48, 48, 32, 8, 3, 3, 2, (1, 1, 1, 1)), Conv(24, 24, 8, 8, 3, 3, 1, (1, 1, 1, 1))]
+    layers = [_conv_layer(rng, c, 4 if i == 0 else -3) for i, c in enumerate(convs)]
+    names = ["x"] + [f"t{i}" for i in range(5)] + ["y", "u", "z"]
+    ins = names[:6] + ["t3", "u"]
+    outs = names[1:7] + ["u", "z"]
+    tensors = dict(zip(["x", *outs], [layers[0].inputs[0]] + [ly.out for ly in layers]))
+    seg = Segment("s", ["x"], ["y", "z"],
+                  [SegLayer(f"c{i}", ly, [a], o) for i, (ly, a, o) in
+                   enumerate(zip(layers, ins, outs))],
+                  {n: (1, t.shape[2], t.shape[0], t.shape[1]) for n, t in tensors.items()},
+                  tensors)
+    model = lower(small, [seg])
+    assert_segments_bit_exact(model, [seg], small)
+    groups: dict[str, list[str]] = {}
+    for ly in model.segments[0].layers:
+        if "cascade" in ly:
+            groups.setdefault(ly["cascade"]["name"], []).append(ly["name"])
+    assert ["c6", "c7"] in groups.values()
+    assert len(groups) == 2 and "c5" not in sum(groups.values(), [])
+
+
 def _tail(h: int) -> list[Conv]:
     """DB's head: a 3x3 conv, then two stride-2 transposed convs (output phases), the
     last one's output on the host."""
