@@ -654,15 +654,20 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         best = plan_segment(seg, plans[si], [])
         kept: list[tuple[int, int]] = []
         for a, z in chains[si]:  # chain by chain, beside those kept
-            while z > a:
-                spanned = plan_segment(seg, plans[si], [*kept, (a, z)])
+            # too much alive at once: the chain keeps its longest start that fits (a
+            # cascade's first convs, the ones the host input's transfer can hide, matter
+            # most), found by bisection
+            lo, hi, fit = a + 1, z, None
+            while lo <= hi:
+                mid = (lo + hi) // 2
+                spanned = plan_segment(seg, plans[si], [*kept, (a, mid)])
                 if spanned[0] <= best[0] and spanned[1] + held <= cfg.parameter_cache:
-                    best = spanned
-                    kept.append((a, z))
-                    break
-                # too much alive at once: the chain keeps its first half (a cascade's
-                # first convs, the ones the host input's transfer can hide, matter most)
-                z = a + (z - a) // 2
+                    fit, lo = (mid, spanned), mid + 1
+                else:
+                    hi = mid - 1
+            if fit is not None:
+                kept.append((a, fit[0]))
+                best = fit[1]
         chains[si] = kept
         _, peak, not_ip, sp = best
         spills[si], in_place[si] = sp, not not_ip
