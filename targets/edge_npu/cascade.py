@@ -21,6 +21,12 @@ while the stores V steps before may still read their outputs.
 More buffers let more steps run while one waits on its load: a band of the first conv
 that comes over the host link holds its buffer for the whole transfer, and with two
 buffers only one other step can compute meanwhile.
+
+Over the host queue (``HostLink``) no step waits on the link: the first conv reads its
+input from a staging area in the parameter cache that XFERs fill row by row, each band's
+first load waiting for the XFER of the rows it is the first to read; the last conv
+stores into a staging area that an XFER per step empties to the host once the step's
+stores are done. The load and store queues then move only on-chip bytes.
 """
 
 from __future__ import annotations
@@ -108,6 +114,63 @@ class Copy:
         """(input, output) bytes of one step of ``rows`` rows: the same rows twice."""
         n = min(rows, self.h) * self.w * self.c
         return n, n
+
+
+@dataclass(frozen=True)
+class HostLink:
+    """A cascade's host transfers on the host queue. ``inp``: (host address, PCACHE
+    address) of the first conv's input, which that conv reads at the PCACHE address;
+    ``out``: (PCACHE address, host address) of the last conv's output, which it stores
+    at the PCACHE address."""
+
+    inp: tuple[int, int] | None = None
+    out: tuple[int, int] | None = None
+
+
+def _link_steps(members: list[Member | Copy], queues: list[ConvQueues], link: HostLink
+                ) -> tuple[list[Instr], dict[tuple[int, int], str]]:
+    """The XFERs (inbound first: they wait on nothing, so they stream the link from the
+    start) and the flag each step adds: the first load of a first-conv band that reads
+    rows no band before it read pops their XFER's token; the last store of each
+    last-conv step pushes one to its XFER."""
+    xfers: list[Instr] = []
+    flags: dict[tuple[int, int], str] = {}
+    if link.inp is not None:
+        m, q = members[0], queues[0]
+        if not isinstance(m, Member):
+            raise ProgramError("cascade: a host link's input goes to a conv, not a copy")
+        c = m.conv.on_array()
+        row = c.w * c.cin
+        got = 0
+        for b, oy0 in enumerate(range(0, c.out_h, q.band_rows)):
+            last = min(oy0 + q.band_rows, c.out_h) - 1
+            hi = min(c.h, last * c.sh + c.kh - c.pad[0])  # one past the last row read
+            if hi > got:
+                xfers.append(make(Op.XFER, ("push_next",), to_host=0,
+                                  host=link.inp[0] + got * row,
+                                  pcache=link.inp[1] + got * row, bytes=(hi - got) * row))
+                flags[(0, b)] = "pop_prev"
+                got = hi
+    if link.out is not None:
+        m, q = members[-1], queues[-1]
+        h, w, ch = m.out_shape
+        row, rows = w * ch, q.band_rows * m.phases  # tensor rows a step stores
+        for b in range(q.bands):
+            r0, r1 = b * rows, min((b + 1) * rows, h)
+            xfers.append(make(Op.XFER, ("pop_prev",), to_host=1, host=link.out[1] + r0 * row,
+                              pcache=link.out[0] + r0 * row, bytes=(r1 - r0) * row))
+            flags[(len(members) - 1, b)] = "push_next"
+    return xfers, flags
+
+
+def _flagged(step: tuple[list[Instr], list[Instr], list[Instr]], flag: str | None
+             ) -> list[Instr]:
+    load, comp, store = (list(x) for x in step)
+    if flag == "pop_prev":
+        load[0] = Instr(load[0].op, load[0].fields, load[0].deps | {flag})
+    elif flag == "push_next":
+        store[-1] = Instr(store[-1].op, store[-1].fields, store[-1].deps | {flag})
+    return load + comp + store
 
 
 def copy_queues(cfg: NpuConfig, m: Copy, rows: int,
@@ -277,21 +340,25 @@ def _queues(cfg: NpuConfig, m: Member | Copy, rows: int, slots: list[tuple[int, 
 
 
 def cascade_program(cfg: NpuConfig, members: list[Member | Copy], post: list | None = None,
-                    min_bands: int = 1, buffers: int = 2) -> list[Instr]:
+                    min_bands: int = 1, buffers: int = 2, link: HostLink | None = None
+                    ) -> list[Instr]:
     """One program (one SYNC) running ``members`` as a cascade; ``post``: per member, a
-    function applied to its instructions (the layer's rounding)."""
+    function applied to its instructions (the layer's rounding); ``link``: its host
+    transfers on the host queue."""
     queues, order = cascade_queues(cfg, members, min_bands, buffers)
-    prog: list[Instr] = [make(Op.SYNC)]
+    xfers, flags = _link_steps(members, queues, link) if link else ([], {})
+    prog: list[Instr] = [make(Op.SYNC), *xfers]
     for g, (i, b) in enumerate(order):
         if i == BUBBLE:
             prog += bubble_step(g, len(order), buffers)
             continue
-        part = [ins for q in queues[i].step(b) for ins in q]
+        part = _flagged(queues[i].step(b), flags.get((i, b)))
         prog += post[i](part) if post and post[i] else part
     return prog
 
 
 __all__ = [
+    "HostLink",
     "Member",
     "band_rows",
     "cascade_program",

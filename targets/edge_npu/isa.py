@@ -2,12 +2,19 @@
 
 Bits 0-2 hold the opcode, bits 3-6 the VTA-style dependence flags (pop_prev, pop_next,
 push_prev, push_next); the op's fields follow, low bits first, in the order of
-``LAYOUTS``. One instruction stream is dispatched to three in-order queues:
+``LAYOUTS``. One instruction stream is dispatched to four in-order queues, a ring:
 
-    load queue     LOAD            (prev: none, next: compute)
+    load queue     LOAD            (prev: host, next: compute)
     compute queue  CFG GEMM VEC    (prev: load, next: store)
-    store queue    STORE           (prev: compute, next: none)
+    store queue    STORE           (prev: compute, next: host)
+    host queue     XFER            (prev: store, next: load)
     all queues     SYNC (barrier + layer launch), END
+
+The host queue is the host link's own DMA engine: XFER copies bytes between host memory
+and the parameter cache, so a transfer over the slow link need not hold the load or
+store queue (VTA has only the three; its loads and stores cross the link themselves, as
+edge-npu's still may). Its tokens go to the load queue (rows that have arrived) and come
+from the store queue (rows that may leave).
 
 Memories: HOST (behind the host link), PCACHE (parameter cache, bytes), INP
 (activation banks, int8) and ACC (accumulators, int32 words).
@@ -36,6 +43,7 @@ class Op(enum.IntEnum):
     SYNC = 4
     END = 5
     CFG = 6
+    XFER = 7
 
 
 class Kind(enum.IntEnum):
@@ -116,15 +124,18 @@ LAYOUTS: dict[Op, tuple[tuple[str, int], ...]] = {
     # ``stride`` and pixels ``pitch`` apart in DRAM (pitch 0: ``depth``, a dense run).
     Op.STORE: (("space", 1), ("dram", 28), ("sram", 20), ("rows", 11), ("cols", 11),
                ("depth", 11), ("stride", 14), ("pitch", 14)),
+    # ``bytes`` contiguous bytes between host memory at ``host`` and the parameter cache
+    # at ``pcache``; ``to_host`` 0: in (host -> PCACHE), 1: out
+    Op.XFER: (("to_host", 1), ("host", 28), ("pcache", 23), ("bytes", 23)),
     Op.SYNC: (),
     Op.END: (),
 }
 SIGNED = {"pad_value"}
 QUEUE = {Op.LOAD: "load", Op.GEMM: "compute", Op.CFG: "compute", Op.VEC: "compute",
-         Op.STORE: "store", Op.SYNC: "all", Op.END: "all"}
-# Which dependence flags each queue may use (VTA: load has no prev, store no next).
-ALLOWED_DEPS = {"load": {"pop_next", "push_next"}, "store": {"pop_prev", "push_prev"},
-                "compute": set(DEP_FLAGS), "all": set()}
+         Op.STORE: "store", Op.XFER: "host", Op.SYNC: "all", Op.END: "all"}
+# Which dependence flags each queue may use: every queue has both neighbours in the ring
+ALLOWED_DEPS = {"load": set(DEP_FLAGS), "store": set(DEP_FLAGS), "compute": set(DEP_FLAGS),
+                "host": set(DEP_FLAGS), "all": set()}
 
 for _op, _layout in LAYOUTS.items():
     assert 7 + sum(b for _, b in _layout) <= WIDTH, _op
@@ -207,10 +218,7 @@ def decode(word: int) -> Instr:
     """128-bit integer -> instruction; unused bits must be zero."""
     if not 0 <= word < 1 << WIDTH:
         raise IsaError(f"instruction word {word:#x} is not a {WIDTH}-bit value")
-    try:
-        op = Op(word & 7)
-    except ValueError:
-        raise IsaError(f"instruction word {word:#x}: unknown opcode {word & 7}") from None
+    op = Op(word & 7)  # all eight opcodes are defined
     deps = frozenset(f for i, f in enumerate(DEP_FLAGS) if word >> (3 + i) & 1)
     fields, pos = {}, 7
     for name, bits in LAYOUTS[op]:

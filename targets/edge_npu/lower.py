@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from . import fusion, programs, rounding
-from .cascade import Copy, Member, cascade_program
+from .cascade import Copy, HostLink, Member, cascade_program
 from .config import NpuConfig
 from .isa import (
     MUL_KEYS,
@@ -69,6 +69,10 @@ CASCADE_COPY_ROWS = (4, 8)  # rows per step a staged host input tries
 # bands a cascade whose last conv stores to the host also tries: a band's transfer holds
 # the in-order store queue, and short ones let the other members' stores come between
 CASCADE_HOST_BANDS = 32
+# over the host queue (``cascade.HostLink``) the first conv's rows per band, and the
+# bands at least of the others
+CASCADE_LINK_ROWS = (2, 4)
+CASCADE_LINK_BANDS = 8
 
 
 @dataclass
@@ -735,13 +739,18 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             streamed += len(w)
     stage_addr = pc
     scratch_base = pc + staging
-    # the host input a cascade's first conv reads is staged in the parameter cache, if the
-    # cache has room left, so its transfer comes in steps the cascade's others overtake
-    host_in = max((seg.tensors[plans[si][a].inputs[0]].size for si, seg in enumerate(segments)
-                   for a, _ in chains[si] if plans[si][a].inputs[0] in seg.inputs), default=0)
+    # the host input a cascade's first conv reads, and the host output its last conv
+    # writes, are staged in the parameter cache if the cache has room left, so their
+    # transfers come in steps the cascade's others overtake (a copy) or go over the host
+    # queue (XFERs); cascades are SYNCs apart, so they share one area
+    room = cfg.parameter_cache - scratch_base - scratch - ALIGN
+    # the largest that fits of: a chain's input and output together, or either alone
+    size = max((n for si, seg in enumerate(segments) for a, z in chains[si]
+                for n in (_stage_bytes(seg, plans[si], a, z), *_stage_split(seg, plans[si], a, z))
+                if n <= room), default=0)
     stage = None
-    if host_in and cfg.parameter_cache - scratch_base - scratch >= align(host_in) + ALIGN:
-        stage = (scratch_base + scratch, scratch_base + scratch + align(host_in), host_in)
+    if size:
+        stage = (scratch_base + scratch, scratch_base + scratch + align(size), size)
         images.append((Space.PCACHE, stage[1], _i32(clamp_block(-128, 127))))
     lowered = []
     for si, seg in enumerate(segments):
@@ -796,6 +805,42 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
                     cfg.parameter_cache - scratch_base)
 
 
+def _stage_split(seg: Segment, plan: list[SegLayer], a: int, z: int) -> tuple[int, int]:
+    """Bytes of the chain (a, z)'s host input and host output (0 where it has none)."""
+    inp, out = plan[a].inputs[0], plan[z].output
+    return (seg.tensors[inp].size if inp in seg.inputs else 0,
+            seg.tensors[out].size if out in seg.outputs else 0)
+
+
+def _stage_bytes(seg: Segment, plan: list[SegLayer], a: int, z: int) -> int:
+    """Staging the chain (a, z)'s host input and output side by side takes."""
+    inp, out = _stage_split(seg, plan, a, z)
+    return (align(inp) if inp else 0) + out
+
+
+def _linked(members: list[Member], stage: tuple[int, int, int]
+            ) -> tuple[list[Member], HostLink] | None:
+    """``members`` with the first's host input and the last's host output moved to the
+    staging area, and the ``HostLink`` that carries them; None if neither is on the host,
+    another member uses the link (one section cannot share it), or they do not fit."""
+    first, last = members[0], members[-1]
+    c = first.conv
+    inp = c.h * c.w * c.cin if first.place.inp[0] == Space.HOST else 0
+    out = int(np.prod(last.out_shape)) if last.place.out[0] == Space.HOST else 0
+    others = [m.place.inp for m in members[1:]] + [m.place.out for m in members[:-1]]
+    if (not inp and not out) or any(loc[0] == Space.HOST for loc in others) or \
+            (align(inp) if inp else 0) + out > stage[2]:
+        return None
+    ms = list(members)
+    at_out = stage[0] + (align(inp) if inp else 0)
+    if inp:
+        ms[0] = replace(first, place=replace(first.place, inp=(Space.PCACHE, stage[0])))
+    if out:
+        ms[-1] = replace(ms[-1], place=replace(last.place, out=(Space.PCACHE, at_out)))
+    return ms, HostLink((first.place.inp[1], stage[0]) if inp else None,
+                        (at_out, last.place.out[1]) if out else None)
+
+
 def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tuple[int, int]],
               parts: list[list[Instr]], infos: list[dict[str, Any]],
               members: list[Member | None], stage: tuple[int, int, int] | None = None
@@ -820,26 +865,35 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
     def trial(a: int, z: int) -> tuple[int, int, list[Instr]] | None:
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
-        bands = [CASCADE_BANDS]
-        last = members[z]
-        assert last is not None
-        if last.place.out[0] == Space.HOST:
-            bands.append(CASCADE_HOST_BANDS)
-        tries: list[tuple[list[Any], list[Any]]] = [(list(members[a:z + 1]), post)]
-        first = members[a]
-        assert first is not None  # runs hold members only
+        ms = [m for m in members[a:z + 1] if m is not None]  # runs hold members only
+        first, last = ms[0], ms[-1]
+        # (members, their post, host link, bands at least), each tried with every
+        # CASCADE_BUFFERS
+        tries: list[tuple[list[Any], list[Any], HostLink | None, int]] = [
+            (ms, post, None, CASCADE_BANDS)]
+        linked = _linked(ms, stage) if stage is not None else None
+        if linked and linked[1].inp is not None:
+            # the first conv follows the rows as they arrive over the host queue
+            lms, link = linked
+            tries += [([replace(lms[0], band_rows=rows), *lms[1:]], post, link,
+                       CASCADE_LINK_BANDS) for rows in CASCADE_LINK_ROWS]
+        elif linked:  # the output over the host queue: short steps leave sooner
+            tries += [(linked[0], post, linked[1], nb)
+                      for nb in (CASCADE_LINK_BANDS, CASCADE_HOST_BANDS)]
+        elif last.place.out[0] == Space.HOST:
+            tries.append((ms, post, None, CASCADE_HOST_BANDS))
         c = first.conv
-        if (stage is not None and first.place.inp[0] == Space.HOST
+        if (not linked and stage is not None and first.place.inp[0] == Space.HOST
                 and c.h * c.w * c.cin <= stage[2]):  # a spilled input may be larger
             for rows in CASCADE_COPY_ROWS:
                 copy = Copy(c.h, c.w, c.cin, first.place.inp, (Space.PCACHE, stage[0]),
                             stage[1], rows)
                 staged = replace(first, place=replace(first.place, inp=copy.dst))
-                tries.append(([copy, staged, *members[a + 1:z + 1]], [None, *post]))
+                tries.append(([copy, staged, *ms[1:]], [None, *post], None, CASCADE_BANDS))
         best = None
-        for (ms, pp), nbuf, nb in product(tries, CASCADE_BUFFERS, bands):
+        for (tms, pp, link, nb), nbuf in product(tries, CASCADE_BUFFERS):
             try:
-                prog = cascade_program(cfg, ms, pp, nb, nbuf)
+                prog = cascade_program(cfg, tms, pp, nb, nbuf, link)
             except (ProgramError, IsaError):
                 continue  # no shared buffer layout
             together = simulate(cfg, prog + programs.end()).cycles

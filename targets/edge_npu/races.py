@@ -5,7 +5,7 @@ queues touch the same bytes without a dependence token between them still comput
 *something*: the order the timing model happened to pick. On hardware that order is
 not promised. This checker refuses such programs. It follows FastTrack (Flanagan and
 Freund, PLDI 2009), with the agents being the load queue, the array (CFG / GEMM), the
-vector unit and the store queue:
+vector unit, the store queue and the host queue (XFER):
 
 - an agent's instructions are ordered among themselves (in-order queues);
 - a pushed token carries its pusher's clock; popping it joins that clock. Compute
@@ -34,7 +34,7 @@ from . import hazards
 from .isa import POOL_KEYS, Instr, Kind, Op, Space, VecOp
 from .semantics import SimError
 
-AGENTS = ("load", "compute", "vector", "store")
+AGENTS = ("load", "compute", "vector", "store", "host")
 _IDX = {a: i for i, a in enumerate(AGENTS)}
 _SPACE = {Space.PCACHE: "pcache", Space.HOST: "host"}
 
@@ -57,7 +57,7 @@ class _Shadow:
 
 
 class RaceChecker:
-    """Vector clocks of the four agents and shadow state of INP and ACC."""
+    """Vector clocks of the five agents and shadow state of INP, ACC, PCACHE and host."""
 
     def __init__(self, inp_bytes: int, acc_words: int, pcache_bytes: int = 0,
                  host_bytes: int = 0) -> None:
@@ -142,6 +142,9 @@ def footprint(ins: Instr, fp: hazards.Footprint | None, mem: Any
                 + ins.depth if ins.rows and ins.cols else 0)
         return [("inp", ins.sram, ins.sram + ins.rows * ins.cols * ins.depth, False),
                 (_SPACE[Space(ins.space)], ins.dram, ins.dram + span, True)]
+    if ins.op == Op.XFER:
+        return [("host", ins.host, ins.host + ins.bytes, bool(ins.to_host)),
+                ("pcache", ins.pcache, ins.pcache + ins.bytes, not ins.to_host)]
     if ins.op == Op.GEMM:
         assert fp is not None
         acc = [("acc", lo, hi, True) for lo, hi in fp.acc_write]

@@ -295,4 +295,19 @@ def execute(mem: Memory, ins: Instr, index: int) -> int:
         return _gemm(mem, ins, where)
     if ins.op == Op.VEC:
         return _vec(mem, ins, where)
+    if ins.op == Op.XFER:
+        return _xfer(mem, ins, where)
     return 0
+
+
+def _xfer(mem: Memory, ins: Instr, where: str) -> int:
+    _check(where, "host", ins.host, ins.bytes, mem.host.size)
+    _check(where, "pcache", ins.pcache, ins.bytes, mem.pcache.size)
+    host = slice(ins.host, ins.host + ins.bytes)
+    pc = slice(ins.pcache, ins.pcache + ins.bytes)
+    if ins.to_host:
+        mem.host[host] = mem.pcache[pc]
+    else:
+        mem.pcache[pc] = mem.host[host]
+        mem.peak["pcache"] = max(mem.peak["pcache"], ins.pcache + ins.bytes)
+    return ins.bytes

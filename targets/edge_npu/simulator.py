@@ -1,7 +1,7 @@
-"""edge-npu simulator: three in-order queues linked by dependence tokens.
+"""edge-npu simulator: four in-order queues linked by dependence tokens.
 
-The instruction stream is dispatched by opcode to the load, compute and store queues
-(as VTA's fetch unit does). An instruction starts when its queue is free and the
+The instruction stream is dispatched by opcode to the load, compute, store and host
+queues (as VTA's fetch unit does; the host queue, XFER, is edge-npu's own). An instruction starts when its queue is free and the
 tokens it pops have been pushed; it ends ``cost`` cycles later and then pushes its
 tokens. Issue follows simulated time, so the functional state evolves in the order
 the hardware would see. SYNC is a barrier across all queues that also pays the layer
@@ -35,10 +35,11 @@ from .isa import Dataflow, Instr, Kind, Op, Space
 from .races import RaceChecker, footprint
 from .semantics import Memory, SimError, execute
 
-QUEUES = ("load", "compute", "store")
+QUEUES = ("load", "compute", "store", "host")
 VEC_DISPATCH_CYCLES = 1  # compute-queue cycles to hand a VEC to the vector unit
-PREV = {"load": None, "compute": "load", "store": "compute"}
-NEXT = {"load": "compute", "compute": "store", "store": None}
+# the queues' ring (``isa``): host -> load -> compute -> store -> host
+PREV = {"load": "host", "compute": "load", "store": "compute", "host": "store"}
+NEXT = {"load": "compute", "compute": "store", "store": "host", "host": "load"}
 
 
 @dataclass
@@ -86,6 +87,8 @@ def instr_cycles(cfg: NpuConfig, ins: Instr) -> int:
     """Cycles an instruction occupies its queue."""
     if ins.op in (Op.LOAD, Op.STORE):
         return timing.dma_cycles(cfg, ins)
+    if ins.op == Op.XFER:
+        return timing.xfer_cycles(cfg, ins)
     if ins.op == Op.GEMM:
         return timing.gemm_cycles(cfg, ins)
     if ins.op == Op.VEC:
@@ -161,6 +164,11 @@ class Simulator:
                  boundary: str) -> int:
         cfg = self.cfg
         queues = {q: deque(item for item in seg if item[1].queue == q) for q in QUEUES}
+        if queues["host"] and any(ins.op in (Op.LOAD, Op.STORE) and ins.space == Space.HOST
+                                  for _, ins in seg):
+            # one link: its bandwidth is the host queue's or the DMAs', not both at once
+            raise SimError(f"section ending at {boundary}: XFERs and LOAD / STORE over the "
+                           "host link in one section")
         free = dict.fromkeys(QUEUES, start)
         tokens: dict[tuple[str, str], deque[int]] = {
             (a, b): deque() for a in QUEUES for b in (PREV[a], NEXT[a]) if b}
@@ -302,6 +310,11 @@ class Simulator:
             rep.macs += ins.m_len * ins.k_len * ins.n_len
             rep.gemm_cycles += cost
             rep.folds += 0 if ins.chain else 1
+        elif ins.op == Op.XFER:
+            if ins.to_host:
+                rep.host_out += ins.bytes
+            else:
+                rep.host_in += ins.bytes
         elif ins.op in (Op.LOAD, Op.STORE) and ins.space == Space.HOST:
             n = timing.dma_bytes(ins)
             if ins.op == Op.STORE:

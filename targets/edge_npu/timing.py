@@ -52,6 +52,11 @@ def dma_cycles(cfg: NpuConfig, ins: Instr) -> int:
     return cfg.dma_descriptor_cycles + max(math.ceil(dma_bytes(ins) / bw), dma_runs(ins))
 
 
+def xfer_cycles(cfg: NpuConfig, ins: Instr) -> int:
+    """An XFER: a descriptor, then its bytes at the host link's bandwidth."""
+    return cfg.dma_descriptor_cycles + math.ceil(ins.bytes / cfg.host_bytes_per_cycle)
+
+
 def vec_cycles(cfg: NpuConfig, ins: Instr) -> int:
     """``count`` is elements, or window element-ops for pools (out elems * kh * kw)."""
     return cfg.vector_latency + math.ceil(ins.count / cfg.vector_lanes)

@@ -7,7 +7,7 @@ from dataclasses import replace
 import numpy as np
 import pytest
 from edgec.targets.edge_npu import cascade, programs
-from edgec.targets.edge_npu.isa import Op, Space
+from edgec.targets.edge_npu.isa import Instr, Op, Space
 from edgec.targets.edge_npu.layers import Layer, QTensor
 from edgec.targets.edge_npu.lower import SegLayer, Segment, lower
 from edgec.targets.edge_npu.programs import Conv, Placement
@@ -298,3 +298,66 @@ def test_transposed_producer_steps_count_tensor_rows(small):
     for b in range(4):
         assert where[(2, b)] - where[(1, b)] >= cascade.distance(2)
         assert b == 0 or where[(2, b)] - where[(1, b - 1)] >= cascade.distance(2)
+
+
+STAGE_IN, STAGE_OUT = 200_000, 240_000  # PCACHE staging, above _machine's scratch
+
+
+def _linked(members, inp: bool, out: bool):
+    """``members`` reading their input / storing their output through the staging areas,
+    and the ``HostLink`` that moves them over the host queue."""
+    first, last = members[0], members[-1]
+    ms = list(members)
+    if inp:
+        ms[0] = replace(first, place=replace(first.place, inp=(Space.PCACHE, STAGE_IN)))
+    if out:
+        ms[-1] = replace(ms[-1], place=replace(last.place, out=(Space.PCACHE, STAGE_OUT)))
+    return ms, cascade.HostLink((first.place.inp[1], STAGE_IN) if inp else None,
+                                (STAGE_OUT, last.place.out[1]) if out else None)
+
+
+@pytest.mark.parametrize("convs, min_bands, buffers", [
+    (_chain(64), 4, 2), (_chain(64), 8, 4), (_tail(16), 8, 2), (_tail(16), 4, 4)],
+    ids=["chain", "chain_4buf", "tail", "tail_4buf"])
+def test_a_host_link_streams_over_the_host_queue(small, convs, min_bands, buffers):
+    """The image comes in and the result goes out by XFERs on the host queue, each
+    ordered by tokens against the loads that read its rows or the stores that wrote them:
+    bit-exact against the layers one by one, race free, every byte over the link once,
+    and faster than the same cascade whose first and last convs use the link
+    themselves."""
+    inp = out = True
+    _, places = _machine(small, convs)
+    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
+             .instrs]
+    want, _ = _run(small, convs, alone)
+    ms, link = _linked(members, inp, out)
+    prog = cascade.cascade_program(small, ms, None, min_bands, buffers, link)
+    got, rep = _run(small, convs, prog)
+    np.testing.assert_array_equal(got, want)
+    c0, cz = convs[0], convs[-1]
+    assert rep.host_in == c0.h * c0.w * c0.cin and rep.host_out == int(np.prod(cz.out_shape))
+    xfers = [i for i in prog if i.op == Op.XFER]
+    assert xfers and sum(i.bytes for i in xfers) == rep.host_in * inp + rep.host_out * out
+    assert not any(i.op in (Op.LOAD, Op.STORE) and i.space == Space.HOST for i in prog)
+    plain = cascade.cascade_program(small, members, None, min_bands, buffers)
+    assert rep.cycles < _run(small, convs, plain)[1].cycles
+
+
+def test_a_host_link_without_its_tokens_is_a_race(small, monkeypatch):
+    """Without the token a band's first load pops, the load may read staged rows before
+    their XFER has written them: the race checker refuses the program."""
+    convs = _chain(64)
+    _, places = _machine(small, convs)
+    ms, link = _linked([cascade.Member(c, p) for c, p in zip(convs, places)], True, True)
+    real = cascade._link_steps
+
+    def tokenless(members, queues, link):  # the inbound XFERs lose their tokens
+        xfers, flags = real(members, queues, link)
+        return ([i if i.to_host else Instr(i.op, i.fields, frozenset()) for i in xfers],
+                {k: f for k, f in flags.items() if f != "pop_prev"})
+
+    monkeypatch.setattr(cascade, "_link_steps", tokenless)
+    prog = cascade.cascade_program(small, ms, None, 4, 2, link)
+    with pytest.raises(RaceError, match="pcache"):
+        _run(small, convs, prog)

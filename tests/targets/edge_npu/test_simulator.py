@@ -254,3 +254,63 @@ def test_vec_broadcast_operand_repeats_one_pixel(small):
     np.testing.assert_array_equal(run(100, 4, s), run(100, 0, np.tile(s, 3)))
     with pytest.raises(SimError, match="not whole pixels"):
         run(100, 5, s)
+
+
+def _xfer_in(n, host=0, pcache=8192, deps=("push_next",)):
+    return make(Op.XFER, deps, to_host=0, host=host, pcache=pcache, bytes=n)
+
+
+def test_xfer_streams_the_link_beside_the_load_queue(small):
+    """Rows in over the host queue: each XFER hands the load queue a token, the load
+    queue's on-chip LOAD of them waits for it, and the link's time overlaps that work
+    (the same bytes as host LOADs hold the load queue for the whole transfer)."""
+    import numpy as np
+
+    n, parts = 4096, 4
+    sim = Simulator(small, host_bytes=1 << 16)
+    data = np.arange(n * parts, dtype=np.int64).astype(np.int8)
+    sim.mem.write(Space.HOST, 0, data)
+    prog = [_xfer_in(n, i * n, 8192 + i * n) for i in range(parts)]
+    for i in range(parts):
+        prog.append(make(Op.LOAD, ("pop_prev",), kind=isa.Kind.ACT, space=Space.PCACHE,
+                         dram=8192 + i * n, sram=0, rows=4, cols=1, depth=n // 4,
+                         stride=n // 4))
+    rep = sim.run([*prog, END])
+    np.testing.assert_array_equal(sim.mem.read(Space.PCACHE, 8192, n * parts), data)
+    assert rep.host_in == n * parts
+    link = parts * (small.dma_descriptor_cycles + math.ceil(n / small.host_bytes_per_cycle))
+    assert rep.busy["host"] == link
+    # the last LOAD waits for the last XFER only: the load queue's work hides in the link's
+    on_chip = small.dma_descriptor_cycles + math.ceil(n / small.feed_activations)
+    assert rep.cycles == link + on_chip
+
+
+def test_xfer_out_waits_for_the_store_token(small):
+    """An XFER out of rows a STORE writes: ordered by the store queue's token, it is race
+    free and carries the bytes; without the token it is a race."""
+    import numpy as np
+    from edgec.targets.edge_npu.races import RaceError
+
+    def prog(token):
+        return [make(Op.LOAD, ("push_next",), kind=isa.Kind.ACT, space=Space.PCACHE,
+                     dram=0, rows=1, cols=1, depth=64, stride=64),
+                make(Op.CFG, ("pop_prev", "push_next")),
+                make(Op.STORE, ("pop_prev",) + (("push_next",) if token else ()),
+                     space=Space.PCACHE, dram=4096, rows=1, cols=1, depth=64, stride=64),
+                make(Op.XFER, ("pop_prev",) if token else (), to_host=1, host=256,
+                     pcache=4096, bytes=64), END]
+
+    sim = Simulator(small, host_bytes=1 << 12)
+    sim.mem.write(Space.PCACHE, 0, np.arange(64, dtype=np.int8))
+    rep = sim.run(prog(True))
+    np.testing.assert_array_equal(sim.mem.read(Space.HOST, 256, 64), np.arange(64))
+    assert rep.host_out == 64
+    with pytest.raises(RaceError, match=r"#[23] (XFER|STORE) touches pcache\[4096\]"):
+        Simulator(small, host_bytes=1 << 12).run(prog(False))
+
+
+def test_xfer_and_host_dmas_do_not_share_a_section(small):
+    with pytest.raises(SimError, match="XFERs and LOAD / STORE over the host link"):
+        simulate(small, [_xfer_in(64, deps=()), make(Op.LOAD, kind=isa.Kind.ACT,
+                                                    space=Space.HOST, rows=1, cols=1,
+                                                    depth=64, stride=64), END])
