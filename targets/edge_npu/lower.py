@@ -862,7 +862,7 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
                 runs.append((i, j - 1))
             i = j + 1
 
-    def trial(a: int, z: int) -> tuple[int, int, list[Instr]] | None:
+    def trial(a: int, z: int) -> tuple[int, int, list[Instr], HostLink | None] | None:
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
         ms = [m for m in members[a:z + 1] if m is not None]  # runs hold members only
@@ -898,12 +898,12 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
                 continue  # no shared buffer layout
             together = simulate(cfg, prog + programs.end()).cycles
             if best is None or together < best[0]:
-                best = (together, sum(int(ly["cycles"]) for ly in infos[a:z + 1]), prog)
+                best = (together, sum(int(ly["cycles"]) for ly in infos[a:z + 1]), prog, link)
         return best
 
     # from each start, the longest cascade that saves the most cycles; a cascade that
     # grows by two layers without saving more stops growing
-    picked: list[tuple[int, int, int, int, list[Instr]]] = []
+    picked: list[tuple[int, int, int, int, list[Instr], HostLink | None]] = []
     for a0, z0 in runs:
         a = a0
         while a < z0:
@@ -911,7 +911,7 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
             for z in range(a + 1, z0 + 1):
                 t = trial(a, z)
                 if t and t[1] - t[0] > (best[3] - best[2] if best else 0):
-                    best, misses = (a, z, t[0], t[1], t[2]), 0
+                    best, misses = (a, z, *t), 0
                 elif (misses := misses + 1) >= 2:
                     break
             if best is None:
@@ -920,10 +920,12 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
             picked.append(best)
             a = best[1] + 1
     out: dict[int, list[Instr]] = {}
-    for a, z, together, alone, prog in picked:
+    for a, z, together, alone, prog, link in picked:
         out[a] = prog
         group = {"name": f"{name}/cascade{len(out) - 1}", "layers": z - a + 1,
                  "cycles": together, "alone_cycles": alone}
+        if link is not None:  # what crosses the host link on the host queue
+            group["host_queue"] = [w for w, x in (("in", link.inp), ("out", link.out)) if x]
         for i in range(a, z + 1):
             infos[i]["cascade"] = group
             parts[i] = []

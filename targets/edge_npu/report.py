@@ -264,8 +264,10 @@ def _cascade_lines(layers: list[dict[str, Any]]) -> list[str]:
             f"layer's alone): {len(groups)}")
     lines = [head] if groups else []
     for name, (c, names) in groups.items():
+        link = (f"; its host {' and '.join({'in': 'input', 'out': 'output'}[w] for w in q)} "
+                "over the host queue" if (q := c.get("host_queue")) else "")
         lines.append(f"    {name}: {names[0]} .. {names[-1]} ({len(names)} layers) "
-                     f"{c['cycles']:,} cycles, {c['alone_cycles']:,} one by one")
+                     f"{c['cycles']:,} cycles, {c['alone_cycles']:,} one by one{link}")
     return lines
 
 

@@ -121,5 +121,9 @@ def test_report_names_the_cascades(executor):
     for name, (c, alone) in groups.items():
         assert c["alone_cycles"] == alone and c["cycles"] < alone
         assert f"{name}: " in text and f"{c['cycles']:,} cycles" in text
+    # cls's image comes in over the host queue, and the report says so
+    linked = [c for c, _ in groups.values() if c.get("host_queue")]
+    assert [c["host_queue"] for c in linked] == [["in"]]
+    assert f"{linked[0]['name']}: " in text and "its host input over the host queue" in text
     saved = sum(alone - c["cycles"] for c, alone in groups.values())
     assert rep["per_inference"]["cycles"] == sum(ly["cycles"] for ly in rep["layers"]) - saved
