@@ -121,20 +121,36 @@ class HostLink:
     """A cascade's host transfers on the host queue. ``inp``: (host address, PCACHE
     address) of the first conv's input, which that conv reads at the PCACHE address;
     ``out``: (PCACHE address, host address) of the last conv's output, which it stores
-    at the PCACHE address."""
+    at the PCACHE address. ``slots`` k > 0: the output's staging area is a ring of k
+    slots of ``slot`` bytes, step b's rows in slot b % k: its stores wait for the XFER
+    that emptied the slot k steps before (the host queue's ``prev`` token)."""
 
     inp: tuple[int, int] | None = None
     out: tuple[int, int] | None = None
+    slots: int = 0
+    slot: int = 0
+
+
+@dataclass
+class _Edit:
+    """What a step's instructions gain on a host link: flags on its first load, first
+    store and last store, and a shift of its stores' addresses (into a ring slot)."""
+
+    load: tuple[str, ...] = ()
+    first_store: tuple[str, ...] = ()
+    last_store: tuple[str, ...] = ()
+    shift: int = 0
 
 
 def _link_steps(members: list[Member | Copy], queues: list[ConvQueues], link: HostLink
-                ) -> tuple[list[Instr], dict[tuple[int, int], str]]:
+                ) -> tuple[list[Instr], dict[tuple[int, int], _Edit]]:
     """The XFERs (inbound first: they wait on nothing, so they stream the link from the
-    start) and the flag each step adds: the first load of a first-conv band that reads
-    rows no band before it read pops their XFER's token; the last store of each
-    last-conv step pushes one to its XFER."""
+    start) and each step's edits: the first load of a first-conv band that reads rows
+    no band before it read pops their XFER's token; the last store of each last-conv
+    step pushes one to its XFER (and, in a ring, its first store pops the token of the
+    XFER that emptied its slot)."""
     xfers: list[Instr] = []
-    flags: dict[tuple[int, int], str] = {}
+    edits: dict[tuple[int, int], _Edit] = {}
     if link.inp is not None:
         m, q = members[0], queues[0]
         if not isinstance(m, Member):
@@ -149,27 +165,41 @@ def _link_steps(members: list[Member | Copy], queues: list[ConvQueues], link: Ho
                 xfers.append(make(Op.XFER, ("push_next",), to_host=0,
                                   host=link.inp[0] + got * row,
                                   pcache=link.inp[1] + got * row, bytes=(hi - got) * row))
-                flags[(0, b)] = "pop_prev"
+                edits[(0, b)] = _Edit(load=("pop_prev",))
                 got = hi
     if link.out is not None:
         m, q = members[-1], queues[-1]
         h, w, ch = m.out_shape
         row, rows = w * ch, q.band_rows * m.phases  # tensor rows a step stores
-        for b in range(q.bands):
+        k, n = link.slots, q.bands
+        if k and rows * row > link.slot:
+            raise ProgramError(f"cascade: a step's {rows * row} B of output exceed the "
+                               f"host link's {link.slot} B ring slot")
+        for b in range(n):
             r0, r1 = b * rows, min((b + 1) * rows, h)
-            xfers.append(make(Op.XFER, ("pop_prev",), to_host=1, host=link.out[1] + r0 * row,
-                              pcache=link.out[0] + r0 * row, bytes=(r1 - r0) * row))
-            flags[(len(members) - 1, b)] = "push_next"
-    return xfers, flags
+            at = link.out[0] + ((b % k) * link.slot if k else r0 * row)
+            back = ("push_prev",) if k and b + k < n else ()
+            xfers.append(make(Op.XFER, ("pop_prev",) + back, to_host=1,
+                              host=link.out[1] + r0 * row, pcache=at, bytes=(r1 - r0) * row))
+            edits[(len(members) - 1, b)] = _Edit(
+                first_store=("pop_next",) if k and b >= k else (), last_store=("push_next",),
+                shift=at - (link.out[0] + r0 * row))
+    return xfers, edits
 
 
-def _flagged(step: tuple[list[Instr], list[Instr], list[Instr]], flag: str | None
-             ) -> list[Instr]:
+def _with(ins: Instr, flags: tuple[str, ...], shift: int = 0) -> Instr:
+    fields = dict(ins.fields, dram=ins.dram + shift) if shift else ins.fields
+    return Instr(ins.op, fields, ins.deps | set(flags))
+
+
+def _edited(step: tuple[list[Instr], list[Instr], list[Instr]], edit: _Edit | None
+            ) -> list[Instr]:
     load, comp, store = (list(x) for x in step)
-    if flag == "pop_prev":
-        load[0] = Instr(load[0].op, load[0].fields, load[0].deps | {flag})
-    elif flag == "push_next":
-        store[-1] = Instr(store[-1].op, store[-1].fields, store[-1].deps | {flag})
+    if edit is not None:
+        load[0] = _with(load[0], edit.load)
+        store = [_with(ins, (), edit.shift) for ins in store]
+        store[0] = _with(store[0], edit.first_store)
+        store[-1] = _with(store[-1], edit.last_store)
     return load + comp + store
 
 
@@ -346,13 +376,13 @@ def cascade_program(cfg: NpuConfig, members: list[Member | Copy], post: list | N
     function applied to its instructions (the layer's rounding); ``link``: its host
     transfers on the host queue."""
     queues, order = cascade_queues(cfg, members, min_bands, buffers)
-    xfers, flags = _link_steps(members, queues, link) if link else ([], {})
+    xfers, edits = _link_steps(members, queues, link) if link else ([], {})
     prog: list[Instr] = [make(Op.SYNC), *xfers]
     for g, (i, b) in enumerate(order):
         if i == BUBBLE:
             prog += bubble_step(g, len(order), buffers)
             continue
-        part = _flagged(queues[i].step(b), flags.get((i, b)))
+        part = _edited(queues[i].step(b), edits.get((i, b)))
         prog += post[i](part) if post and post[i] else part
     return prog
 

@@ -73,6 +73,7 @@ CASCADE_HOST_BANDS = 32
 # bands at least of the others
 CASCADE_LINK_ROWS = (2, 4)
 CASCADE_LINK_BANDS = 8
+CASCADE_RING_SLOTS = 8  # steps of output a host link's ring holds when not all fit
 
 
 @dataclass
@@ -678,8 +679,11 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         scratch = max(scratch, peak)
     if pack:  # spend the parameter cache nothing else needs on packed weights
         sizes = {(si, li): _pcache_bytes(params, w) for si, li, params, w in items}
-        packed = pack_pixels(cfg, plans, cfg.parameter_cache - scratch - sum(sizes.values()),
-                             sizes)
+        # less a host output's ring, which lets its cascade stream it over the host queue
+        ring = max((_stage_split(seg, plans[si], a, z)[2] for si, seg in enumerate(segments)
+                    for a, z in chains[si]), default=0)
+        packed = pack_pixels(cfg, plans,
+                             cfg.parameter_cache - scratch - sum(sizes.values()) - ring, sizes)
         items = [it if packed[it[0]][it[1]] is plans[it[0]][it[1]]
                  else (it[0], it[1], *_images(cfg, packed[it[0]][it[1]])) for it in items]
         plans = packed
@@ -746,8 +750,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     room = cfg.parameter_cache - scratch_base - scratch - ALIGN
     # the largest that fits of: a chain's input and output together, or either alone
     size = max((n for si, seg in enumerate(segments) for a, z in chains[si]
-                for n in (_stage_bytes(seg, plans[si], a, z), *_stage_split(seg, plans[si], a, z))
-                if n <= room), default=0)
+                for n in _stage_sizes(seg, plans[si], a, z) if n <= room), default=0)
     stage = None
     if size:
         stage = (scratch_base + scratch, scratch_base + scratch + align(size), size)
@@ -805,17 +808,29 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
                     cfg.parameter_cache - scratch_base)
 
 
-def _stage_split(seg: Segment, plan: list[SegLayer], a: int, z: int) -> tuple[int, int]:
-    """Bytes of the chain (a, z)'s host input and host output (0 where it has none)."""
+def _ring_bytes(conv: Conv) -> int:
+    """A host link's output ring for ``conv``: CASCADE_RING_SLOTS steps of its output
+    at CASCADE_HOST_BANDS bands."""
+    _, w, ch = conv.out_shape
+    return CASCADE_RING_SLOTS * -(-conv.out_h // CASCADE_HOST_BANDS) * conv.phases * w * ch
+
+
+def _stage_split(seg: Segment, plan: list[SegLayer], a: int, z: int) -> tuple[int, int, int]:
+    """Bytes of the chain (a, z)'s host input, host output and output ring (0 where it
+    has none)."""
     inp, out = plan[a].inputs[0], plan[z].output
+    on_host = out in seg.outputs
     return (seg.tensors[inp].size if inp in seg.inputs else 0,
-            seg.tensors[out].size if out in seg.outputs else 0)
+            seg.tensors[out].size if on_host else 0,
+            _ring_bytes(plan[z].layer.attrs["conv"]) if on_host else 0)
 
 
-def _stage_bytes(seg: Segment, plan: list[SegLayer], a: int, z: int) -> int:
-    """Staging the chain (a, z)'s host input and output side by side takes."""
-    inp, out = _stage_split(seg, plan, a, z)
-    return (align(inp) if inp else 0) + out
+def _stage_sizes(seg: Segment, plan: list[SegLayer], a: int, z: int) -> list[int]:
+    """The staging areas the chain (a, z) can use: its host input and output side by
+    side, its input beside its output ring, or any one of them."""
+    inp, out, ring = _stage_split(seg, plan, a, z)
+    before = align(inp) if inp else 0
+    return [n for n in (before + out, before + ring, inp, out, ring) if n]
 
 
 def _linked(members: list[Member], stage: tuple[int, int, int]
@@ -828,17 +843,22 @@ def _linked(members: list[Member], stage: tuple[int, int, int]
     inp = c.h * c.w * c.cin if first.place.inp[0] == Space.HOST else 0
     out = int(np.prod(last.out_shape)) if last.place.out[0] == Space.HOST else 0
     others = [m.place.inp for m in members[1:]] + [m.place.out for m in members[:-1]]
+    before = align(inp) if inp else 0
+    # the whole output staged, else a ring of a few steps of it (``HostLink.slots``)
+    ring = _ring_bytes(last.conv) if out else 0
+    slots = 0 if before + out <= stage[2] else CASCADE_RING_SLOTS
     if (not inp and not out) or any(loc[0] == Space.HOST for loc in others) or \
-            (align(inp) if inp else 0) + out > stage[2]:
+            before + (ring if slots else out) > stage[2]:
         return None
     ms = list(members)
-    at_out = stage[0] + (align(inp) if inp else 0)
+    at_out = stage[0] + before
     if inp:
         ms[0] = replace(first, place=replace(first.place, inp=(Space.PCACHE, stage[0])))
     if out:
         ms[-1] = replace(ms[-1], place=replace(last.place, out=(Space.PCACHE, at_out)))
     return ms, HostLink((first.place.inp[1], stage[0]) if inp else None,
-                        (at_out, last.place.out[1]) if out else None)
+                        (at_out, last.place.out[1]) if out else None, slots,
+                        ring // CASCADE_RING_SLOTS if slots else 0)
 
 
 def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tuple[int, int]],
@@ -872,14 +892,18 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
         tries: list[tuple[list[Any], list[Any], HostLink | None, int]] = [
             (ms, post, None, CASCADE_BANDS)]
         linked = _linked(ms, stage) if stage is not None else None
+        # a ring's slots hold steps of CASCADE_HOST_BANDS bands at most
+        ring = bool(linked and linked[1].slots)
         if linked and linked[1].inp is not None:
             # the first conv follows the rows as they arrive over the host queue
             lms, link = linked
             tries += [([replace(lms[0], band_rows=rows), *lms[1:]], post, link,
-                       CASCADE_LINK_BANDS) for rows in CASCADE_LINK_ROWS]
+                       CASCADE_HOST_BANDS if ring else CASCADE_LINK_BANDS)
+                      for rows in CASCADE_LINK_ROWS]
         elif linked:  # the output over the host queue: short steps leave sooner
-            tries += [(linked[0], post, linked[1], nb)
-                      for nb in (CASCADE_LINK_BANDS, CASCADE_HOST_BANDS)]
+            tries += [(linked[0], post, linked[1], nb) for nb in
+                      ((CASCADE_HOST_BANDS,) if ring else (CASCADE_LINK_BANDS,
+                                                           CASCADE_HOST_BANDS))]
         elif last.place.out[0] == Space.HOST:
             tries.append((ms, post, None, CASCADE_HOST_BANDS))
         c = first.conv

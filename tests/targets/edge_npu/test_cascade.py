@@ -353,11 +353,77 @@ def test_a_host_link_without_its_tokens_is_a_race(small, monkeypatch):
     real = cascade._link_steps
 
     def tokenless(members, queues, link):  # the inbound XFERs lose their tokens
-        xfers, flags = real(members, queues, link)
+        xfers, edits = real(members, queues, link)
         return ([i if i.to_host else Instr(i.op, i.fields, frozenset()) for i in xfers],
-                {k: f for k, f in flags.items() if f != "pop_prev"})
+                {k: e for k, e in edits.items() if not e.load})
 
     monkeypatch.setattr(cascade, "_link_steps", tokenless)
     prog = cascade.cascade_program(small, ms, None, 4, 2, link)
     with pytest.raises(RaceError, match="pcache"):
         _run(small, convs, prog)
+
+
+@pytest.mark.parametrize("slots", [2, 3])
+@pytest.mark.parametrize("tokens", [True, False])
+def test_a_host_link_output_ring(small, slots, tokens, monkeypatch):
+    """The output staged in a ring of ``slots`` step-sized slots: bit-exact, every byte
+    out once, and a store into a slot waits for the XFER that emptied it; without that
+    token the race checker refuses the program."""
+    convs = _tail(16)
+    _, places = _machine(small, convs)
+    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
+             .instrs]
+    want, _ = _run(small, convs, alone)
+    ms, link = _linked(members, True, True)
+    h, w, ch = convs[-1].out_shape
+    step = -(-h // 8) * w * ch  # 8 bands of the last conv (its rows x 2 phases)
+    ring = replace(link, slots=slots, slot=step)
+    if not tokens:
+        real = cascade._link_steps
+
+        def tokenless(members, queues, link):
+            xfers, edits = real(members, queues, link)
+            return ([Instr(i.op, i.fields, i.deps - {"push_prev"}) for i in xfers],
+                    {k: replace(e, first_store=()) for k, e in edits.items()})
+
+        monkeypatch.setattr(cascade, "_link_steps", tokenless)
+    prog = cascade.cascade_program(small, ms, None, 8, 2, ring)
+    if not tokens:
+        with pytest.raises(RaceError, match="pcache"):
+            _run(small, convs, prog)
+        return
+    got, rep = _run(small, convs, prog)
+    np.testing.assert_array_equal(got, want)
+    assert rep.host_out == h * w * ch
+    outs = [i for i in prog if i.op == Op.XFER and i.to_host]
+    assert len(outs) == 8 and {i.pcache for i in outs} == {STAGE_OUT + s * step
+                                                           for s in range(slots)}
+
+
+def test_lower_rings_the_output_when_it_does_not_fit_the_staging_area(small):
+    """``lower._linked``: a staging area too small for the whole output (with the input
+    beside it) but large enough for the ring gives a ring link; the cascade it runs is
+    bit-exact. Smaller than the ring: no link."""
+    from edgec.targets.edge_npu import lower as lw
+
+    convs = _tail(32)
+    _, places = _machine(small, convs)
+    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+    c0 = convs[0]
+    inp = programs.align(c0.h * c0.w * c0.cin)
+    ring = lw._ring_bytes(convs[-1])
+    out = int(np.prod(convs[-1].out_shape))
+    assert ring < out
+    ms, link = lw._linked(members, (STAGE_IN, 0, inp + ring))
+    assert link.slots == lw.CASCADE_RING_SLOTS and link.slots * link.slot == ring
+    assert link.inp == (0, STAGE_IN) and link.out == (STAGE_IN + inp, OUT)
+    assert lw._linked(members, (STAGE_IN, 0, inp + ring - 1)) is None
+    assert lw._linked(members, (STAGE_IN, 0, inp + out))[1].slots == 0
+    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
+             .instrs]
+    want, _ = _run(small, convs, alone)
+    prog = cascade.cascade_program(small, ms, None, lw.CASCADE_HOST_BANDS, 2, link)
+    got, rep = _run(small, convs, prog)
+    np.testing.assert_array_equal(got, want)
+    assert rep.host_out == out
