@@ -16,11 +16,12 @@ from typing import Any
 
 from .bundle import model_key, to_files
 from .config import NpuConfig, load_config
-from .lower import LowerError, NpuModel, lower, signature
+from .lower import LowerError, NpuModel, Segment, lower, signature
 from .mapping import Mapping
 from .partition import Partition, partition
 from .report import placement
 from .runtime import PACKED_FUNC
+from .tuner import model_cycles
 from .tvm_compat import var_name
 
 
@@ -66,7 +67,7 @@ def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | Non
             deny.update({signature(ly): NO_MACS for ly in idle})
             continue
         try:
-            return part, lower(cfg, part.segments, dataflow, mappings)
+            return part, lower_best(cfg, part.segments, dataflow, mappings)
         except LowerError as exc:
             keys = {signature(ly) for ly in exc.layers} - set(deny)
             if not keys:
@@ -75,6 +76,21 @@ def partition_and_lower(mod: Any, cfg: NpuConfig, dataflow: dict[str, str] | Non
     # last resort: nothing on the NPU (every op runs on the CPU, each with a reason)
     part = partition(mod, cfg, _DenyAll(f"the NPU segments could not be placed on {cfg.name}"))
     return part, lower(cfg, part.segments, dataflow, mappings)
+
+
+def lower_best(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None,
+               mappings: dict[str, Mapping] | None) -> NpuModel:
+    """``lower`` with the tuned ``mappings``, or with the defaults if that is faster: the
+    tuner measures each layer alone, and the memory plan and cascades built around its
+    mappings can make the whole slower (det 640 lost 0.6 % once)."""
+    model = lower(cfg, segments, dataflow, mappings)
+    if not mappings:
+        return model
+    try:
+        default = lower(cfg, segments, dataflow, None)
+    except LowerError:
+        return model
+    return model if model_cycles(cfg, model) <= model_cycles(cfg, default) else default
 
 
 class _DenyAll(dict):  # type: ignore[type-arg]

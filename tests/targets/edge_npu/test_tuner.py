@@ -82,6 +82,19 @@ def test_tuned_mapping_beats_or_equals_default_and_stays_exact(npu, tmp_path):
     assert np.array_equal(got, ref)
 
 
+def test_a_tuned_model_slower_than_the_default_is_not_kept(npu):
+    """Mappings are measured layer by layer; if the whole model comes out slower with
+    them (here: one-row bands everywhere), ``lower_best`` keeps the defaults."""
+    from edgec.targets.edge_npu.offload import lower_best
+
+    default = lower(npu, small_model())
+    slow = {t.key: Mapping(band_rows=1) for t in tuner.tasks_of(default)}
+    assert tuner.model_cycles(npu, lower(npu, small_model(), mappings=slow)) > \
+        tuner.model_cycles(npu, default)
+    kept = lower_best(npu, small_model(), None, slow)
+    assert tuner.model_cycles(npu, kept) == tuner.model_cycles(npu, default)
+
+
 def test_database_resumes_and_skips_torn_lines(npu, tmp_path):
     tasks = tuner.tasks_of(lower(npu, small_model()))
     db = tuner.Database(tmp_path)
