@@ -798,10 +798,12 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             parts.append(instrs)
             infos.append(_layer_info(cfg, sl, instrs, sf is not None, key))
             mp = mp or Mapping()
-            members.append(None if sf is not None or mp.order == "tile" else Member(
+            # in a cascade a conv runs band order with the cascade's bands (its tuned loop
+            # order and band height were measured alone); it keeps its tuned dataflow
+            members.append(None if sf is not None else Member(
                 sl.layer.attrs.get("conv"), _conv_place(sl.layer, *args[2:7]),
-                args[7] or mp.dataflow, param_addr[(si, li)].get("lut"),
-                mp.band_rows) if sl.layer.kind == "conv" else None)
+                args[7] or mp.dataflow, param_addr[(si, li)].get("lut"))
+                if sl.layer.kind == "conv" else None)
         prog = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members, stage)
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
     return NpuModel(cfg.name, lowered, images, align(host), param_top, cached, streamed,
@@ -866,11 +868,12 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
               members: list[Member | None], stage: tuple[int, int, int] | None = None
               ) -> list[Instr]:
     """The segment's program: its layers' ``parts`` in order, with each chain of
-    cascadable members (streamed weights and tile order break a chain) run as one
-    ``cascade`` where that takes fewer cycles than its layers one by one. A cascade whose
-    first conv reads the host also tries a ``cascade.Copy`` of that input first, into
-    ``stage`` (PCACHE address, the address of a copy's CLAMP block, bytes it holds).
-    Each member's ``infos`` entry names its cascade and the cascade's cycles."""
+    cascadable members (streamed weights break a chain) run as one ``cascade`` where that
+    takes fewer cycles than its layers one by one. A cascade whose first conv reads the
+    host or whose last conv writes it also tries those transfers over the host queue
+    (``_linked``), or, where that cannot be, a ``cascade.Copy`` of the input first; both
+    stage in ``stage`` (PCACHE address, the address of a copy's CLAMP block, bytes it
+    holds). Each member's ``infos`` entry names its cascade and the cascade's cycles."""
     runs: list[tuple[int, int]] = []
     for a, z in chains:
         i = a

@@ -427,3 +427,30 @@ def test_lower_rings_the_output_when_it_does_not_fit_the_staging_area(small):
     got, rep = _run(small, convs, prog)
     np.testing.assert_array_equal(got, want)
     assert rep.host_out == out
+
+
+def test_tuned_loop_order_and_bands_do_not_keep_a_conv_out_of_its_cascade(small):
+    """A tuned mapping is measured with the layer alone: in a cascade the conv runs band
+    order with the cascade's bands (a tile-order mapping used to break the chain)."""
+    from edgec.targets.edge_npu import tuner
+    from edgec.targets.edge_npu.mapping import Mapping
+
+    rng = np.random.default_rng(5)
+    convs = _chain(64)
+    layers = [_conv_layer(rng, c, 4 if i == 0 else -3) for i, c in enumerate(convs)]
+    names = ["x"] + [f"t{i}" for i in range(len(convs) - 1)] + ["y"]
+    tensors = [layers[0].inputs[0]] + [ly.out for ly in layers]
+
+    def segment():
+        return Segment("s", ["x"], ["y"], [SegLayer(f"c{i}", ly, [names[i]], names[i + 1])
+                                           for i, ly in enumerate(layers)],
+                       {n: (1, t.shape[2], t.shape[0], t.shape[1]) for n, t in
+                        zip(names, tensors)}, dict(zip(names, tensors)))
+
+    keys = [t.key for t in tuner.tasks_of(lower(small, [segment()]))]
+    tile = {k: Mapping(band_rows=1, order="tile") for k in keys}
+    seg = segment()
+    model = lower(small, [seg], mappings=tile)
+    assert_segments_bit_exact(model, [seg], small)
+    cascaded = [ly["name"] for ly in model.segments[0].layers if "cascade" in ly]
+    assert len(cascaded) >= 2
