@@ -798,11 +798,12 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
             parts.append(instrs)
             infos.append(_layer_info(cfg, sl, instrs, sf is not None, key))
             mp = mp or Mapping()
-            # in a cascade a conv runs band order with the cascade's bands (its tuned loop
-            # order and band height were measured alone); it keeps its tuned dataflow
+            # in a cascade a conv runs band order (its tuned loop order was measured
+            # alone), with its tuned dataflow and, if tuned in band order, band height
             members.append(None if sf is not None else Member(
                 sl.layer.attrs.get("conv"), _conv_place(sl.layer, *args[2:7]),
-                args[7] or mp.dataflow, param_addr[(si, li)].get("lut"))
+                args[7] or mp.dataflow, param_addr[(si, li)].get("lut"),
+                mp.band_rows if mp.order != "tile" else None)
                 if sl.layer.kind == "conv" else None)
         prog = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members, stage)
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
@@ -856,8 +857,9 @@ def _linked(members: list[Member], stage: tuple[int, int, int]
     at_out = stage[0] + before
     if inp:
         ms[0] = replace(first, place=replace(first.place, inp=(Space.PCACHE, stage[0])))
-    if out:
-        ms[-1] = replace(ms[-1], place=replace(last.place, out=(Space.PCACHE, at_out)))
+    if out:  # in short steps that leave as they are stored (not a tuned band height)
+        ms[-1] = replace(ms[-1], place=replace(last.place, out=(Space.PCACHE, at_out)),
+                         band_rows=None)
     return ms, HostLink((first.place.inp[1], stage[0]) if inp else None,
                         (at_out, last.place.out[1]) if out else None, slots,
                         ring // CASCADE_RING_SLOTS if slots else 0)

@@ -430,8 +430,8 @@ def test_lower_rings_the_output_when_it_does_not_fit_the_staging_area(small):
 
 
 def test_tuned_loop_order_and_bands_do_not_keep_a_conv_out_of_its_cascade(small):
-    """A tuned mapping is measured with the layer alone: in a cascade the conv runs band
-    order with the cascade's bands (a tile-order mapping used to break the chain)."""
+    """A tuned mapping is measured with the layer alone: in a cascade a conv tuned to tile
+    order runs band order with the cascade's bands (it used to break the chain)."""
     from edgec.targets.edge_npu import tuner
     from edgec.targets.edge_npu.mapping import Mapping
 
