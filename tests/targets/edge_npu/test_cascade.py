@@ -67,6 +67,16 @@ def _run(cfg, convs, program):
     return sim.mem.read(Space.HOST, OUT, int(np.prod(convs[-1].out_shape))), rep
 
 
+def _one_by_one(cfg, convs):
+    """The chain's members at ``_machine``'s places, and the output and report of its
+    layers' own programs run one by one."""
+    _, places = _machine(cfg, convs)
+    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+    alone = [ins for m in members for ins in programs.conv2d_layer(cfg, m.conv, m.place).instrs]
+    want, rep = _run(cfg, convs, alone)
+    return members, want, rep
+
+
 @pytest.mark.parametrize("h, min_bands, buffers", [(32, 1, 2), (64, 4, 2), (64, 8, 2),
                                                    (64, 4, 4), (64, 8, 8)])
 def test_cascade_is_bit_exact_and_race_free(small, h, min_bands, buffers):
@@ -74,17 +84,12 @@ def test_cascade_is_bit_exact_and_race_free(small, h, min_bands, buffers):
     is ordered after that store by the step protocol's tokens. (More buffers are not
     faster on every chain: ``lower`` keeps the fastest.)"""
     convs = _chain(h)
-    _, places = _machine(small, convs)
-    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
-             .instrs]
-    together = cascade.cascade_program(small, [cascade.Member(c, p) for c, p in
-                                               zip(convs, places)], None, min_bands, buffers)
-    want, rep_alone = _run(small, convs, alone)
+    members, want, rep_alone = _one_by_one(small, convs)
+    together = cascade.cascade_program(small, members, None, min_bands, buffers)
     got, rep = _run(small, convs, together)
     np.testing.assert_array_equal(got, want)
     assert rep.macs == rep_alone.macs
-    queues, order = cascade.cascade_queues(small, [cascade.Member(c, p) for c, p in
-                                                  zip(convs, places)], min_bands, buffers)
+    queues, order = cascade.cascade_queues(small, members, min_bands, buffers)
     assert sum(1 for i in together if i.op == Op.SYNC) == 1
     assert len(order) >= sum(q.bands for q in queues)
     if min_bands > 1:
@@ -272,12 +277,8 @@ def test_transposed_convs_cascade(small, min_bands, buffers):
     next conv's bands wait on the producer step that stores their rows, not the one that
     computes as many: bit-exact, race-free and faster than one by one."""
     convs = _tail(16)
-    _, places = _machine(small, convs)
-    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
-             .instrs]
-    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+    members, want, rep_alone = _one_by_one(small, convs)
     together = cascade.cascade_program(small, members, None, min_bands, buffers)
-    want, rep_alone = _run(small, convs, alone)
     got, rep = _run(small, convs, together)
     np.testing.assert_array_equal(got, want)
     if buffers == 2:
@@ -325,20 +326,15 @@ def test_a_host_link_streams_over_the_host_queue(small, convs, min_bands, buffer
     bit-exact against the layers one by one, race free, every byte over the link once,
     and faster than the same cascade whose first and last convs use the link
     themselves."""
-    inp = out = True
-    _, places = _machine(small, convs)
-    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
-    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
-             .instrs]
-    want, _ = _run(small, convs, alone)
-    ms, link = _linked(members, inp, out)
+    members, want, _ = _one_by_one(small, convs)
+    ms, link = _linked(members, True, True)
     prog = cascade.cascade_program(small, ms, None, min_bands, buffers, link)
     got, rep = _run(small, convs, prog)
     np.testing.assert_array_equal(got, want)
     c0, cz = convs[0], convs[-1]
     assert rep.host_in == c0.h * c0.w * c0.cin and rep.host_out == int(np.prod(cz.out_shape))
     xfers = [i for i in prog if i.op == Op.XFER]
-    assert xfers and sum(i.bytes for i in xfers) == rep.host_in * inp + rep.host_out * out
+    assert xfers and sum(i.bytes for i in xfers) == rep.host_in + rep.host_out
     assert not any(i.op in (Op.LOAD, Op.STORE) and i.space == Space.HOST for i in prog)
     plain = cascade.cascade_program(small, members, None, min_bands, buffers)
     assert rep.cycles < _run(small, convs, plain)[1].cycles
@@ -370,11 +366,7 @@ def test_a_host_link_output_ring(small, slots, tokens, monkeypatch):
     out once, and a store into a slot waits for the XFER that emptied it; without that
     token the race checker refuses the program."""
     convs = _tail(16)
-    _, places = _machine(small, convs)
-    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
-    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
-             .instrs]
-    want, _ = _run(small, convs, alone)
+    members, want, _ = _one_by_one(small, convs)
     ms, link = _linked(members, True, True)
     h, w, ch = convs[-1].out_shape
     step = -(-h // 8) * w * ch  # 8 bands of the last conv (its rows x 2 phases)
@@ -408,8 +400,7 @@ def test_lower_rings_the_output_when_it_does_not_fit_the_staging_area(small):
     from edgec.targets.edge_npu import lower as lw
 
     convs = _tail(32)
-    _, places = _machine(small, convs)
-    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+    members, want, _ = _one_by_one(small, convs)
     c0 = convs[0]
     inp = programs.align(c0.h * c0.w * c0.cin)
     ring = lw._ring_bytes(convs[-1])
@@ -420,9 +411,6 @@ def test_lower_rings_the_output_when_it_does_not_fit_the_staging_area(small):
     assert link.inp == (0, STAGE_IN) and link.out == (STAGE_IN + inp, OUT)
     assert lw._linked(members, (STAGE_IN, 0, inp + ring - 1)) is None
     assert lw._linked(members, (STAGE_IN, 0, inp + out))[1].slots == 0
-    alone = [ins for c, p in zip(convs, places) for ins in programs.conv2d_layer(small, c, p)
-             .instrs]
-    want, _ = _run(small, convs, alone)
     prog = cascade.cascade_program(small, ms, None, lw.CASCADE_HOST_BANDS, 2, link)
     got, rep = _run(small, convs, prog)
     np.testing.assert_array_equal(got, want)

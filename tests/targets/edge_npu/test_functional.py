@@ -51,6 +51,18 @@ def test_conv_bit_exact(small, case, dataflow, stream):
     assert rep.streamed_weights == (wt.size if stream else 0)
 
 
+def _transposed(rng, h, w, cin, c, p):
+    """A stride-p transposed conv's int8 weights (I, O, p, p), input and requant
+    parameters, and its weights as the 1x1 conv of p * p phases (OHWI)."""
+    wt = rng.integers(-127, 128, (cin, c, p, p), dtype=np.int8)
+    x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
+    bias = rng.integers(-3000, 3000, c)
+    ms = [intmath.quantize_multiplier(float(v)) for v in rng.uniform(2e-4, 3e-3, c)]
+    mult, shift = np.array([m for m, _ in ms]), np.array([s for _, s in ms])
+    w1 = np.ascontiguousarray(wt.transpose(2, 3, 1, 0)).reshape(p * p * c, 1, 1, cin)
+    return wt, x, bias, mult, shift, w1
+
+
 @pytest.mark.parametrize("h, w, cin, c, p", [(5, 7, 10, 8, 2), (6, 3, 20, 1, 2),
                                               (4, 5, 6, 5, 3), (40, 9, 8, 4, 2)])
 @pytest.mark.parametrize("dataflow", ["ws", "os"])
@@ -59,14 +71,9 @@ def test_transposed_conv_bit_exact(small, h, w, cin, c, p, dataflow, order):
     """Kernel == stride p: a 1x1 conv computing p * p phases, each output row phase stored
     with one strided DMA per band (several bands in the 40-row case, 1 channel and 3x3
     phases too), against a scatter-loop reference."""
-    rng = np.random.default_rng(h * 100 + c)
-    wt = rng.integers(-127, 128, (cin, c, p, p), dtype=np.int8)
-    x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
-    bias = rng.integers(-3000, 3000, c)
-    ms = [intmath.quantize_multiplier(float(v)) for v in rng.uniform(2e-4, 3e-3, c)]
-    mult, shift = np.array([m for m, _ in ms]), np.array([s for _, s in ms])
+    wt, x, bias, mult, shift, w1 = _transposed(np.random.default_rng(h * 100 + c), h, w,
+                                               cin, c, p)
     conv = programs.Conv(h, w, cin, p * p * c, phases=p)
-    w1 = np.ascontiguousarray(wt.transpose(2, 3, 1, 0)).reshape(p * p * c, 1, 1, cin)
     got, _, lp = run_conv(small, conv, x, w1, np.tile(bias, p * p), np.tile(mult, p * p),
                           np.tile(shift, p * p), 5, -100, 127, zp_in=-4, dataflow=dataflow,
                           order=order)
@@ -83,15 +90,10 @@ def test_packed_transposed_conv_bit_exact(small, h, w, cin, c, p, g, dataflow):
     """Packed g pixels wide, a transposed conv's phase tile holds g pixels' phase runs in
     (q, j, c) order: still one DMA per band and phase, and the array streams fewer pixel
     rows (g times fewer per fold, for a K g times as deep)."""
-    rng = np.random.default_rng(h * 10 + g)
-    wt = rng.integers(-127, 128, (cin, c, p, p), dtype=np.int8)
-    x = rng.integers(-128, 128, (h, w, cin), dtype=np.int8)
-    bias = rng.integers(-3000, 3000, c)
-    ms = [intmath.quantize_multiplier(float(v)) for v in rng.uniform(2e-4, 3e-3, c)]
-    mult, shift = np.array([m for m, _ in ms]), np.array([s for _, s in ms])
+    wt, x, bias, mult, shift, w1 = _transposed(np.random.default_rng(h * 10 + g), h, w,
+                                               cin, c, p)
     conv = programs.Conv(h, w, cin, p * p * c, phases=p, pack=g)
     assert programs.pack_error(small, conv) is None and g in programs.packs(small, conv)
-    w1 = np.ascontiguousarray(wt.transpose(2, 3, 1, 0)).reshape(p * p * c, 1, 1, cin)
     got, _, lp = run_conv(small, conv, x, w1, np.tile(bias, p * p), np.tile(mult, p * p),
                           np.tile(shift, p * p), 5, -100, 127, zp_in=-4, dataflow=dataflow)
     want = conv_transpose_requant(x, wt, bias, mult, shift, 5, -100, 127)
