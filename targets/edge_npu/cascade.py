@@ -158,9 +158,7 @@ def _link_steps(members: list[Member | Copy], queues: list[ConvQueues], link: Ho
         c = m.conv.on_array()
         row = c.w * c.cin
         got = 0
-        for b, oy0 in enumerate(range(0, c.out_h, q.band_rows)):
-            last = min(oy0 + q.band_rows, c.out_h) - 1
-            hi = min(c.h, last * c.sh + c.kh - c.pad[0])  # one past the last row read
+        for b, hi in enumerate(rows_read(m.conv, q.band_rows)):
             if hi > got:
                 xfers.append(make(Op.XFER, ("push_next",), to_host=0,
                                   host=link.inp[0] + got * row,
@@ -265,16 +263,18 @@ def band_rows(cfg: NpuConfig, members: list[Member | Copy], rows: list[int], buf
     raise ProgramError("cascade: no bank layout found")
 
 
+def rows_read(conv: Conv, rows: int) -> list[int]:
+    """For each band of ``conv`` (``rows`` output rows each): one past the last input
+    row it reads."""
+    c = conv.on_array()
+    return [min(c.h, (min(oy0 + rows, c.out_h) - 1) * c.sh + c.kh - c.pad[0])
+            for oy0 in range(0, c.out_h, rows)]
+
+
 def needs(producer_rows: int, conv: Conv, rows: int) -> list[int]:
     """For each band of ``conv`` (``rows`` output rows each): the producer's step (of
     ``producer_rows`` rows each) that stores the last input row the band reads."""
-    c = conv.on_array()
-    out = []
-    for oy0 in range(0, c.out_h, rows):
-        last_out = min(oy0 + rows, c.out_h) - 1
-        y_hi = min(c.h, last_out * c.sh + c.kh - c.pad[0])  # one past the last row read
-        out.append(max(0, y_hi - 1) // producer_rows)
-    return out
+    return [max(0, hi - 1) // producer_rows for hi in rows_read(conv, rows)]
 
 
 BUBBLE = -1  # the member of a step that only passes the protocol's tokens on
