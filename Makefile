@@ -36,8 +36,12 @@ $(SCALESIM_VENV)/.installed:
 	$(SCALESIM_VENV)/bin/pip install --quiet scalesim==3.0.0 "numpy<2"
 	touch $@
 
+# One pytest-xdist worker per core; --dist loadfile keeps a file's tests (and its
+# module-scoped model builds) on one worker.
+JOBS ?= $(shell nproc)
+
 test: install
-	$(BIN)/python -m pytest -q --durations=20
+	$(BIN)/python -m pytest -q -n $(JOBS) --dist loadfile --durations=20
 
 demo: install-base
 	@mkdir -p $(DEMO)

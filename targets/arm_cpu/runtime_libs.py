@@ -12,19 +12,17 @@ processes filling it at once do the work once.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import zipfile
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path, PurePosixPath
 
+from edgec.atomic import file_lock
 from edgec.errors import TargetError
 
 WHEEL_PLATFORM = "manylinux_2_28_aarch64"
@@ -80,18 +78,6 @@ def runtime_tag() -> str:
     """Name of the cache entry for the installed versions."""
     tvm_version, ffi_version = installed_versions()
     return f"tvm-{tvm_version}_ffi-{ffi_version}"
-
-
-@contextmanager
-def file_lock(path: Path) -> Iterator[None]:
-    """Exclusive lock on ``path`` (created if needed), released on exit or process death."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as handle:
-        fcntl.flock(handle, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def download_wheels(dest: Path) -> list[Path]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from edgec.atomic import atomic_write_text, file_lock
 
 # Input shapes used for the real-model suite (the detector at its deployed 640x640).
 SHAPES: dict[str, dict[str, tuple[int, ...]]] = {
@@ -31,10 +32,14 @@ def relative_error(got: np.ndarray, want: np.ndarray) -> tuple[float, float]:
 
 
 def record(model: str, target: str, errors: dict[str, Any]) -> None:
-    """Append measured errors to a JSON file (read for the closing note and README)."""
-    data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
-    data.setdefault(model, {})[target] = errors
-    RESULTS.write_text(json.dumps(data, indent=2, sort_keys=True))
+    """Append measured errors to a JSON file (read for the closing note and README).
+
+    Locked and written atomically: the suite runs on several pytest-xdist workers.
+    """
+    with file_lock(RESULTS.with_name(f".{RESULTS.name}.lock")):
+        data = json.loads(RESULTS.read_text()) if RESULTS.exists() else {}
+        data.setdefault(model, {})[target] = errors
+        atomic_write_text(RESULTS, json.dumps(data, indent=2, sort_keys=True))
 
 
 @pytest.fixture(scope="session")
