@@ -26,7 +26,10 @@ Over the host queue (``HostLink``) no step waits on the link: the first conv rea
 input from a staging area in the parameter cache that XFERs fill row by row, each band's
 first load waiting for the XFER of the rows it is the first to read; the last conv
 stores into a staging area that an XFER per step empties to the host once the step's
-stores are done. The load and store queues then move only on-chip bytes.
+stores are done. The load and store queues then move only on-chip bytes. An input too
+large to stage whole stages in a ring of slots, each holding the rows of a run of
+consecutive bands (the rows two runs share come over the link twice); an XFER into a
+slot waits for the last load of the run that held it before.
 """
 
 from __future__ import annotations
@@ -123,23 +126,34 @@ class HostLink:
     ``out``: (PCACHE address, host address) of the last conv's output, which it stores
     at the PCACHE address. ``slots`` k > 0: the output's staging area is a ring of k
     slots of ``slot`` bytes, step b's rows in slot b % k: its stores wait for the XFER
-    that emptied the slot k steps before (the host queue's ``prev`` token)."""
+    that emptied the slot k steps before (the host queue's ``prev`` token).
+    ``in_slots`` k > 0: the input's staging area is a ring of k slots of ``in_rows``
+    input rows; run j of consecutive first-conv bands (as many as a slot holds) reads
+    slot j % k, and the XFER that fills it waits for the last load of run j - k (the
+    host queue's ``next`` token). Not with an output ring: the outbound XFERs queue
+    behind the inbound ones, which would wait on loads that wait on the output's slots."""
 
     inp: tuple[int, int] | None = None
     out: tuple[int, int] | None = None
     slots: int = 0
     slot: int = 0
+    in_slots: int = 0
+    in_rows: int = 0
 
 
 @dataclass
 class _Edit:
-    """What a step's instructions gain on a host link: flags on its first load, first
-    store and last store, and a shift of its stores' addresses (into a ring slot)."""
+    """What a step's instructions gain on a host link: flags on its first and last load,
+    first and last store, a shift of its stores' addresses (into a ring slot), and a
+    shift of its loads from the PCACHE range ``span`` (out of an input ring's slot)."""
 
     load: tuple[str, ...] = ()
+    last_load: tuple[str, ...] = ()
     first_store: tuple[str, ...] = ()
     last_store: tuple[str, ...] = ()
     shift: int = 0
+    load_shift: int = 0
+    span: tuple[int, int] = (0, 0)
 
 
 def _link_steps(members: list[Member | Copy], queues: list[ConvQueues], link: HostLink
@@ -155,16 +169,32 @@ def _link_steps(members: list[Member | Copy], queues: list[ConvQueues], link: Ho
         m, q = members[0], queues[0]
         if not isinstance(m, Member):
             raise ProgramError("cascade: a host link's input goes to a conv, not a copy")
+        if link.in_slots and link.slots:
+            raise ProgramError("cascade: an input ring and an output ring on one link")
         c = m.conv.on_array()
         row = c.w * c.cin
-        got = 0
-        for b, hi in enumerate(rows_read(m.conv, q.band_rows)):
-            if hi > got:
-                xfers.append(make(Op.XFER, ("push_next",), to_host=0,
-                                  host=link.inp[0] + got * row,
-                                  pcache=link.inp[1] + got * row, bytes=(hi - got) * row))
-                edits[(0, b)] = _Edit(load=("pop_prev",))
-                got = hi
+        his, los = rows_read(m.conv, q.band_rows), rows_from(m.conv, q.band_rows)
+        k = link.in_slots
+        if k:
+            runs = slot_runs(los, his, link.in_rows)
+        else:  # one run in one slot: the whole input at its place
+            runs, los = [(0, len(his) - 1)], [0] * len(his)
+        span = (link.inp[1], link.inp[1] + c.h * row)
+        for j, (b0, b1) in enumerate(runs):
+            base = link.inp[1] + (j % k) * link.in_rows * row if k else link.inp[1]
+            lo = got = los[b0]
+            for b in range(b0, b1 + 1):
+                edit = _Edit(load_shift=base - link.inp[1] - lo * row, span=span)
+                if his[b] > got:
+                    back = ("pop_next",) if k and b == b0 and j >= k else ()
+                    xfers.append(make(Op.XFER, back + ("push_next",), to_host=0,
+                                      host=link.inp[0] + got * row,
+                                      pcache=base + (got - lo) * row,
+                                      bytes=(his[b] - got) * row))
+                    edit.load, got = ("pop_prev",), his[b]
+                if k and b == b1 and j + k < len(runs):
+                    edit.last_load = ("push_prev",)  # the slot may be filled again
+                edits[(0, b)] = edit
     if link.out is not None:
         m, q = members[-1], queues[-1]
         h, w, ch = m.out_shape
@@ -194,7 +224,13 @@ def _edited(step: tuple[list[Instr], list[Instr], list[Instr]], edit: _Edit | No
             ) -> list[Instr]:
     load, comp, store = (list(x) for x in step)
     if edit is not None:
+        if edit.load_shift:
+            lo, hi = edit.span
+            load = [_with(ins, (), edit.load_shift)
+                    if ins.op == Op.LOAD and ins.kind == Kind.ACT and ins.space == Space.PCACHE
+                    and lo <= ins.dram < hi else ins for ins in load]
         load[0] = _with(load[0], edit.load)
+        load[-1] = _with(load[-1], edit.last_load)
         store = [_with(ins, (), edit.shift) for ins in store]
         store[0] = _with(store[0], edit.first_store)
         store[-1] = _with(store[-1], edit.last_store)
@@ -269,6 +305,29 @@ def rows_read(conv: Conv, rows: int) -> list[int]:
     c = conv.on_array()
     return [min(c.h, (min(oy0 + rows, c.out_h) - 1) * c.sh + c.kh - c.pad[0])
             for oy0 in range(0, c.out_h, rows)]
+
+
+def rows_from(conv: Conv, rows: int) -> list[int]:
+    """For each band of ``conv`` (``rows`` output rows each): the first input row it
+    reads."""
+    c = conv.on_array()
+    return [max(0, oy0 * c.sh - c.pad[0]) for oy0 in range(0, c.out_h, rows)]
+
+
+def slot_runs(los: list[int], his: list[int], slot_rows: int) -> list[tuple[int, int]]:
+    """(first, last) band of each run of consecutive bands whose input rows (band b reads
+    rows ``los[b]`` to ``his[b]``) fit one ring slot of ``slot_rows`` rows."""
+    runs: list[tuple[int, int]] = []
+    b0 = 0
+    for b in range(len(his)):
+        if his[b] - los[b] > slot_rows:
+            raise ProgramError(f"cascade: band {b} reads {his[b] - los[b]} input rows, more "
+                               f"than an input ring slot's {slot_rows}")
+        if his[b] - los[b0] > slot_rows:
+            runs.append((b0, b - 1))
+            b0 = b
+    runs.append((b0, len(his) - 1))
+    return runs
 
 
 def needs(producer_rows: int, conv: Conv, rows: int) -> list[int]:
@@ -395,5 +454,8 @@ __all__ = [
     "cascade_queues",
     "distance",
     "needs",
+    "rows_from",
+    "rows_read",
     "schedule",
+    "slot_runs",
 ]

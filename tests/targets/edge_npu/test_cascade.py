@@ -393,6 +393,59 @@ def test_a_host_link_output_ring(small, slots, tokens, monkeypatch):
                                                            for s in range(slots)}
 
 
+@pytest.mark.parametrize("slots, rows, band", [(2, 20, 4), (3, 9, 4), (2, 12, 2)])
+@pytest.mark.parametrize("tokens", [True, False])
+def test_a_host_link_input_ring(small, slots, rows, band, tokens, monkeypatch):
+    """The input staged in a ring of ``slots`` slots of ``rows`` rows: bit-exact against
+    the layers one by one, every input row over the link once plus the rows two runs of
+    bands share, and an XFER into a slot waits for the last load of the run before it in
+    that slot; without that token the race checker refuses the program."""
+    convs = _chain(64)
+    members, want, _ = _one_by_one(small, convs)
+    ms, link = _linked(members, True, True)
+    ms[0] = replace(ms[0], band_rows=band)
+    ring = replace(link, in_slots=slots, in_rows=rows)
+    if not tokens:
+        real = cascade._link_steps
+
+        def tokenless(members, queues, link):
+            xfers, edits = real(members, queues, link)
+            return ([Instr(i.op, i.fields, i.deps - {"pop_next"}) for i in xfers],
+                    {k: replace(e, last_load=()) for k, e in edits.items()})
+
+        monkeypatch.setattr(cascade, "_link_steps", tokenless)
+    prog = cascade.cascade_program(small, ms, None, 4, 2, ring)
+    if not tokens:
+        with pytest.raises(RaceError, match="pcache"):
+            _run(small, convs, prog)
+        return
+    got, rep = _run(small, convs, prog)
+    np.testing.assert_array_equal(got, want)
+    c0 = convs[0]
+    row = c0.w * c0.cin
+    los, his = cascade.rows_from(c0, band), cascade.rows_read(c0, band)
+    runs = cascade.slot_runs(los, his, rows)
+    assert len(runs) > slots  # the ring is reused
+    assert rep.host_in == sum(his[b1] - los[b0] for b0, b1 in runs) * row
+    ins = [i for i in prog if i.op == Op.XFER and not i.to_host]
+    assert all(STAGE_IN <= i.pcache and i.pcache + i.bytes <= STAGE_IN + slots * rows * row
+               for i in ins)
+
+
+def test_slot_runs_cover_every_band_once():
+    """Runs are consecutive, cover every band, and each fits its slot; a band wider than a
+    slot is refused."""
+    c = _chain(64)[0]
+    los, his = cascade.rows_from(c, 4), cascade.rows_read(c, 4)
+    assert los[:3] == [0, 7, 15] and his[:3] == [8, 16, 24]
+    runs = cascade.slot_runs(los, his, 20)
+    assert runs[0] == (0, 1) and runs[-1][1] == len(his) - 1
+    assert all(b == a1 + 1 for (_, a1), (b, _) in zip(runs, runs[1:]))
+    assert all(his[b1] - los[b0] <= 20 for b0, b1 in runs)
+    with pytest.raises(programs.ProgramError, match="input ring slot"):
+        cascade.slot_runs(los, his, 8)
+
+
 def test_lower_rings_the_output_when_it_does_not_fit_the_staging_area(small):
     """``lower._linked``: a staging area too small for the whole output (with the input
     beside it) but large enough for the ring gives a ring link; the cascade it runs is
