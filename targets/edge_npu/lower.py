@@ -74,6 +74,12 @@ CASCADE_HOST_BANDS = 32
 CASCADE_LINK_ROWS = (2, 4)
 CASCADE_LINK_BANDS = 8
 CASCADE_RING_SLOTS = 8  # steps of output a host link's ring holds when not all fit
+# an input too large to stage whole comes through a ring of slots of input rows (two
+# runs of bands share a halo row or two, sent twice, so a slot holds many bands). The
+# ring is reserved before pixel packing: on det 640, 2 x 48 rows beat 2 x 32, 3 x 40,
+# 4 x 32 and 2 x 80 (larger rings cost packed weights, smaller ones send more halo rows)
+CASCADE_IN_SLOTS = 2
+CASCADE_IN_ROWS = 48
 
 
 @dataclass
@@ -680,8 +686,9 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     if pack:  # spend the parameter cache nothing else needs on packed weights
         sizes = {(si, li): _pcache_bytes(params, w) for si, li, params, w in items}
         # less a host output's ring, which lets its cascade stream it over the host queue
-        ring = max((_stage_split(seg, plans[si], a, z)[2] for si, seg in enumerate(segments)
-                    for a, z in chains[si]), default=0)
+        # and an input's ring
+        ring = max((sum(_stage_split(seg, plans[si], a, z)[2:]) for si, seg in
+                    enumerate(segments) for a, z in chains[si]), default=0)
         packed = pack_pixels(cfg, plans,
                              cfg.parameter_cache - scratch - sum(sizes.values()) - ring, sizes)
         items = [it if packed[it[0]][it[1]] is plans[it[0]][it[1]]
@@ -818,41 +825,56 @@ def _ring_bytes(conv: Conv) -> int:
     return CASCADE_RING_SLOTS * -(-conv.out_h // CASCADE_HOST_BANDS) * conv.phases * w * ch
 
 
-def _stage_split(seg: Segment, plan: list[SegLayer], a: int, z: int) -> tuple[int, int, int]:
-    """Bytes of the chain (a, z)'s host input, host output and output ring (0 where it
-    has none)."""
+def _in_ring_bytes(conv: Conv) -> int:
+    """A host link's input ring for ``conv``: CASCADE_IN_SLOTS slots of CASCADE_IN_ROWS
+    input rows (the whole input if that is smaller)."""
+    return min(conv.h, CASCADE_IN_SLOTS * CASCADE_IN_ROWS) * conv.w * conv.cin
+
+
+def _stage_split(seg: Segment, plan: list[SegLayer], a: int, z: int
+                 ) -> tuple[int, int, int, int]:
+    """Bytes of the chain (a, z)'s host input, host output, output ring and input ring
+    (0 where it has none)."""
     inp, out = plan[a].inputs[0], plan[z].output
-    on_host = out in seg.outputs
-    return (seg.tensors[inp].size if inp in seg.inputs else 0,
+    on_host, from_host = out in seg.outputs, inp in seg.inputs
+    return (seg.tensors[inp].size if from_host else 0,
             seg.tensors[out].size if on_host else 0,
-            _ring_bytes(plan[z].layer.attrs["conv"]) if on_host else 0)
+            _ring_bytes(plan[z].layer.attrs["conv"]) if on_host else 0,
+            _in_ring_bytes(plan[a].layer.attrs["conv"]) if from_host else 0)
 
 
 def _stage_sizes(seg: Segment, plan: list[SegLayer], a: int, z: int) -> list[int]:
-    """The staging areas the chain (a, z) can use: its host input and output side by
-    side, its input beside its output ring, or any one of them."""
-    inp, out, ring = _stage_split(seg, plan, a, z)
-    before = align(inp) if inp else 0
-    return [n for n in (before + out, before + ring, inp, out, ring) if n]
+    """The staging areas the chain (a, z) can use: its host input (whole or its ring)
+    beside its host output (whole or its ring; not two rings), or any one of them."""
+    inp, out, ring, in_ring = _stage_split(seg, plan, a, z)
+    before, ring_in = (align(inp) if inp else 0), (align(in_ring) if in_ring else 0)
+    return [n for n in (before + out, before + ring, ring_in + out, inp, in_ring, out, ring)
+            if n]
 
 
 def _linked(members: list[Member], stage: tuple[int, int, int]
             ) -> tuple[list[Member], HostLink] | None:
     """``members`` with the first's host input and the last's host output moved to the
     staging area, and the ``HostLink`` that carries them; None if neither is on the host,
-    another member uses the link (one section cannot share it), or they do not fit."""
+    another member uses the link (one section cannot share it), or they do not fit.
+    Each is staged whole where it fits, else in a ring (``HostLink.slots`` for the
+    output, ``in_slots`` for the input; not both)."""
     first, last = members[0], members[-1]
     c = first.conv
     inp = c.h * c.w * c.cin if first.place.inp[0] == Space.HOST else 0
     out = int(np.prod(last.out_shape)) if last.place.out[0] == Space.HOST else 0
     others = [m.place.inp for m in members[1:]] + [m.place.out for m in members[:-1]]
-    before = align(inp) if inp else 0
-    # the whole output staged, else a ring of a few steps of it (``HostLink.slots``)
-    ring = _ring_bytes(last.conv) if out else 0
-    slots = 0 if before + out <= stage[2] else CASCADE_RING_SLOTS
-    if (not inp and not out) or any(loc[0] == Space.HOST for loc in others) or \
-            before + (ring if slots else out) > stage[2]:
+    if (not inp and not out) or any(loc[0] == Space.HOST for loc in others):
         return None
+    ins = [(align(inp) if inp else 0, 0)]
+    if inp and _in_ring_bytes(c) < inp:
+        ins.append((align(_in_ring_bytes(c)), CASCADE_IN_SLOTS))
+    outs = [(out, 0)] + ([(_ring_bytes(last.conv), CASCADE_RING_SLOTS)] if out else [])
+    fits = [(before, k_in, after, slots) for (before, k_in), (after, slots)
+            in product(ins, outs) if before + after <= stage[2] and not (k_in and slots)]
+    if not fits:
+        return None
+    before, k_in, after, slots = fits[0]  # whole before rings, the input's ring last
     ms = list(members)
     at_out = stage[0] + before
     if inp:
@@ -862,7 +884,8 @@ def _linked(members: list[Member], stage: tuple[int, int, int]
                          band_rows=None)
     return ms, HostLink((first.place.inp[1], stage[0]) if inp else None,
                         (at_out, last.place.out[1]) if out else None, slots,
-                        ring // CASCADE_RING_SLOTS if slots else 0)
+                        after // CASCADE_RING_SLOTS if slots else 0, k_in,
+                        CASCADE_IN_ROWS if k_in else 0)
 
 
 def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tuple[int, int]],

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import replace
+from itertools import pairwise
 
 import numpy as np
 import pytest
@@ -440,7 +441,7 @@ def test_slot_runs_cover_every_band_once():
     assert los[:3] == [0, 7, 15] and his[:3] == [8, 16, 24]
     runs = cascade.slot_runs(los, his, 20)
     assert runs[0] == (0, 1) and runs[-1][1] == len(his) - 1
-    assert all(b == a1 + 1 for (_, a1), (b, _) in zip(runs, runs[1:]))
+    assert all(b == a1 + 1 for (_, a1), (b, _) in pairwise(runs))
     assert all(his[b1] - los[b0] <= 20 for b0, b1 in runs)
     with pytest.raises(programs.ProgramError, match="input ring slot"):
         cascade.slot_runs(los, his, 8)
@@ -468,6 +469,42 @@ def test_lower_rings_the_output_when_it_does_not_fit_the_staging_area(small):
     got, rep = _run(small, convs, prog)
     np.testing.assert_array_equal(got, want)
     assert rep.host_out == out
+
+
+def test_lower_rings_the_input_when_it_does_not_fit_the_staging_area(small):
+    """``lower._linked``: an input too large to stage whole comes through the input ring,
+    and its cascade (the first conv in 4-row bands) is bit-exact against the layers one
+    by one; a staging area smaller than the ring gives no link."""
+    from edgec.targets.edge_npu import lower as lw
+
+    convs = _chain(100)
+    _, places = _machine(small, convs)
+    c0 = convs[0]
+    inp, ring = c0.h * c0.w * c0.cin, lw._in_ring_bytes(c0)
+    # staging above _machine's scratch; the output stays on chip, above the staging
+    at = programs.align(max(p.out[1] + int(np.prod(c.out_shape))
+                            for c, p in zip(convs[:-1], places[:-1])))
+    dst, n = at + programs.align(inp), int(np.prod(convs[-1].out_shape))
+    places[-1] = replace(places[-1], out=(Space.PCACHE, dst))
+    members = [cascade.Member(c, p) for c, p in zip(convs, places)]
+
+    def run(prog):
+        sim, _ = _machine(small, convs)
+        rep = sim.run(prog + programs.end())
+        return sim.mem.read(Space.PCACHE, dst, n), rep
+
+    want, _ = run([i for m in members for i in programs.conv2d_layer(small, m.conv,
+                                                                      m.place).instrs])
+    assert ring < inp and ring == lw.CASCADE_IN_SLOTS * lw.CASCADE_IN_ROWS * c0.w * c0.cin
+    assert lw._linked(members, (at, 0, programs.align(inp)))[1].in_slots == 0
+    assert lw._linked(members, (at, 0, programs.align(ring) - 1)) is None
+    ms, link = lw._linked(members, (at, 0, programs.align(ring)))
+    assert link.in_slots == lw.CASCADE_IN_SLOTS and link.in_rows == lw.CASCADE_IN_ROWS
+    assert link.inp == (0, at) and link.out is None
+    ms[0] = replace(ms[0], band_rows=4)
+    got, rep = run(cascade.cascade_program(small, ms, None, 8, 2, link))
+    np.testing.assert_array_equal(got, want)
+    assert inp < rep.host_in < 1.05 * inp  # the halo rows two runs share, twice
 
 
 def test_tuned_loop_order_and_bands_do_not_keep_a_conv_out_of_its_cascade(small):
