@@ -834,13 +834,14 @@ def _in_ring_bytes(conv: Conv) -> int:
 def _stage_split(seg: Segment, plan: list[SegLayer], a: int, z: int
                  ) -> tuple[int, int, int, int]:
     """Bytes of the chain (a, z)'s host input, host output, output ring and input ring
-    (0 where it has none)."""
+    (0 where it has none; an input no larger than its ring has none)."""
     inp, out = plan[a].inputs[0], plan[z].output
     on_host, from_host = out in seg.outputs, inp in seg.inputs
-    return (seg.tensors[inp].size if from_host else 0,
-            seg.tensors[out].size if on_host else 0,
+    size = seg.tensors[inp].size if from_host else 0
+    in_ring = _in_ring_bytes(plan[a].layer.attrs["conv"]) if from_host else 0
+    return (size, seg.tensors[out].size if on_host else 0,
             _ring_bytes(plan[z].layer.attrs["conv"]) if on_host else 0,
-            _in_ring_bytes(plan[a].layer.attrs["conv"]) if from_host else 0)
+            in_ring if in_ring < size else 0)
 
 
 def _stage_sizes(seg: Segment, plan: list[SegLayer], a: int, z: int) -> list[int]:
