@@ -26,6 +26,7 @@ instruction per line, ``#`` comments).
 from __future__ import annotations
 
 import enum
+import functools
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -156,6 +157,16 @@ class IsaError(EdgecError):
     """A malformed instruction, encoding or assembly line."""
 
 
+@functools.cache
+def _field_ranges(op: Op) -> tuple[tuple[str, ...], tuple[tuple[str, int, int, int], ...]]:
+    """``op``'s field names in layout order, and (name, bits, lo, hi) of each: checked
+    for every instruction built, so computed once per opcode."""
+    layout = LAYOUTS[op]
+    return (tuple(n for n, _ in layout),
+            tuple((n, b, *((-(1 << (b - 1)), (1 << (b - 1)) - 1) if n in SIGNED
+                            else (0, (1 << b) - 1))) for n, b in layout))
+
+
 @dataclass(frozen=True)
 class Instr:
     """One instruction: opcode, its fields (all ints) and dependence flags."""
@@ -165,15 +176,13 @@ class Instr:
     deps: frozenset[str] = frozenset()
 
     def __post_init__(self) -> None:
-        layout = LAYOUTS[self.op]
-        names = [n for n, _ in layout]
-        extra = set(self.fields) - set(names)
+        names, ranges = _field_ranges(self.op)
+        extra = self.fields.keys() - names
         if extra:
             raise IsaError(f"{self.op.name}: unknown field(s) {sorted(extra)}")
-        full = {n: int(self.fields.get(n, 0)) for n in names}
-        for name, bits in layout:
-            lo, hi = ((-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if name in SIGNED
-                      else (0, (1 << bits) - 1))
+        given = self.fields
+        full = {n: int(given.get(n, 0)) for n in names}
+        for name, bits, lo, hi in ranges:
             if not lo <= full[name] <= hi:
                 raise IsaError(f"{self.op.name}: field {name}={full[name]} does not fit "
                                f"{bits} bits [{lo}, {hi}]")
