@@ -360,6 +360,31 @@ def test_a_host_link_without_its_tokens_is_a_race(small, monkeypatch):
         _run(small, convs, prog)
 
 
+def _ring_case(cfg, monkeypatch, convs, want, members, link, min_bands, tokens,
+               xfer_flag: str, **edit_flags):
+    """Run ``members`` as a cascade over the ring ``link``. With ``tokens``: bit-exact
+    against ``want``, returns (program, report). Without: the XFERs lose ``xfer_flag`` and
+    each step's edit ``edit_flags`` (the ring's slot tokens), and the race checker must
+    refuse the program (returns None)."""
+    if not tokens:
+        real = cascade._link_steps
+
+        def tokenless(members, queues, link):
+            xfers, edits = real(members, queues, link)
+            return ([Instr(i.op, i.fields, i.deps - {xfer_flag}) for i in xfers],
+                    {k: replace(e, **edit_flags) for k, e in edits.items()})
+
+        monkeypatch.setattr(cascade, "_link_steps", tokenless)
+    prog = cascade.cascade_program(cfg, members, None, min_bands, 2, link)
+    if not tokens:
+        with pytest.raises(RaceError, match="pcache"):
+            _run(cfg, convs, prog)
+        return None
+    got, rep = _run(cfg, convs, prog)
+    np.testing.assert_array_equal(got, want)
+    return prog, rep
+
+
 @pytest.mark.parametrize("slots", [2, 3])
 @pytest.mark.parametrize("tokens", [True, False])
 def test_a_host_link_output_ring(small, slots, tokens, monkeypatch):
@@ -372,22 +397,11 @@ def test_a_host_link_output_ring(small, slots, tokens, monkeypatch):
     h, w, ch = convs[-1].out_shape
     step = -(-h // 8) * w * ch  # 8 bands of the last conv (its rows x 2 phases)
     ring = replace(link, slots=slots, slot=step)
-    if not tokens:
-        real = cascade._link_steps
-
-        def tokenless(members, queues, link):
-            xfers, edits = real(members, queues, link)
-            return ([Instr(i.op, i.fields, i.deps - {"push_prev"}) for i in xfers],
-                    {k: replace(e, first_store=()) for k, e in edits.items()})
-
-        monkeypatch.setattr(cascade, "_link_steps", tokenless)
-    prog = cascade.cascade_program(small, ms, None, 8, 2, ring)
-    if not tokens:
-        with pytest.raises(RaceError, match="pcache"):
-            _run(small, convs, prog)
+    ran = _ring_case(small, monkeypatch, convs, want, ms, ring, 8, tokens, "push_prev",
+                     first_store=())
+    if ran is None:
         return
-    got, rep = _run(small, convs, prog)
-    np.testing.assert_array_equal(got, want)
+    prog, rep = ran
     assert rep.host_out == h * w * ch
     outs = [i for i in prog if i.op == Op.XFER and i.to_host]
     assert len(outs) == 8 and {i.pcache for i in outs} == {STAGE_OUT + s * step
@@ -406,22 +420,11 @@ def test_a_host_link_input_ring(small, slots, rows, band, tokens, monkeypatch):
     ms, link = _linked(members, True, True)
     ms[0] = replace(ms[0], band_rows=band)
     ring = replace(link, in_slots=slots, in_rows=rows)
-    if not tokens:
-        real = cascade._link_steps
-
-        def tokenless(members, queues, link):
-            xfers, edits = real(members, queues, link)
-            return ([Instr(i.op, i.fields, i.deps - {"pop_next"}) for i in xfers],
-                    {k: replace(e, last_load=()) for k, e in edits.items()})
-
-        monkeypatch.setattr(cascade, "_link_steps", tokenless)
-    prog = cascade.cascade_program(small, ms, None, 4, 2, ring)
-    if not tokens:
-        with pytest.raises(RaceError, match="pcache"):
-            _run(small, convs, prog)
+    ran = _ring_case(small, monkeypatch, convs, want, ms, ring, 4, tokens, "pop_next",
+                     last_load=())
+    if ran is None:
         return
-    got, rep = _run(small, convs, prog)
-    np.testing.assert_array_equal(got, want)
+    prog, rep = ran
     c0 = convs[0]
     row = c0.w * c0.cin
     los, his = cascade.rows_from(c0, band), cascade.rows_read(c0, band)
