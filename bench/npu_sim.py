@@ -5,13 +5,15 @@ host in the same run for scale.
 Usage:
     python bench/npu_sim.py tables [config]
     python bench/npu_sim.py model ppocr-cls|ppocr-det [--config edge-npu] [--trials 200]
-        [--db DIR] [--json out.json]
+        [--size H W] [--db DIR] [--json out.json]
 
 ``model`` quantizes with edgec's PTQ (rendered calibration images), partitions, lowers
 and simulates every NPU segment; prints MACs on the NPU, cycles, latency (with the host
 invoke), energy, MAC utilization overall and on compute-bound layers (the report's
 roofline: MACs at peak outlast the layer's loads and stores) with the timing model's
 ceiling for those layers; then tunes (``--trials``) and prints tuned vs default cycles.
+``--size``: the input's height and width instead of the model's default (det at 640 x 640,
+as the edge-npu README's figures).
 """
 
 from __future__ import annotations
@@ -75,7 +77,8 @@ def _ort_ms(model: Path, shape: tuple[int, ...], repeat: int = 20) -> float:
     return float(np.median(times)) * 1e3
 
 
-def model(name: str, cfg_name: str, trials: int, db: str | None) -> dict[str, Any]:
+def model(name: str, cfg_name: str, trials: int, db: str | None,
+          size: tuple[int, int] | None = None) -> dict[str, Any]:
     from edgec.driver import import_model
     from edgec.examples.images import text_line_images, text_page_images
     from edgec.examples.models import model_path
@@ -83,9 +86,9 @@ def model(name: str, cfg_name: str, trials: int, db: str | None) -> dict[str, An
     from edgec.targets.edge_npu.target import npu_target
     from edgec.targets.edge_npu.tuner import load_mappings, tune_offload
 
-    shape = SHAPES[name]
+    shape = SHAPES[name] if size is None else (*SHAPES[name][:2], *size)
     tmp = Path(tempfile.mkdtemp(prefix="npu_bench"))
-    calib = (text_line_images(8, seed=3)[0] if name == "ppocr-cls"
+    calib = (text_line_images(8, shape[2], shape[3], seed=3)[0] if name == "ppocr-cls"
              else text_page_images(4, shape[2], shape[3], seed=3)[0])
     np.savez(tmp / "calib.npz", x=calib)
     t0 = time.perf_counter()
@@ -136,13 +139,18 @@ def main(argv: list[str] | None = None) -> None:
     m.add_argument("name", choices=sorted(SHAPES))
     m.add_argument("--config", default="edge-npu")
     m.add_argument("--trials", type=int, default=200)
+    m.add_argument("--size", type=int, nargs=2, metavar=("H", "W"), default=None,
+                   help="input height and width (default: the model's own)")
     m.add_argument("--db", default=None)
     m.add_argument("--json", default=None)
     args = ap.parse_args(argv)
+    if args.size and min(args.size) < 32:
+        ap.error(f"--size {args.size[0]} {args.size[1]}: height and width must be >= 32")
     if args.cmd == "tables":
         tables(args.config)
         return
-    r = model(args.name, args.config, args.trials, args.db)
+    r = model(args.name, args.config, args.trials, args.db,
+              tuple(args.size) if args.size else None)
     _print(r)
     if args.json:
         Path(args.json).write_text(json.dumps(r, indent=2))
