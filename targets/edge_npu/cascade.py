@@ -30,12 +30,23 @@ stores are done. The load and store queues then move only on-chip bytes. An inpu
 large to stage whole stages in a ring of slots, each holding the rows of a run of
 consecutive bands (the rows two runs share come over the link twice); an XFER into a
 slot waits for the last load of the run that held it before.
+
+A member's output may go through a row ring (``Member.ring``) instead of a whole tensor:
+row r of it lives at row r mod R of the ring, as in Vela's rolling buffers, so a long
+chain's intermediates need not all be alive at once. R is a multiple of the producer's
+step rows, so no store wraps; a consumer load that does is cut in two. A producer step
+overwrites the rows R before its own, so it comes after every consumer band that reads
+them (``schedule``'s ``frees``): the protocol orders a step's stores after the loads of
+every step before it (the store waits for its compute, which waits for its load, and the
+load queue runs in order).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from itertools import pairwise
+
+import numpy as np
 
 from .config import NpuConfig
 from .isa import Dataflow, Instr, Kind, Op, Space, VecOp, make
@@ -67,6 +78,7 @@ class Member:
     dataflow: Dataflow | str | None = None
     lut: int | None = None
     band_rows: int | None = None
+    ring: int = 0  # bytes of a row ring at ``place.out`` its output goes through; 0: whole
 
     @property
     def out_shape(self) -> tuple[int, int, int]:
@@ -139,6 +151,109 @@ class HostLink:
     slot: int = 0
     in_slots: int = 0
     in_rows: int = 0
+
+
+@dataclass(frozen=True)
+class _Ring:
+    """A member's output through a row ring: ``rows`` rows of ``row`` bytes at ``base``
+    (where the whole tensor's row 0 would be)."""
+
+    base: int
+    row: int
+    rows: int
+
+    def at(self, dram: int) -> tuple[int, int]:
+        """(ring row, byte in the row) of the tensor byte at ``dram``."""
+        r, rest = divmod(dram - self.base, self.row)
+        return r % self.rows, rest
+
+
+def _ring_rows(m: Member) -> int:
+    """Rows of ``m``'s output its ring holds (before rounding to its steps)."""
+    _, w, ch = m.out_shape
+    return m.ring // (w * ch)
+
+
+def _rings(members: list[Member | Copy], rows: list[int]) -> dict[int, _Ring]:
+    """The ring of each member whose output goes through one, for ``rows`` rows a step:
+    as many whole steps of its rows as it holds. Every band of the consumer must fit in
+    it beside one producer step, else the two could wait on each other."""
+    rings: dict[int, _Ring] = {}
+    for i, m in enumerate(members):
+        if not isinstance(m, Member) or not m.ring:
+            continue
+        if i == len(members) - 1:
+            raise ProgramError("cascade: the last member's output is whole, not a ring")
+        step = rows[i] * m.phases
+        n = _ring_rows(m) // step * step
+        nxt = members[i + 1]
+        assert isinstance(nxt, Member)
+        reach = max(hi - lo for lo, hi in zip(rows_from(nxt.conv, rows[i + 1]),
+                                              rows_read(nxt.conv, rows[i + 1])))
+        if n < reach + step:
+            raise ProgramError(f"cascade: a ring of {n} rows does not hold a {reach}-row "
+                               f"band of {nxt.conv} beside a {step}-row step")
+        rings[i] = _Ring(m.place.out[1], m.out_shape[1] * m.out_shape[2], n)
+    return rings
+
+
+def _frees(members: list[Member | Copy], rows: list[int], rings: dict[int, _Ring]
+           ) -> list[list[int]]:
+    """For each member whose output goes through a ring, for each of its steps: the last
+    band of the consumer that reads a row the step overwrites (-1: none)."""
+    frees: list[list[int]] = [[] for _ in members]
+    for i, ring in rings.items():
+        m, nxt = members[i], members[i + 1]
+        assert isinstance(nxt, Member)
+        step, h = rows[i] * m.phases, m.out_shape[0]
+        los = rows_from(nxt.conv, rows[i + 1])
+        for b in range(-(-h // step)):
+            gone = min((b + 1) * step, h) - ring.rows  # rows below this are overwritten
+            frees[i].append(max((c for c, lo in enumerate(los) if lo < gone), default=-1))
+    return frees
+
+
+def _ring_store(ins: Instr, ring: _Ring) -> Instr:
+    """A producer's STORE moved into its ring (a step's rows never wrap)."""
+    r, rest = ring.at(ins.dram)
+    return Instr(ins.op, dict(ins.fields, dram=ring.base + r * ring.row + rest), ins.deps)
+
+
+def _ring_load(ins: Instr, ring: _Ring) -> list[Instr]:
+    """A consumer's LOAD of whole rows moved into the producer's ring, cut in two where
+    the rows wrap: the first part keeps the pops, the second the pushes, and the second
+    lands where the rows after the first's would (its padding below, not above)."""
+    r, rest = ring.at(ins.dram)
+    n = max(ins.rows, 1)
+    if rest or (n > 1 and ins.stride != ring.row):
+        raise ProgramError(f"cascade: a load of a ring ({ins.fields}) is not of whole rows")
+    if r + n <= ring.rows:
+        return [Instr(ins.op, dict(ins.fields, dram=ring.base + r * ring.row), ins.deps)]
+    first = ring.rows - r
+    row_bytes = (ins.cols + ins.pad_left + ins.pad_right) * ins.depth
+    pops = frozenset(d for d in ins.deps if d.startswith("pop"))
+    a = dict(ins.fields, dram=ring.base + r * ring.row, rows=first, pad_bottom=0,
+             stride=ring.row if first > 1 else 0)
+    b = dict(ins.fields, dram=ring.base, rows=n - first, pad_top=0,
+             sram=ins.sram + (ins.pad_top + first) * row_bytes,
+             stride=ring.row if n - first > 1 else 0)
+    return [Instr(ins.op, a, pops), Instr(ins.op, b, ins.deps - pops)]
+
+
+def _through_rings(step: tuple[list[Instr], list[Instr], list[Instr]],
+                   out: _Ring | None, inp: _Ring | None, span: tuple[int, int]
+                   ) -> tuple[list[Instr], list[Instr], list[Instr]]:
+    """A member's step with its stores moved into its output's ring (``out``) and its
+    loads of the PCACHE range ``span`` (its input, whole) into its producer's (``inp``)."""
+    load, comp, store = step
+    if inp is not None:
+        lo, hi = span
+        load = [part for ins in load for part in (
+            _ring_load(ins, inp) if ins.op == Op.LOAD and ins.kind == Kind.ACT
+            and ins.space == Space.PCACHE and lo <= ins.dram < hi else [ins])]
+    if out is not None:
+        store = [_ring_store(ins, out) for ins in store]
+    return load, comp, store
 
 
 @dataclass
@@ -339,14 +454,18 @@ def needs(producer_rows: int, conv: Conv, rows: int) -> list[int]:
 BUBBLE = -1  # the member of a step that only passes the protocol's tokens on
 
 
-def schedule(steps: list[int], deps: list[list[int]], dist: int = 4
-             ) -> list[tuple[int, int]]:
+def schedule(steps: list[int], deps: list[list[int]], dist: int = 4,
+             frees: list[list[int]] | None = None) -> list[tuple[int, int]]:
     """(member, step) in program order. Member i's step b comes at least ``dist`` steps
-    after member i - 1's step ``deps[i][b]``; of the steps that may go next, the member's
-    that went longest ago goes (ties: the deepest), so the members' bands spread evenly;
-    when none may, a ``BUBBLE`` step (empty DMAs carrying the tokens) fills the slot.
-    (Choosing by estimated queue times instead was slower on PP-OCR's chains.)"""
+    after member i - 1's step ``deps[i][b]``, and (``frees[i]`` not empty: its output's
+    ring) after member i + 1's step ``frees[i][b]``; of the steps that may go next, the
+    member's that went longest ago goes (ties: the deepest), so the members' bands
+    spread evenly; when none may, a ``BUBBLE`` step (empty DMAs carrying the tokens)
+    fills the slot. (Choosing by estimated queue times instead was slower on PP-OCR's
+    chains.)"""
     n = len(steps)
+    frees = frees or [[] for _ in steps]
+    idle = 0  # bubbles in a row: more than ``dist`` and no step will ever be ready
     nxt = [0] * n
     where: list[list[int | None]] = [[None] * k for k in steps]
     order: list[tuple[int, int]] = []
@@ -361,11 +480,14 @@ def schedule(steps: list[int], deps: list[list[int]], dist: int = 4
             if b >= steps[i]:
                 continue
             at = where[i - 1][deps[i][b]] if i else -dist
-            if at is not None and at + dist <= g:
+            if at is not None and at + dist <= g and (not frees[i] or frees[i][b] < nxt[i + 1]):
                 ready.append(i)
         if not ready:
+            if (idle := idle + 1) > dist:
+                raise ProgramError("cascade: its rings leave no step free to go")
             order.append((BUBBLE, 0))
             continue
+        idle = 0
         pick = min(ready, key=lambda i: (seen[i], -i))
         where[pick][nxt[pick]] = g
         seen[pick] = stamp
@@ -406,12 +528,19 @@ def cascade_queues(cfg: NpuConfig, members: list[Member | Copy], min_bands: int 
                                           -(-c.out_h // min_bands)))
         if default[-1] > max_band_rows(cfg, c, residual=m.place.residual is not None):
             raise ProgramError(f"cascade: conv {m.conv}: {default[-1]} rows do not fit")
+    for i, m in enumerate(members[:-1]):
+        if isinstance(m, Member) and m.ring:
+            # a step stores at most a quarter of the ring, a consumer band reads at most
+            # half of it, so the two overlap
+            n, c = _ring_rows(m), members[i + 1].conv.on_array()
+            default[i] = min(default[i], max(1, n // 4 // m.phases))
+            default[i + 1] = min(default[i + 1], max(1, (n // 2 - c.kh) // c.sh + 1))
     rows, reserve = band_rows(cfg, members, default, buffers)
     steps = [-(-m.out_h // r) for m, r in zip(members, rows)]
     # a producer step of r computed rows stores r * phases rows of the tensor read next
     deps = [[]] + [needs(rows[i - 1] * members[i - 1].phases, members[i].conv, rows[i])
                    for i in range(1, len(members))]
-    order = schedule(steps, deps, distance(buffers))
+    order = schedule(steps, deps, distance(buffers), _frees(members, rows, _rings(members, rows)))
     slots: list[list[tuple[int, int]]] = [[] for _ in members]
     for g, (i, _) in enumerate(order):
         if i != BUBBLE:
@@ -436,12 +565,18 @@ def cascade_program(cfg: NpuConfig, members: list[Member | Copy], post: list | N
     transfers on the host queue."""
     queues, order = cascade_queues(cfg, members, min_bands, buffers)
     xfers, edits = _link_steps(members, queues, link) if link else ([], {})
+    rings = _rings(members, [q.band_rows for q in queues])
+    spans = {i + 1: (r.base, r.base + int(np.prod(members[i].out_shape)))
+             for i, r in rings.items()}
     prog: list[Instr] = [make(Op.SYNC), *xfers]
     for g, (i, b) in enumerate(order):
         if i == BUBBLE:
             prog += bubble_step(g, len(order), buffers)
             continue
-        part = _edited(queues[i].step(b), edits.get((i, b)))
+        step = queues[i].step(b)
+        if i in rings or i in spans:
+            step = _through_rings(step, rings.get(i), rings.get(i - 1), spans.get(i, (0, 0)))
+        part = _edited(step, edits.get((i, b)))
         prog += post[i](part) if post and post[i] else part
     return prog
 

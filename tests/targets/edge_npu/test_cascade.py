@@ -436,6 +436,65 @@ def test_a_host_link_input_ring(small, slots, rows, band, tokens, monkeypatch):
                for i in ins)
 
 
+def _ringed(members, rows: list[int]):
+    """``members`` with each output but the last through a ring of ``rows[i]`` rows."""
+    return [replace(m, ring=r * m.out_shape[1] * m.out_shape[2]) if r else m
+            for m, r in zip(members, [*rows, 0])]
+
+
+@pytest.mark.parametrize("rows, min_bands, buffers", [((12, 12, 12, 12), 4, 2),
+                                                      ((8, 16, 8, 32), 8, 2),
+                                                      ((10, 0, 12, 0), 8, 4),
+                                                      ((16, 16, 16, 16), 1, 2)])
+@pytest.mark.parametrize("frees", [True, False])
+def test_intermediates_through_row_rings(small, rows, min_bands, buffers, frees,
+                                         monkeypatch):
+    """Outputs through row rings a fraction of the tensor (``rows`` each, 0: whole):
+    bit-exact against the layers one by one, no store leaves its ring, the loads that
+    wrap are cut in two, and each store comes after the loads of the rows it overwrites.
+    Without that order (``frees`` dropped) the race checker refuses the program."""
+    convs = _chain(64)
+    members, want, _ = _one_by_one(small, convs)
+    ms = _ringed(members, list(rows))
+    if not frees:
+        monkeypatch.setattr(cascade, "_frees", lambda members, rows, rings:
+                            [[] for _ in members])
+    prog = cascade.cascade_program(small, ms, None, min_bands, buffers)
+    if not frees:
+        with pytest.raises(RaceError, match="pcache"):
+            _run(small, convs, prog)
+        return
+    got, _ = _run(small, convs, prog)
+    np.testing.assert_array_equal(got, want)
+    queues, _ = cascade.cascade_queues(small, ms, min_bands, buffers)
+    rings = cascade._rings(ms, [q.band_rows for q in queues])
+    assert sorted(rings) == [i for i, r in enumerate(rows) if r]
+    cut = 0
+    for i, ring in rings.items():
+        assert ring.rows <= rows[i] and ring.rows % (queues[i].band_rows * ms[i].phases) == 0
+        h, w, ch = ms[i].out_shape
+        top = ring.base + ring.rows * ring.row
+        held = [ins for ins in prog if ins.op in (Op.LOAD, Op.STORE) and ins.rows
+                and ins.space == Space.PCACHE and ring.base <= ins.dram < ring.base + h * w * ch]
+        stores = [ins for ins in held if ins.op == Op.STORE]
+        assert stores and all(ins.dram < top for ins in stores)
+        loads = [ins for ins in held if ins.op == Op.LOAD]
+        assert all(ins.dram + (ins.rows - 1) * ring.row < top for ins in loads)
+        cut += sum(ins.dram == ring.base and ins.pad_top == 0 and not ins.deps & {
+            "pop_prev", "pop_next"} for ins in loads)  # the second halves of cut loads
+    assert cut
+
+
+def test_a_ring_too_small_for_its_bands_is_refused(small):
+    convs = _chain(64)
+    members, _, _ = _one_by_one(small, convs)
+    with pytest.raises(programs.ProgramError, match="ring"):
+        cascade.cascade_program(small, _ringed(members, [3, 0, 0, 0]), None, 4, 2)
+    with pytest.raises(programs.ProgramError, match="last member"):
+        cascade.cascade_program(small, [*members[:-1], replace(members[-1], ring=4096)],
+                                None, 4, 2)
+
+
 def test_slot_runs_cover_every_band_once():
     """Runs are consecutive, cover every band, and each fits its slot; a band wider than a
     slot is refused."""
