@@ -80,6 +80,13 @@ CASCADE_RING_SLOTS = 8  # steps of output a host link's ring holds when not all 
 # 4 x 32 and 2 x 80 (larger rings cost packed weights, smaller ones send more halo rows)
 CASCADE_IN_SLOTS = 2
 CASCADE_IN_ROWS = 48
+# a chain too long to keep every intermediate whole and alive keeps those only the next
+# conv reads in row rings (``cascade.Member.ring``) of an eighth of their rows, 16 at
+# least
+CASCADE_MID_PART = 8
+CASCADE_MID_ROWS = 16
+
+Span = tuple[int, int] | tuple[int, int, bool]  # a cascade's first and last layer; rings?
 
 
 @dataclass
@@ -437,10 +444,38 @@ def _pcache_bytes(params: dict[str, bytes], w: bytes) -> int:
     return sum(align(len(d)) for d in params.values()) + (align(len(w)) if w else 0)
 
 
+def ring_bytes(conv: Conv) -> int:
+    """Bytes of the row ring a cascaded conv's output goes through (CASCADE_MID_PART of
+    its rows, CASCADE_MID_ROWS at least)."""
+    h, w, ch = conv.out_shape
+    return min(h, max(CASCADE_MID_ROWS, -(-h // CASCADE_MID_PART))) * w * ch
+
+
+def ring_key(value: str) -> str:
+    """The planner's name of the ring ``value`` goes through in a cascade."""
+    return f"{value}.ring"
+
+
+def ringed(layers: list[SegLayer], span: Span, host: dict[str, int] | set[str] = frozenset()
+           ) -> dict[str, int]:
+    """Value -> ring bytes of the intermediates a ringed ``span`` (first, last, True)
+    passes through rings: each written by a layer of the span but the last and read only
+    by the next, on chip."""
+    if len(span) < 3 or not span[2]:
+        return {}
+    a, z = span[0], span[1]
+    readers: dict[str, list[int]] = {}
+    for i, sl in enumerate(layers):
+        for v in sl.inputs:
+            readers.setdefault(v, []).append(i)
+    return {layers[i].output: ring_bytes(layers[i].layer.attrs["conv"]) for i in range(a, z)
+            if readers.get(layers[i].output) == [i + 1] and layers[i].output not in host}
+
+
 def _plan_activations(seg: Segment, base: int, end: int,
                       host: dict[str, int], layers: list[SegLayer] | None = None,
                       stop_on_fail: bool = False, in_place: bool = True,
-                      spans: list[tuple[int, int]] | tuple = ()
+                      spans: list[Span] | tuple = ()
                       ) -> tuple[dict[str, Loc], int]:
     """Places every value: inputs, outputs and spills in their host buffers, the rest in
     PCACHE scratch [base, end); returns (locations, scratch bytes used).
@@ -452,7 +487,10 @@ def _plan_activations(seg: Segment, base: int, end: int,
     overlap its own (TFLite's greedy-by-size arena planner): all lifetimes are known
     ahead, so large buffers do not end up split by the holes small ones leave. A buffer
     a layer of a cascade (``spans``: first and last layer) writes or reads lives through
-    the whole cascade, whose layers run interleaved."""
+    the whole cascade, whose layers run interleaved; in a ringed span (``ringed``) an
+    intermediate only the next layer reads has no buffer of its own, only its ring
+    (``ring_key``), which lives through the cascade: the span's layers must run as that
+    one cascade."""
     layers = seg.layers if layers is None else layers
     last: dict[str, int] = {}
     for i, sl in enumerate(layers):
@@ -477,17 +515,25 @@ def _plan_activations(seg: Segment, base: int, end: int,
             born[key] = i
         buf[sl.output] = key
         dies[key] = max(dies.get(key, i), last.get(sl.output, i))
-    for a, z in spans:
-        for key, b in born.items():
+    sizes = {key: seg.tensors[key].size for key in born}
+    for span in spans:
+        a, z = span[0], span[1]
+        rings = ringed(layers, span, host)
+        for key, b in list(born.items()):
+            if key in rings:  # its ring instead
+                del born[key], dies[key]
+                continue
             if a <= b <= z:
                 born[key] = a
             if a <= dies[key] <= z:
                 dies[key] = z
+        for v, n in rings.items():
+            born[ring_key(v)], dies[ring_key(v)], sizes[ring_key(v)] = a, z, n
     offset: dict[str, int] = {}
     placed: list[tuple[int, int, int, int, str]] = []  # (offset, size, born, dies, key)
     room = end - base
-    for key in sorted(born, key=lambda k: (-seg.tensors[k].size, born[k])):
-        size, b, d = align(seg.tensors[key].size), born[key], dies[key]
+    for key in sorted(born, key=lambda k: (-sizes[k], born[k])):
+        size, b, d = align(sizes[key]), born[key], dies[key]
         near = sorted(p for p in placed if p[2] <= d and b <= p[3])
         addr = 0
         for o, n, *_ in near:
@@ -503,10 +549,15 @@ def _plan_activations(seg: Segment, base: int, end: int,
         placed.append((addr, size, b, d, key))
     loc: dict[str, Loc] = {v: (Space.HOST, a) for v, a in host.items()}
     for sl in layers:
-        if sl.output in buf:
+        if sl.output in buf and buf[sl.output] in offset:
             loc[sl.output] = (Space.PCACHE, base + offset[buf[sl.output]])
         elif sl.output not in loc:  # an alias of a host buffer
             loc[sl.output] = loc[sl.inputs[0]]
+    for key in born.keys() - buf.values():  # rings
+        loc[key] = (Space.PCACHE, base + offset[key])
+    for sl in layers:  # a ringed value: its ring (the layer's own program is not run)
+        if sl.output in buf and buf[sl.output] not in offset:
+            loc[sl.output] = loc[ring_key(buf[sl.output])]
     return loc, max((o + n for o, n, *_ in placed), default=0)
 
 
@@ -605,16 +656,55 @@ class _PlanFailed(Exception):
 
 
 # -- the whole model ---------------------------------------------------------------------
+class _RingFailed(Exception):
+    """A ringed span's layers did not run as their one cascade."""
+
+
 def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None = None,
           mappings: dict[str, Mapping] | None = None, fuse: bool = True,
-          pack: bool = True, cascades: bool = True) -> NpuModel:
+          pack: bool = True, cascades: bool = True, rings: bool = True) -> NpuModel:
     """Memory plan and programs for all segments.
 
     ``dataflow``: layer name -> "ws" / "os"; ``mappings``: ``workload_key`` -> the
     tuned ``Mapping`` of conv / global-pool layers (others get the defaults); ``fuse``:
     merge layers first (``fusion.fuse``); ``pack``: pack output pixels
     where the parameter cache has room (``pack_pixels``); ``cascades``: run chains of
-    convs band by band together (``cascade``) where the timing model finds it faster."""
+    convs band by band together (``cascade``) where the timing model finds it faster;
+    ``rings``: a chain too long to keep its intermediates whole and alive may pass them
+    through row rings.
+
+    A ringed chain is lowered twice: the first plan gives its intermediates rings only,
+    which is enough to time and pick its cascades but not to run its layers one by one;
+    the second plans each picked cascade as a ringed span of its own, and the layers
+    between them with their own buffers. If that does not fit or a cascade does not come
+    out, the chain is lowered without rings."""
+    args = (cfg, segments, dataflow, mappings, fuse, pack, cascades)
+    model, picks = _lower(*args, rings=rings)
+    if picks is None:
+        return model
+    whole = _lower(*args, rings=False)[0]
+    if not any(len(span) > 2 for spans in picks.values() for span in spans):
+        return whole  # no cascade through rings was picked
+    try:
+        ringed_model = _lower(*args, rings=True, fixed=picks)[0]
+    except _RingFailed:
+        return whole
+    # rings slow a cascade that also fits whole (smaller bands): keep the faster
+    return ringed_model if model_cycles(cfg, ringed_model) < model_cycles(cfg, whole) else whole
+
+
+def model_cycles(cfg: NpuConfig, model: NpuModel) -> int:
+    """Device cycles of one inference: every segment's program, timing only."""
+    return sum(simulate(cfg, seg.program).cycles for seg in model.segments)
+
+
+def _lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | None,
+           mappings: dict[str, Mapping] | None, fuse: bool, pack: bool, cascades: bool,
+           rings: bool, fixed: dict[int, list[Span]] | None = None
+           ) -> tuple[NpuModel, dict[int, list[Span]] | None]:
+    """``lower``'s one pass: the model and, if a chain was ringed (its model not to be
+    run), the spans for the second pass (``fixed``: each ringed one exactly one
+    cascade)."""
     dataflow = dataflow or {}
     mappings = mappings or {}
     for seg in segments:
@@ -641,7 +731,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     chains = {si: cascade_chains(plan) if cascades else [] for si, plan in enumerate(plans)}
     held = sum(_pcache_bytes(params, w) for *_, params, w in items)
 
-    def plan_segment(seg: Segment, plan: list[SegLayer], spans: list[tuple[int, int]]
+    def plan_segment(seg: Segment, plan: list[SegLayer], spans: list[Span]
                      ) -> tuple[int, int, bool, list[str]]:
         # with and without in-place element-wise layers: the buffers' lifetimes differ,
         # so either may need fewer spills; the fewest bytes over the link, then the
@@ -662,22 +752,37 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         return min(tries, key=lambda t: t[:3])
 
     for si, seg in enumerate(segments):
+        if fixed is not None:  # the second pass: the spans as picked
+            best = plan_segment(seg, plans[si], fixed[si])
+            if best[0] or best[1] + held > cfg.parameter_cache:
+                raise _RingFailed
+            chains[si] = fixed[si]
+            _, peak, not_ip, sp = best
+            spills[si], in_place[si] = sp, not not_ip
+            scratch = max(scratch, peak)
+            continue
         best = plan_segment(seg, plans[si], [])
-        kept: list[tuple[int, int]] = []
+        kept: list[Span] = []
         for a, z in chains[si]:  # chain by chain, beside those kept
             # too much alive at once: the chain keeps its longest start that fits (a
             # cascade's first convs, the ones the host input's transfer can hide, matter
-            # most), found by bisection
-            lo, hi, fit = a + 1, z, None
-            while lo <= hi:
-                mid = (lo + hi) // 2
-                spanned = plan_segment(seg, plans[si], [*kept, (a, mid)])
-                if spanned[0] <= best[0] and spanned[1] + held <= cfg.parameter_cache:
-                    fit, lo = (mid, spanned), mid + 1
-                else:
-                    hi = mid - 1
+            # most), found by bisection; with its intermediates whole, else (if that
+            # keeps more of it) through rings
+            fit = None
+            for ring in (False, True)[:1 + rings]:
+                lo, hi = (fit[0] + 1 if fit else a + 1), z
+                while lo <= hi:
+                    mid = (lo + hi) // 2
+                    span = (a, mid, True) if ring else (a, mid)
+                    spanned = plan_segment(seg, plans[si], [*kept, span])
+                    if spanned[0] <= best[0] and spanned[1] + held <= cfg.parameter_cache:
+                        fit, lo = (mid, spanned, span), mid + 1
+                    else:
+                        hi = mid - 1
+                if fit is not None and fit[0] == z:
+                    break
             if fit is not None:
-                kept.append((a, fit[0]))
+                kept.append(fit[2])
                 best = fit[1]
         chains[si] = kept
         _, peak, not_ip, sp = best
@@ -688,7 +793,7 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
         # less a host output's ring, which lets its cascade stream it over the host queue
         # and an input's ring
         ring = max((sum(_stage_split(seg, plans[si], a, z)[2:]) for si, seg in
-                    enumerate(segments) for a, z in chains[si]), default=0)
+                    enumerate(segments) for a, z, *_ in chains[si]), default=0)
         packed = pack_pixels(cfg, plans,
                              cfg.parameter_cache - scratch - sum(sizes.values()) - ring, sizes)
         items = [it if packed[it[0]][it[1]] is plans[it[0]][it[1]]
@@ -756,13 +861,14 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
     # queue (XFERs); cascades are SYNCs apart, so they share one area
     room = cfg.parameter_cache - scratch_base - scratch - ALIGN
     # the largest that fits of: a chain's input and output together, or either alone
-    size = max((n for si, seg in enumerate(segments) for a, z in chains[si]
+    size = max((n for si, seg in enumerate(segments) for a, z, *_ in chains[si]
                 for n in _stage_sizes(seg, plans[si], a, z) if n <= room), default=0)
     stage = None
     if size:
         stage = (scratch_base + scratch, scratch_base + scratch + align(size), size)
         images.append((Space.PCACHE, stage[1], _i32(clamp_block(-128, 127))))
     lowered = []
+    picks: dict[int, list[Span]] = {}
     for si, seg in enumerate(segments):
         ins: list[dict[str, Any]] = []
         outs: list[dict[str, Any]] = []
@@ -812,10 +918,17 @@ def lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | No
                 args[7] or mp.dataflow, param_addr[(si, li)].get("lut"),
                 mp.band_rows if mp.order != "tile" else None)
                 if sl.layer.kind == "conv" else None)
-        prog = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members, stage)
+        prog, picked = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members,
+                                 stage, loc, exact=fixed is not None)
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
-    return NpuModel(cfg.name, lowered, images, align(host), param_top, cached, streamed,
-                    cfg.parameter_cache - scratch_base)
+        # for a second pass: each cascade picked in a ringed span becomes a ringed span
+        picks[si] = sorted([span for span in chains[si] if len(span) < 3] + [
+            (a, z, True) for a, z in picked
+            if any(len(sp) > 2 and sp[0] <= a and z <= sp[1] for sp in chains[si])])
+    ringless = fixed is not None or all(len(sp) < 3 for c in chains.values() for sp in c)
+    model = NpuModel(cfg.name, lowered, images, align(host), param_top, cached, streamed,
+                     cfg.parameter_cache - scratch_base)
+    return model, None if ringless else picks
 
 
 def _ring_bytes(conv: Conv) -> int:
@@ -889,32 +1002,49 @@ def _linked(members: list[Member], stage: tuple[int, int, int]
                         CASCADE_IN_ROWS if k_in else 0)
 
 
-def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tuple[int, int]],
+def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span],
               parts: list[list[Instr]], infos: list[dict[str, Any]],
-              members: list[Member | None], stage: tuple[int, int, int] | None = None
-              ) -> list[Instr]:
+              members: list[Member | None], stage: tuple[int, int, int] | None = None,
+              loc: dict[str, Loc] | None = None, exact: bool = False
+              ) -> tuple[list[Instr], list[tuple[int, int]]]:
     """The segment's program: its layers' ``parts`` in order, with each chain of
     cascadable members (streamed weights break a chain) run as one ``cascade`` where that
     takes fewer cycles than its layers one by one. A cascade whose first conv reads the
     host or whose last conv writes it also tries those transfers over the host queue
     (``_linked``), or, where that cannot be, a ``cascade.Copy`` of the input first; both
     stage in ``stage`` (PCACHE address, the address of a copy's CLAMP block, bytes it
-    holds). Each member's ``infos`` entry names its cascade and the cascade's cycles."""
-    runs: list[tuple[int, int]] = []
-    for a, z in chains:
+    holds). Each member's ``infos`` entry names its cascade and the cascade's cycles.
+
+    In a ringed span the intermediates ``ringed`` names go through their rings (at
+    ``loc[ring_key(v)]``) and have no place of their own: the cascades picked there are
+    timed, not to be run (``lower``'s first pass), and with ``exact`` (its second) the
+    span is one cascade. Returns the program and the (first, last) layer of each
+    cascade."""
+    loc = loc or {}
+    runs: list[tuple[int, int, dict[str, int], Span]] = []
+    for span in chains:
+        a, z = span[0], span[1]
+        rings = {v: n for v, n in ringed(plan, span).items() if ring_key(v) in loc}
         i = a
         while i <= z:
             j = i
             while j <= z and members[j] is not None:
                 j += 1
             if j - i >= 2:
-                runs.append((i, j - 1))
+                runs.append((i, j - 1, rings, span))
             i = j + 1
 
-    def trial(a: int, z: int) -> tuple[int, int, list[Instr], HostLink | None] | None:
+    def trial(a: int, z: int, rings: dict[str, int]
+              ) -> tuple[int, int, list[Instr], HostLink | None, int] | None:
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
         ms = [m for m in members[a:z + 1] if m is not None]  # runs hold members only
+        inner = [k for k in range(len(ms) - 1) if plan[a + k].output in rings]
+        for k in inner:
+            v = plan[a + k].output
+            at = loc[ring_key(v)]
+            ms[k] = replace(ms[k], place=replace(ms[k].place, out=at), ring=rings[v])
+            ms[k + 1] = replace(ms[k + 1], place=replace(ms[k + 1].place, inp=at))
         first, last = ms[0], ms[-1]
         # (members, their post, host link, bands at least), each tried with every
         # CASCADE_BUFFERS
@@ -951,18 +1081,25 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
                 continue  # no shared buffer layout
             together = simulate(cfg, prog + programs.end()).cycles
             if best is None or together < best[0]:
-                best = (together, sum(int(ly["cycles"]) for ly in infos[a:z + 1]), prog, link)
+                best = (together, sum(int(ly["cycles"]) for ly in infos[a:z + 1]), prog, link,
+                        len(inner))
         return best
 
     # from each start, the longest cascade that saves the most cycles; a cascade that
     # grows by two layers without saving more stops growing
-    picked: list[tuple[int, int, int, int, list[Instr], HostLink | None]] = []
-    for a0, z0 in runs:
+    picked: list[tuple[int, int, int, int, list[Instr], HostLink | None, int]] = []
+    for a0, z0, rings, span in runs:
+        if exact and len(span) > 2:  # a second pass's ringed span: it, whole, or nothing
+            t = trial(a0, z0, rings) if (a0, z0) == span[:2] else None
+            if t is None:
+                raise _RingFailed
+            picked.append((a0, z0, *t))
+            continue
         a = a0
         while a < z0:
             best, misses = None, 0
             for z in range(a + 1, z0 + 1):
-                t = trial(a, z)
+                t = trial(a, z, rings)
                 if t and t[1] - t[0] > (best[3] - best[2] if best else 0):
                     best, misses = (a, z, *t), 0
                 elif (misses := misses + 1) >= 2:
@@ -973,10 +1110,12 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
             picked.append(best)
             a = best[1] + 1
     out: dict[int, list[Instr]] = {}
-    for a, z, together, alone, prog, link in picked:
+    for a, z, together, alone, prog, link, nrings in picked:
         out[a] = prog
         group = {"name": f"{name}/cascade{len(out) - 1}", "layers": z - a + 1,
                  "cycles": together, "alone_cycles": alone}
+        if nrings:  # intermediates through row rings
+            group["rings"] = nrings
         if link is not None:  # what crosses the host link on the host queue
             group["host_queue"] = [w for w, x in (("in", link.inp), ("out", link.out)) if x]
         for i in range(a, z + 1):
@@ -985,7 +1124,7 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[tupl
     prog: list[Instr] = []
     for i, part in enumerate(parts):
         prog += out.get(i, part)
-    return prog
+    return prog, [(a, z) for a, z, *_ in picked]
 
 
 def _images(cfg: NpuConfig, sl: SegLayer) -> tuple[dict[str, bytes], bytes]:
@@ -1078,4 +1217,4 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
 
 
 __all__ = ["LowerError", "LoweredSegment", "NpuModel", "SegLayer", "Segment", "fits",
-           "layer_images", "layer_key", "layer_program", "lower", "signature"]
+           "layer_images", "layer_key", "layer_program", "lower", "model_cycles", "signature"]

@@ -34,6 +34,7 @@ from edgec.errors import EdgecError
 from . import programs
 from .config import NpuConfig, load_config
 from .isa import IsaError, Space
+from .lower import model_cycles
 from .mapping import LOOP_ORDERS, Mapping
 from .programs import Conv, Placement, ProgramError, align
 from .simulator import simulate
@@ -449,11 +450,6 @@ def tune_offload(mod: Any, config: str | NpuConfig, db_dir: str | os.PathLike[st
                                        d if d is not None else b["cycles"], b["cycles"],
                                        b["mapping"], len(ok), n_cands))
     return res
-
-
-def model_cycles(cfg: NpuConfig, model: Any) -> int:
-    """Device cycles of one inference: every segment's program, timing only."""
-    return sum(simulate(cfg, seg.program).cycles for seg in model.segments)
 
 
 def tune_model(model_path: str | os.PathLike[str], target: str, db_dir: str | os.PathLike[str],

@@ -8,6 +8,7 @@ from itertools import pairwise
 import numpy as np
 import pytest
 from edgec.targets.edge_npu import cascade, programs
+from edgec.targets.edge_npu import lower as lower_module
 from edgec.targets.edge_npu.isa import Instr, Op, Space
 from edgec.targets.edge_npu.layers import Layer, QTensor
 from edgec.targets.edge_npu.lower import SegLayer, Segment, lower
@@ -215,32 +216,92 @@ def test_a_copy_first_stages_the_host_input(small, buffers, rows):
     np.testing.assert_array_equal(got, want)
 
 
-def test_a_chain_too_large_to_keep_alive_is_cascaded_in_part(small):
-    """Six 48x48x32 convs: all their buffers alive at once (a cascade of all six) overflow
-    edge-npu-s's parameter cache, so ``lower`` cascades the longest start of the chain
-    that fits (four convs; halving the chain found three), and the result stays
-    bit-exact."""
+def _six_convs():
+    """Six 48x48x32 convs whose buffers, all alive at once, overflow edge-npu-s's
+    parameter cache."""
     rng = np.random.default_rng(5)
     convs = [Conv(48, 48, 3, 32, 3, 3, 1, (1, 1, 1, 1))] + [Conv(48, 48, 32, 32)] * 5
     layers = [_conv_layer(rng, c, 4 if i == 0 else -3) for i, c in enumerate(convs)]
     names = ["x"] + [f"t{i}" for i in range(len(convs) - 1)] + ["y"]
     tensors = [layers[0].inputs[0]] + [ly.out for ly in layers]
-    seg = Segment("s", ["x"], ["y"],
-                  [SegLayer(f"c{i}", ly, [names[i]], names[i + 1]) for i, ly in enumerate(layers)],
-                  {n: (1, t.shape[2], t.shape[0], t.shape[1]) for n, t in zip(names, tensors)},
-                  dict(zip(names, tensors)))
-    alive = sum(t.size for t in tensors[1:-1])
+    return Segment("s", ["x"], ["y"],
+                   [SegLayer(f"c{i}", ly, [names[i]], names[i + 1])
+                    for i, ly in enumerate(layers)],
+                   {n: (1, t.shape[2], t.shape[0], t.shape[1]) for n, t in zip(names, tensors)},
+                   dict(zip(names, tensors)))
+
+
+def _groups(model) -> list[list[str]]:
+    """The layer names of each cascade of the model's first segment."""
+    groups: dict[str, list[str]] = {}
+    for ly in model.segments[0].layers:
+        if "cascade" in ly:
+            groups.setdefault(ly["cascade"]["name"], []).append(ly["name"])
+    return list(groups.values())
+
+
+def test_a_chain_too_large_to_keep_alive_is_cascaded_in_part(small):
+    """Without rings ``lower`` cascades the longest start of the chain whose buffers fit
+    alive (four convs; halving the chain found three); with them (the default) all six
+    run as one cascade, their intermediates through rings. Both bit-exact."""
+    seg = _six_convs()
+    alive = sum(seg.tensors[v].size for v in ["t0", "t1", "t2", "t3", "t4"])
     assert alive > small.parameter_cache
+    model = lower(small, [seg], rings=False)
+    assert_segments_bit_exact(model, [seg], small)
+    assert _groups(model) == [["c0", "c1", "c2", "c3"]]
+    seg = _six_convs()
+    ringed = lower(small, [seg])
+    assert_segments_bit_exact(ringed, [seg], small)
+    assert _groups(ringed) == [[f"c{i}" for i in range(6)]]
+    assert ringed.segments[0].layers[0]["cascade"]["rings"] == 5
+    assert (simulate(small, ringed.segments[0].program).cycles
+            < simulate(small, model.segments[0].program).cycles)
+
+
+@pytest.mark.parametrize("spans", [[(0, 2, True)], [(0, 1, True), (3, 5, True)],
+                                   [(1, 4, True)]])
+def test_a_second_pass_runs_each_ringed_span_as_one_cascade(small, spans):
+    """``lower``'s second pass: each ringed span is exactly one cascade, and the layers
+    between them run alone from buffers of their own; bit-exact."""
+    seg = _six_convs()
+    model, picks = lower_module._lower(small, [seg], None, None, True, True, True, True,
+                                       fixed={0: spans})
+    assert picks is None
+    assert_segments_bit_exact(model, [seg], small)
+    assert _groups(model) == [[f"c{i}" for i in range(a, z + 1)] for a, z, _ in spans]
+
+
+def test_a_ringed_cascade_that_does_not_come_out_falls_back(small, monkeypatch):
+    """If a ringed span's cascade cannot be built in the second pass, ``lower`` lowers
+    the chain without rings (the first pass's model, whose ringed intermediates have no
+    buffers of their own, is never the result)."""
+    real = lower_module.cascade_program
+
+    def no_rings(cfg, members, *args):
+        if any(getattr(m, "ring", 0) for m in members):
+            raise programs.ProgramError("no rings")
+        return real(cfg, members, *args)
+
+    seg = _six_convs()
+    model, picks = lower_module._lower(small, [seg], None, None, True, True, True, True)
+    assert picks == {0: [(0, 5, True)]}
+    monkeypatch.setattr(lower_module, "cascade_program", no_rings)
+    seg = _six_convs()
+    with pytest.raises(lower_module._RingFailed):
+        lower_module._lower(small, [seg], None, None, True, True, True, True, fixed=picks)
+    seg = _six_convs()
     model = lower(small, [seg])
     assert_segments_bit_exact(model, [seg], small)
-    cascaded = [ly["name"] for ly in model.segments[0].layers if "cascade" in ly]
-    assert cascaded == ["c0", "c1", "c2", "c3"]
+    assert _groups(model) == [["c0", "c1", "c2", "c3"]]
 
 
 def test_a_chain_that_must_shrink_does_not_shrink_the_next(small):
     """The six-conv chain above, then a second chain of two small convs branching off
-    its fourth output: the first is cut to what fits, and the second, which fits beside
-    it, is kept whole (cutting every chain at once left it one conv, no cascade)."""
+    its fourth output: without rings the first is cut to what fits, and the second,
+    which fits beside it, is kept whole (cutting every chain at once left it one conv,
+    no cascade). With rings the first is whole too; its fourth output, which the second
+    also reads, stays whole."""
     rng = np.random.default_rng(6)
     convs = [Conv(48, 48, 3, 32, 3, 3, 1, (1, 1, 1, 1))] + [Conv(48, 48, 32, 32)] * 5 + [
         Conv(48, 48, 32, 8, 3, 3, 2, (1, 1, 1, 1)), Conv(24, 24, 8, 8, 3, 3, 1, (1, 1, 1, 1))]
@@ -254,14 +315,15 @@ def test_a_chain_that_must_shrink_does_not_shrink_the_next(small):
                    enumerate(zip(layers, ins, outs))],
                   {n: (1, t.shape[2], t.shape[0], t.shape[1]) for n, t in tensors.items()},
                   tensors)
-    model = lower(small, [seg])
+    model = lower(small, [seg], rings=False)
     assert_segments_bit_exact(model, [seg], small)
-    groups: dict[str, list[str]] = {}
-    for ly in model.segments[0].layers:
-        if "cascade" in ly:
-            groups.setdefault(ly["cascade"]["name"], []).append(ly["name"])
-    assert ["c6", "c7"] in groups.values()
-    assert len(groups) == 2 and not any("c5" in g for g in groups.values())
+    groups = _groups(model)
+    assert ["c6", "c7"] in groups
+    assert len(groups) == 2 and not any("c5" in g for g in groups)
+    ringed = lower(small, [seg])
+    assert_segments_bit_exact(ringed, [seg], small)
+    assert _groups(ringed) == [[f"c{i}" for i in range(6)], ["c6", "c7"]]
+    assert ringed.segments[0].layers[0]["cascade"]["rings"] == 4  # not t3
 
 
 def _tail(h: int) -> list[Conv]:
