@@ -81,10 +81,16 @@ CASCADE_RING_SLOTS = 8  # steps of output a host link's ring holds when not all 
 CASCADE_IN_SLOTS = 2
 CASCADE_IN_ROWS = 48
 # a chain too long to keep every intermediate whole and alive keeps those only the next
-# conv reads in row rings (``cascade.Member.ring``) of an eighth of their rows, 16 at
-# least
-CASCADE_MID_PART = 8
+# conv reads in row rings (``cascade.Member.ring``) of a 32nd of their rows, 16 at least.
+# On det 640 (default cycles): 32 / 16 rows 4,019,298; 16 / 16 4,036,168; 12 / 16
+# 4,034,933; 8 / 16 4,054,873; 16 / 24 4,043,084; 16 / 8 4,117,350; 4 / 16 4,326,037
+# (larger rings leave room for fewer of them, smaller ones cut the bands short)
+CASCADE_MID_PART = 32
 CASCADE_MID_ROWS = 16
+# the first pass of a ringed chain tries each longer cascade only the ways that came
+# within this factor of the fastest at the length before (det 640, eighth-rows rings:
+# the same cascades, its first pass 44 s -> 21 s)
+CASCADE_PRUNE = 1.1
 
 Span = tuple[int, int] | tuple[int, int, bool]  # a cascade's first and last layer; rings?
 
@@ -445,8 +451,8 @@ def _pcache_bytes(params: dict[str, bytes], w: bytes) -> int:
 
 
 def ring_bytes(conv: Conv) -> int:
-    """Bytes of the row ring a cascaded conv's output goes through (CASCADE_MID_PART of
-    its rows, CASCADE_MID_ROWS at least)."""
+    """Bytes of the row ring a cascaded conv's output goes through (1 / CASCADE_MID_PART
+    of its rows, CASCADE_MID_ROWS at least)."""
     h, w, ch = conv.out_shape
     return min(h, max(CASCADE_MID_ROWS, -(-h // CASCADE_MID_PART))) * w * ch
 
@@ -1021,6 +1027,7 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
     span is one cascade. Returns the program and the (first, last) layer of each
     cascade."""
     loc = loc or {}
+    timed: dict[Any, int] = {}
     runs: list[tuple[int, int, dict[str, int], Span]] = []
     for span in chains:
         a, z = span[0], span[1]
@@ -1034,8 +1041,11 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
                 runs.append((i, j - 1, rings, span))
             i = j + 1
 
-    def trial(a: int, z: int, rings: dict[str, int]
+    def trial(a: int, z: int, rings: dict[str, int], live: set[Any] | None = None
               ) -> tuple[int, int, list[Instr], HostLink | None, int] | None:
+        """The fastest of the ways to run (a, z) as a cascade (only those in ``live``,
+        if given; each one's cycles in ``timed``)."""
+        timed.clear()
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
         ms = [m for m in members[a:z + 1] if m is not None]  # runs hold members only
@@ -1075,11 +1085,16 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
                 tries.append(([copy, staged, *ms[1:]], [None, *post], None, CASCADE_BANDS))
         best = None
         for (tms, pp, link, nb), nbuf in product(tries, CASCADE_BUFFERS):
+            key = (type(tms[0]).__name__, tms[0].band_rows if isinstance(tms[0], Member)
+                   else tms[0].rows, link is not None, nb, nbuf)
+            if live is not None and key not in live:
+                continue
             try:
                 prog = cascade_program(cfg, tms, pp, nb, nbuf, link)
             except (ProgramError, IsaError):
                 continue  # no shared buffer layout
             together = simulate(cfg, prog + programs.end()).cycles
+            timed[key] = together
             if best is None or together < best[0]:
                 best = (together, sum(int(ly["cycles"]) for ly in infos[a:z + 1]), prog, link,
                         len(inner))
@@ -1098,8 +1113,13 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
         a = a0
         while a < z0:
             best, misses = None, 0
+            live = None
             for z in range(a + 1, z0 + 1):
-                t = trial(a, z, rings)
+                t = trial(a, z, rings, live)
+                if rings and not exact and t:
+                    # a first pass's ringed span grows long: each longer cascade is
+                    # tried only the ways within CASCADE_PRUNE of the fastest so far
+                    live = {k for k, c in timed.items() if c <= t[0] * CASCADE_PRUNE}
                 if t and t[1] - t[0] > (best[3] - best[2] if best else 0):
                     best, misses = (a, z, *t), 0
                 elif (misses := misses + 1) >= 2:
