@@ -266,8 +266,9 @@ def _cascade_lines(layers: list[dict[str, Any]]) -> list[str]:
     for name, (c, names) in groups.items():
         link = (f"; its host {' and '.join({'in': 'input', 'out': 'output'}[w] for w in q)} "
                 "over the host queue" if (q := c.get("host_queue")) else "")
+        rings = f"; {n} intermediates through row rings" if (n := c.get("rings")) else ""
         lines.append(f"    {name}: {names[0]} .. {names[-1]} ({len(names)} layers) "
-                     f"{c['cycles']:,} cycles, {c['alone_cycles']:,} one by one{link}")
+                     f"{c['cycles']:,} cycles, {c['alone_cycles']:,} one by one{link}{rings}")
     return lines
 
 

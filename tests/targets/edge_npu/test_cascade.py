@@ -14,6 +14,7 @@ from edgec.targets.edge_npu.layers import Layer, QTensor
 from edgec.targets.edge_npu.lower import SegLayer, Segment, lower
 from edgec.targets.edge_npu.programs import Conv, Placement
 from edgec.targets.edge_npu.races import RaceError
+from edgec.targets.edge_npu.report import _cascade_lines
 from edgec.targets.edge_npu.simulator import Simulator, simulate
 
 from .conftest import assert_segments_bit_exact
@@ -257,6 +258,8 @@ def test_a_chain_too_large_to_keep_alive_is_cascaded_in_part(small):
     assert ringed.segments[0].layers[0]["cascade"]["rings"] == 5
     assert (simulate(small, ringed.segments[0].program).cycles
             < simulate(small, model.segments[0].program).cycles)
+    line = _cascade_lines(ringed.segments[0].layers)[1]
+    assert "c0 .. c5 (6 layers)" in line and "5 intermediates through row rings" in line
 
 
 @pytest.mark.parametrize("spans", [[(0, 2, True)], [(0, 1, True), (3, 5, True)],
