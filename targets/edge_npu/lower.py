@@ -70,9 +70,11 @@ CASCADE_COPY_ROWS = (4, 8)  # rows per step a staged host input tries
 # the in-order store queue, and short ones let the other members' stores come between
 CASCADE_HOST_BANDS = 32
 # over the host queue (``cascade.HostLink``) the first conv's rows per band, and the
-# bands at least of the others
+# bands at least of the others: with the whole image staged, det 320's stem cascade
+# (13 convs, 492,813 cycles at 8 bands) takes 443,511 for 11 convs at 32 bands, but cls's
+# 3-conv one is faster at 8 (39,617 against 40,955), so both are tried
 CASCADE_LINK_ROWS = (2, 4)
-CASCADE_LINK_BANDS = 8
+CASCADE_LINK_BANDS = (8, 32)
 CASCADE_RING_SLOTS = 8  # steps of output a host link's ring holds when not all fit
 # an input too large to stage whole comes through a ring of slots of input rows (two
 # runs of bands share a halo row or two, sent twice, so a slot holds many bands). The
@@ -1066,13 +1068,13 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
         if linked and linked[1].inp is not None:
             # the first conv follows the rows as they arrive over the host queue
             lms, link = linked
-            tries += [([replace(lms[0], band_rows=rows), *lms[1:]], post, link,
-                       CASCADE_HOST_BANDS if ring else CASCADE_LINK_BANDS)
-                      for rows in CASCADE_LINK_ROWS]
+            tries += [([replace(lms[0], band_rows=rows), *lms[1:]], post, link, nb)
+                      for rows in CASCADE_LINK_ROWS
+                      for nb in ((CASCADE_HOST_BANDS,) if ring else CASCADE_LINK_BANDS)]
         elif linked:  # the output over the host queue: short steps leave sooner
             tries += [(linked[0], post, linked[1], nb) for nb in
-                      ((CASCADE_HOST_BANDS,) if ring else (CASCADE_LINK_BANDS,
-                                                           CASCADE_HOST_BANDS))]
+                      ((CASCADE_HOST_BANDS,) if ring else
+                       tuple(sorted({*CASCADE_LINK_BANDS, CASCADE_HOST_BANDS})))]
         elif last.place.out[0] == Space.HOST:
             tries.append((ms, post, None, CASCADE_HOST_BANDS))
         c = first.conv
