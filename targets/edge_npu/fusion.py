@@ -18,6 +18,7 @@ import numpy as np
 
 from . import programs, rounding
 from .layers import Layer
+from .vector_layers import replicable
 
 if TYPE_CHECKING:
     from .lower import SegLayer
@@ -36,11 +37,13 @@ def fuse(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     """Every fusion, in the order each needs: gated LUTs fold and LUT chains compose
     before a LUT joins its conv; ``y + x * s`` pairs take their muls before a conv
     would, then an add after them; a conv takes the add after it (after its LUT and
-    scale); a global pool takes the one-pixel convs after it last (with their LUTs)."""
+    scale); a global pool takes the one-pixel convs after it (with their LUTs); last, a
+    concat's inputs are written in place by the layers that make them."""
     luts = fuse_luts(compose_luts(fold_gated_luts(layers, outputs), outputs), outputs)
     muladds = fuse_muladd_add(fuse_mul_add(luts, outputs), outputs)
-    return fuse_pixel_chains(fuse_conv_add(fuse_scale_conv(muladds, outputs), outputs),
-                             outputs)
+    convs = fuse_pixel_chains(fuse_conv_add(fuse_scale_conv(muladds, outputs), outputs),
+                              outputs)
+    return fuse_concat_inputs(convs, outputs)
 
 
 def fold_gated_luts(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
@@ -304,3 +307,62 @@ def fuse_pixel_chains(layers: list[SegLayer], outputs: list[str]) -> list[SegLay
         out.append(replace(chain[0], name=f"{stem}.se", layer=fused, output=last.output,
                            origin=chain[0].origin or chain[0].layer))
     return out
+
+
+# kinds whose program can store its output pixels a pitch apart, through a last LUT
+PITCHED = ("resize", "lut", "copy", "add", "mul", "muladd")
+
+
+def fuse_concat_inputs(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+    """A concat input made by a vector layer (resize, LUT, copy, add, mul, muladd) that
+    nothing else reads, not a segment output and not listed twice, is written straight into the concat's output: the producer stores its pixels
+    at the input's channel offset, the concat's channels apart (``SegLayer.into``;
+    ``attrs["out_pitch"]``), through the concat's table for that input composed with its
+    own last one (a resize's or LUT's table, else a LUT step after its ADD / MUL). The
+    concat then copies only the other inputs (``attrs["in_place"]``), or nothing. Every
+    table maps int8 to int8, so the composition is exact; PP-OCR det's FPN concat (four
+    80x80x24 inputs at 320) goes, a one-cycle-per-pixel store of each input fewer."""
+    readers = _readers(layers)
+    made_by = {sl.output: i for i, sl in enumerate(layers)}
+    out = list(layers)
+    for j, cat in enumerate(layers):
+        if cat.layer.kind != "concat":
+            continue
+        total = cat.layer.out.shape[2]
+        taken, off = [], 0
+        for k, (v, t) in enumerate(zip(cat.inputs, cat.layer.inputs)):
+            i = made_by.get(v, -1)
+            p = out[i] if 0 <= i < j else None
+            if (p is not None and p.layer.kind in PITCHED and p.into is None
+                    and (p.layer.kind != "resize" or replicable(
+                        t.shape[1] // p.layer.attrs["factor"], p.layer.attrs["factor"], total))
+                    and readers.get(v) == 1 and v not in outputs
+                    and cat.inputs.count(v) == 1):
+                out[i] = replace(p, layer=_into_layer(p.layer, cat.layer.arrays[f"table{k}"],
+                                                      total),
+                                 into=(cat.output, off), origin=p.origin or p.layer)
+                taken.append(k)
+            off += t.shape[2]
+        if taken:
+            at = {**cat.layer.attrs, "in_place": tuple(taken)}
+            out[j] = replace(cat, layer=replace(cat.layer, attrs=at))
+    return out
+
+
+def _into_layer(ly: Layer, table: np.ndarray, pitch: int) -> Layer:
+    """``ly`` storing its pixels ``pitch`` channels apart, with ``table`` applied last."""
+    at = {**ly.attrs, "out_pitch": pitch}
+    ident = np.arange(-128, 128)
+    if ly.kind == "copy":  # a CLAMP copy: just the table
+        return Layer("lut", ly.inputs, ly.out, at, {"table": table}, list(ly.ops))
+    arrays = dict(ly.arrays)
+    if ly.kind in ("resize", "lut"):
+        first = arrays.get("table", ident)
+        arrays["table"] = table[np.asarray(first, dtype=np.int64) + 128]
+        if np.array_equal(arrays["table"], ident):
+            del arrays["table"]
+    elif not np.array_equal(table, ident):
+        arrays["table"] = table  # a LUT step after the element-wise ops
+    if ly.kind == "lut" and "table" not in arrays:
+        arrays["table"] = ident  # a LUT layer keeps a table
+    return replace(ly, attrs=at, arrays=arrays)

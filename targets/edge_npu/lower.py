@@ -109,6 +109,9 @@ class SegLayer:
     lut: Layer | None = None  # a LUT layer fused into this conv (applied before the store)
     scale: Layer | None = None  # a broadcast MUL fused into this conv (its input is x * s)
     residual: Layer | None = None  # an ADD fused into this conv (its output plus a tensor)
+    # written in place into a concat's output: (that value, byte offset of its channels);
+    # the layer's ``out_pitch`` attribute spaces its pixels (``fusion.fuse_concat_inputs``)
+    into: tuple[str, int] | None = None
 
 
 class LowerError(ProgramError):
@@ -193,14 +196,17 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
         return params, b"".join(w for _, w in images[1:])
     if layer.kind == "lut":
         return {"lut": _i32(lut_block(a["table"]))}, b""
-    if layer.kind == "add":
-        return {"add": _add_block(at)}, b""
-    if layer.kind == "mul":
-        return {"mul": _mul_block(at)}, b""
-    if layer.kind == "muladd":
-        params = {"mul": _mul_block(at["mul"]), "add": _add_block(at["add"])}
-        if "add2" in at:
-            params["add2"] = _add_block(at["add2"])
+    if layer.kind in ("add", "mul", "muladd"):
+        if layer.kind == "add":
+            params = {"add": _add_block(at)}
+        elif layer.kind == "mul":
+            params = {"mul": _mul_block(at)}
+        else:
+            params = {"mul": _mul_block(at["mul"]), "add": _add_block(at["add"])}
+            if "add2" in at:
+                params["add2"] = _add_block(at["add2"])
+        if "table" in a:  # a concat's table, applied last (``fusion.fuse_concat_inputs``)
+            params["lut"] = _i32(lut_block(a["table"]))
         return params, b""
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
@@ -217,9 +223,9 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
         if "table" in a:
             params["lut"] = _i32(lut_block(a["table"]))
         return params, b""
-    if layer.kind == "concat":
-        return {f"lut{i}": _i32(lut_block(a[f"table{i}"]))
-                for i in range(len(layer.inputs))}, b""
+    if layer.kind == "concat":  # inputs written in place need no table here
+        return {f"lut{i}": _i32(lut_block(a[f"table{i}"])) for i in range(len(layer.inputs))
+                if i not in at.get("in_place", ())}, b""
     if layer.kind == "alias":
         return {}, b""
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
@@ -279,15 +285,20 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     if layer.kind == "se":
         return _se_program(cfg, layer, inputs[0], out, params, wgt, stream_from)
     h, w, c = layer.out.shape
+    pitch = at.get("out_pitch")  # written into a concat's output (its channels)
+    # a concat's table after the element-wise ops (``fusion.fuse_concat_inputs``)
+    last: list[Step] = [(VecOp.LUT, params["lut"], (PREV, 0))] if "lut" in params else []
     if layer.kind == "lut":
-        return elementwise_layer(cfg, h * w, c, inputs[:1], out, [(VecOp.LUT, params["lut"])])
+        return elementwise_layer(cfg, h * w, c, inputs[:1], out, [(VecOp.LUT, params["lut"])],
+                                 pitch=pitch)
     if layer.kind == "copy":
         return elementwise_layer(cfg, h * w, c, inputs[:1], out,
-                                 [(VecOp.CLAMP, params["clamp"])])
+                                 [(VecOp.CLAMP, params["clamp"])], pitch=pitch)
     if layer.kind in ("add", "mul"):
         vop = VecOp.ADD if layer.kind == "add" else VecOp.MUL
-        return elementwise_layer(cfg, h * w, c, inputs[:2], out, [(vop, params[layer.kind])],
-                                 broadcast=bool(at["broadcast"]))
+        return elementwise_layer(cfg, h * w, c, inputs[:2], out,
+                                 [(vop, params[layer.kind], (0, 1)), *last],
+                                 broadcast=bool(at["broadcast"]), pitch=pitch)
     if layer.kind == "muladd":  # y + x * s: MUL (x, s), then ADD with y (x if not given)
         y = at["y"]  # then ADD r, the last input, if an add joined (``fuse_muladd_add``)
         first = (PREV, y) if at["mul_first"] else (y, PREV)
@@ -297,7 +308,8 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
             r = len(inputs) - 1
             second = (PREV, r) if at["add2_first"] else (r, PREV)
             steps.append((VecOp.ADD, params["add2"], second))
-        return elementwise_layer(cfg, h * w, c, inputs, out, steps, broadcast=True)
+        return elementwise_layer(cfg, h * w, c, inputs, out, steps + last, broadcast=True,
+                                 pitch=pitch)
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
         prog, _ = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"], inputs[0],
@@ -307,10 +319,12 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         ih, iw, ic = layer.inputs[0].shape
         copy = (VecOp.CLAMP, params["clamp"])
         vop = (VecOp.LUT, params["lut"]) if "lut" in params else copy
-        return resize_layer(cfg, ih, iw, ic, at["factor"], inputs[0], out, vop, copy)
+        return resize_layer(cfg, ih, iw, ic, at["factor"], inputs[0], out, vop, copy,
+                            pitch=pitch)
     if layer.kind == "concat":
         return concat_layer(cfg, h * w, [t.shape[2] for t in layer.inputs], inputs, out,
-                            [(VecOp.LUT, params[f"lut{i}"]) for i in range(len(inputs))])
+                            [(VecOp.LUT, params[f"lut{i}"]) if f"lut{i}" in params else None
+                             for i in range(len(inputs))])
     if layer.kind == "alias":
         return []
     raise ProgramError(f"unknown layer kind {layer.kind!r}")
@@ -489,8 +503,9 @@ def _plan_activations(seg: Segment, base: int, end: int,
     PCACHE scratch [base, end); returns (locations, scratch bytes used).
 
     A buffer lives from the layer that writes it to its last reader; an alias shares its
-    source's buffer, and (``in_place``) an element-wise layer's output takes the buffer
-    of an input that dies there. Offsets are assigned greedily by size, largest first,
+    source's buffer, a concat's input written in place (``SegLayer.into``) is a slice of
+    the concat's, which lives from its first producer, and (``in_place``) an element-wise
+    layer's output takes the buffer of an input that dies there. Offsets are assigned greedily by size, largest first,
     each at the lowest offset clear of the buffers already placed whose lifetimes
     overlap its own (TFLite's greedy-by-size arena planner): all lifetimes are known
     ahead, so large buffers do not end up split by the holes small ones leave. A buffer
@@ -510,6 +525,14 @@ def _plan_activations(seg: Segment, base: int, end: int,
     for i, sl in enumerate(layers):
         if sl.output in host:
             continue
+        if sl.into is not None:  # a slice of a concat's output, which it makes first
+            if sl.into[0] in host:
+                continue  # of its host buffer (below)
+            key = sl.into[0]
+            born[key] = min(born.get(key, i), i)
+            buf[sl.output] = key
+            dies[key] = max(dies.get(key, i), last.get(sl.output, i))
+            continue
         if sl.layer.kind == "alias":
             if sl.inputs[0] not in buf:
                 continue  # an alias of a host buffer is that buffer (below)
@@ -520,7 +543,7 @@ def _plan_activations(seg: Segment, base: int, end: int,
             key = buf[src]
         else:
             key = sl.output
-            born[key] = i
+            born[key] = min(born.get(key, i), i)
         buf[sl.output] = key
         dies[key] = max(dies.get(key, i), last.get(sl.output, i))
     sizes = {key: seg.tensors[key].size for key in born}
@@ -557,6 +580,8 @@ def _plan_activations(seg: Segment, base: int, end: int,
         placed.append((addr, size, b, d, key))
     loc: dict[str, Loc] = {v: (Space.HOST, a) for v, a in host.items()}
     for sl in layers:
+        if sl.into is not None:
+            continue  # below, once the concat's output has its place
         if sl.output in buf and buf[sl.output] in offset:
             loc[sl.output] = (Space.PCACHE, base + offset[buf[sl.output]])
         elif sl.output not in loc:  # an alias of a host buffer
@@ -566,6 +591,10 @@ def _plan_activations(seg: Segment, base: int, end: int,
     for sl in layers:  # a ringed value: its ring (the layer's own program is not run)
         if sl.output in buf and buf[sl.output] not in offset:
             loc[sl.output] = loc[ring_key(buf[sl.output])]
+    for sl in layers:  # a concat's input written in place: its channels' first byte
+        if sl.into is not None:
+            space, addr = loc[sl.into[0]]
+            loc[sl.output] = (space, addr + sl.into[1])
     return loc, max((o + n for o, n, *_ in placed), default=0)
 
 
@@ -576,7 +605,7 @@ def _in_place(seg: Segment, sl: SegLayer, i: int, buf: dict[str, str],
               dies: dict[str, int]) -> str | None:
     """The input of element-wise layer ``sl`` (the ``i``-th) whose on-chip buffer its
     output can take: same size, and no reader after this layer."""
-    if sl.layer.kind not in IN_PLACE:
+    if sl.layer.kind not in IN_PLACE or sl.into is not None:
         return None
     size = seg.tensors[sl.output].size
     for v in sl.inputs:
@@ -1228,6 +1257,10 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
         "fused_scale": sl.scale is not None, "fused_residual": sl.residual is not None}
     if key is not None:
         info["workload"] = key
+    if sl.into is not None:  # stores into a concat's output
+        info["into_concat"] = True
+    if ly.attrs.get("in_place"):  # inputs its producers wrote in place
+        info["inputs_in_place"] = len(ly.attrs["in_place"])
     if isinstance(conv, Conv) and ly.kind == "conv":
         info["shape"] = {"h": conv.h, "w": conv.w, "cin": conv.cin, "cout": conv.cout,
                          "k": [conv.kh, conv.kw], "stride": [conv.sh, conv.stride],

@@ -31,15 +31,18 @@ Step = tuple[VecOp, int, tuple[int, int]]  # (op, parameter address, (operand, o
 
 def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[Loc],
                       out: Loc, vops: list[tuple[VecOp, int]] | list[Step],
-                      broadcast: bool = False, sync: bool = True) -> list[Instr]:
+                      broadcast: bool = False, sync: bool = True,
+                      pitch: int | None = None) -> list[Instr]:
     """``out = vops(inputs)`` over ``pixels`` x ``channels`` int8 values.
 
     ``vops``: (op, PCACHE parameter address[, operands]); the first reads the inputs (two
     for ADD / MUL), later ones work in place; a copy is a CLAMP to [-128, 127]. A step's
     ``operands`` name what an ADD / MUL reads: input indices, or ``PREV`` for the result
     so far (``x + x * s``: MUL (0, 1), then ADD (0, PREV)). ``broadcast``: the second
-    input is one pixel of ``channels`` values, repeated.
+    input is one pixel of ``channels`` values, repeated. ``pitch``: output pixels are
+    that many bytes apart (a slice of a concat's channels), one run each.
     """
+    pitch = pitch or channels
     if not vops:
         raise ProgramError("element-wise layer without a vector op")
     if channels > 2047:
@@ -53,6 +56,21 @@ def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[L
     if chunk == 0:
         raise ProgramError(f"one pixel of {channels} channels x {n_in + 1} buffers does not "
                            f"fit an activation bank ({cfg.activation_bank} B)")
+    args = (cfg, pixels, channels, inputs, out, vops, broadcast, sync, pitch, small)
+    if pitch == channels:
+        return _elementwise(*args, chunk)
+    # a pitched store takes a cycle a pixel, longer than the chunk's vector ops: smaller
+    # chunks leave less of the last store after them
+    sizes = {chunk} | {math.ceil(pixels / n) for n in (4, 8) if math.ceil(pixels / n) < chunk}
+    return min((_elementwise(*args, size) for size in sorted(sizes)),
+               key=lambda p: simulate(cfg, p + [make(Op.END)]).cycles)
+
+
+def _elementwise(cfg: NpuConfig, pixels: int, channels: int, inputs: list[Loc], out: Loc,
+                 vops: list[tuple[VecOp, int]] | list[Step], broadcast: bool, sync: bool,
+                 pitch: int, small: int, chunk: int) -> list[Instr]:
+    """``elementwise_layer``'s program in chunks of ``chunk`` pixels."""
+    n_in = len(inputs)
     nchunks = math.ceil(pixels / chunk)
     cbytes = chunk * channels
     offs = [0]
@@ -91,8 +109,8 @@ def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[L
                              cols=channels if broadcast and b == 1 else 0,
                              dst=dst, count=n, param=param))
         prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
-                         space=out[0], dram=out[1] + p0 * channels, sram=dst, rows=pix, cols=1,
-                         depth=channels, stride=channels))
+                         space=out[0], dram=out[1] + p0 * pitch, sram=dst, rows=pix, cols=1,
+                         depth=channels, stride=pitch))
     return prog
 
 
@@ -162,7 +180,8 @@ class Chunk:
     over them into its upper half, then STOREs of (SRAM offset in that half, DRAM
     address, runs, run stride, pixels per run[, pitch]): each writes ``runs`` runs of
     that many pixels of ``depth`` bytes, ``run_stride`` apart (and within a run
-    ``pitch`` apart; 0: abutting)."""
+    ``pitch`` apart; 0: abutting). ``copies``: instead of the one VEC, several, each
+    (source offset in the lower half, offset in the upper half, elements)."""
 
     src: Loc
     rows: int
@@ -171,6 +190,7 @@ class Chunk:
     stride: int
     vop: tuple[VecOp, int]
     stores: list[tuple[int, ...]]
+    copies: tuple[tuple[int, int, int], ...] = ()
 
 
 def stream_chunks(cfg: NpuConfig, chunks: list[Chunk], out_space: Space,
@@ -201,7 +221,8 @@ def _stream(cfg: NpuConfig, chunks: list[Chunk], out_space: Space, wait: bool,
     for i, ch in enumerate(chunks):
         bank = (i % 2) * cfg.activation_bank
         size = ch.rows * ch.cols * ch.depth
-        if size > half:
+        copies = ch.copies or ((0, 0, size),)
+        if max(size, *(d + n for _, d, n in copies)) > half:
             raise ProgramError(f"a chunk of {size} B and its copy do not fit an activation "
                                f"bank ({cfg.activation_bank} B)")
         more = i + 2 < n
@@ -212,23 +233,26 @@ def _stream(cfg: NpuConfig, chunks: list[Chunk], out_space: Space, wait: bool,
         # inputs), and load(i+2) waits for compute(i) only, not for store(i)
         dst = bank + half
         vop, param = ch.vop
-        prog.append(make(Op.VEC, ("pop_prev",) + (("pop_next",) if i >= 2 else ()) +
-                         (("push_prev",) if more else ()) + ("push_next",),
-                         vop=vop, src=bank, dst=dst, count=size, param=param))
+        for k, (s_off, d_off, count) in enumerate(copies):
+            first, last = k == 0, k == len(copies) - 1
+            deps = ((("pop_prev",) + (("pop_next",) if i >= 2 else ())) if first else ()) + \
+                (((("push_prev",) if more else ()) + ("push_next",)) if last else ())
+            prog.append(make(Op.VEC, deps, vop=vop, src=bank + s_off, dst=dst + d_off,
+                             count=count, param=param))
         for j, (off, dram, runs, run_stride, cols, *pitch) in enumerate(ch.stores):
             last = j == len(ch.stores) - 1
             push = last and (more or (signal and i == n - 1))
             prog.append(make(Op.STORE, (("pop_prev",) if j == 0 else ()) +
                              (("push_prev",) if push else ()), space=out_space,
                              dram=dram, sram=dst + off, rows=runs, cols=cols,
-                             depth=ch.depth, stride=run_stride,
+                             depth=ch.depth, stride=run_stride if runs > 1 else 0,
                              pitch=pitch[0] if pitch else 0))
     return prog
 
 
 def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
                  vop: tuple[VecOp, int], copy: tuple[VecOp, int] | None = None,
-                 sync: bool = True) -> list[Instr]:
+                 sync: bool = True, pitch: int | None = None) -> list[Instr]:
     """Nearest-neighbour upsampling by an integer ``f`` of an HWC tensor (output pixel
     (f y + dy, f x + dx) is input pixel (y, x), ONNX's asymmetric / floor nearest).
 
@@ -241,14 +265,16 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     channels, more bytes moved. The program of fewer simulated cycles is taken, with
     the largest bands or bands half as high (more overlap of load, copy and store).
     When the output rows are too long for a DMA stride, rows are stored one by one (and
-    read back one by one)."""
-    if c > MAX_RUN or w > MAX_RUN or f * c >= 1 << 14:
+    read back one by one). ``pitch``: output pixels are that many bytes apart (a slice
+    of a concat's channels; no read-back, which copies whole rows)."""
+    px = pitch or c
+    if c > MAX_RUN or w > MAX_RUN or f * px >= 1 << 14:
         raise ProgramError(f"resize of {h}x{w}x{c} by {f}: rows or channels exceed a DMA field")
     if 2 * w * c > cfg.activation_bank:
         raise ProgramError(f"one row of {w}x{c} and its copy do not fit an activation bank")
     half = cfg.activation_bank // 2
     ow = w * f
-    row = ow * c  # one output row, bytes
+    row = ow * px  # one output row, bytes
     rows = min(h, half // (w * c))
     # a band's rows in one STORE per (dy, dx) when the DRAM row step (f output rows)
     # fits the 14-bit stride; else one STORE per row (its pixels as one-pixel runs)
@@ -256,35 +282,66 @@ def resize_layer(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: 
     # rows are re-read from the output: on chip only (over the host link the read-back
     # would cost more than it saves)
     twos = [False] + ([True] if copy is not None and f > 1 and out[0] == Space.PCACHE
-                      and ow <= MAX_RUN and row <= half else [])
+                      and ow <= MAX_RUN and row <= half and px == c else [])
     if banded:
         rows = min(rows, MAX_RUN)
     bands = math.ceil(h / rows)
     # the largest bands, or twice as many (rows stored one by one: the largest)
     heights = {rows, math.ceil(h / (2 * bands))} if banded else {rows}
-    progs = [_resize(cfg, h, w, c, f, inp, out, vop, copy if two else None, sync, r, banded)
-             for two in twos for r in sorted(heights)]
+    progs = [_resize(cfg, h, w, c, f, inp, out, vop, copy if two else None, sync, r, banded,
+                     px) for two in twos for r in sorted(heights)]
+    # each input row copied f times in the bank, then one STORE per dx of all a band's
+    # output rows (consecutive, one output row apart): f STOREs a band, where a band's
+    # (dy, dx) STOREs need the DRAM step of f output rows to fit the stride field
+    rep = min(h, half // (f * w * c), MAX_RUN // f)
+    if f > 1 and rep and replicable(w, f, px):
+        progs += [_replicated(cfg, h, w, c, f, inp, out, vop, sync, r, px)
+                  for r in sorted({rep, math.ceil(h / (2 * math.ceil(h / rep)))})]
     if len(progs) == 1:
         return progs[0]
     return min(progs, key=lambda p: simulate(cfg, p + [make(Op.END)]).cycles)
 
 
+def replicable(w: int, f: int, px: int) -> bool:
+    """Whether a resize by ``f`` of rows of ``w`` pixels, stored ``px`` bytes apart, fits
+    the STORE fields as whole output rows (``_replicated``)."""
+    return w <= MAX_RUN and w * f * px < 1 << 14 and f * px < 1 << 14
+
+
+def _replicated(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
+                vop: tuple[VecOp, int], sync: bool, rows: int, px: int) -> list[Instr]:
+    """A ``resize_layer`` program of bands of ``rows`` input rows, each row copied (or
+    mapped) ``f`` times into the bank's upper half, so that the band's output rows are
+    ``rows * f`` consecutive runs: one STORE per dx (pixels ``f * px`` apart)."""
+    ow = w * f
+    row = ow * px
+    wc = w * c
+    chunks = []
+    for y0 in range(0, h, rows):
+        r = min(rows, h - y0)
+        copies = tuple((y * wc, (y * f + dy) * wc, wc) for y in range(r) for dy in range(f))
+        stores = [(0, out[1] + (y0 * f * ow + dx) * px, r * f, row, w, f * px)
+                  for dx in range(f)]
+        chunks.append(Chunk((inp[0], inp[1] + y0 * wc), r, w, c, wc, vop, stores, copies))
+    return stream_chunks(cfg, chunks, out[0], sync)
+
+
 def _resize(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
             vop: tuple[VecOp, int], copy: tuple[VecOp, int] | None, sync: bool,
-            rows: int, banded: bool) -> list[Instr]:
+            rows: int, banded: bool, px: int) -> list[Instr]:
     """One ``resize_layer`` program: bands of ``rows`` input rows; with ``copy``, the
-    second pass stores dy > 0."""
+    second pass stores dy > 0; output pixels ``px`` bytes apart."""
     ow = w * f
-    row = ow * c
+    row = ow * px
     dys = range(1) if copy is not None else range(f)
     chunks = []
     for y0 in range(0, h, rows):
         r = min(rows, h - y0)
         if banded:
-            stores = [(0, out[1] + ((y0 * f + dy) * ow + dx) * c, r, f * row, w, f * c)
+            stores = [(0, out[1] + ((y0 * f + dy) * ow + dx) * px, r, f * row, w, f * px)
                       for dy in dys for dx in range(f)]
         else:
-            stores = [((y - y0) * w * c, out[1] + ((y * f + dy) * ow + dx) * c, w, f * c, 1)
+            stores = [((y - y0) * w * c, out[1] + ((y * f + dy) * ow + dx) * px, w, f * px, 1)
                       for y in range(y0, y0 + r) for dy in dys for dx in range(f)]
         chunks.append(Chunk((inp[0], inp[1] + y0 * w * c), r, w, c, w * c, vop, stores))
     then = []
@@ -303,15 +360,21 @@ def _resize(cfg: NpuConfig, h: int, w: int, c: int, f: int, inp: Loc, out: Loc,
 
 
 def concat_layer(cfg: NpuConfig, pixels: int, channels: list[int], inputs: list[Loc],
-                 out: Loc, vops: list[tuple[VecOp, int]], sync: bool = True) -> list[Instr]:
+                 out: Loc, vops: list[tuple[VecOp, int] | None], sync: bool = True
+                 ) -> list[Instr]:
     """Concatenation along channels of HWC tensors with the same pixels: each input is
     copied (or mapped through its LUT to the output's scale) in chunks of pixels and
-    stored at its channel offset, one run per pixel, the output's channels apart."""
+    stored at its channel offset, one run per pixel, the output's channels apart. An
+    input whose ``vops`` entry is None was written in place by its producer; with none
+    left to copy the layer has no program."""
     total = sum(channels)
     if max(channels) > MAX_RUN or total >= 1 << 14:
         raise ProgramError(f"concat of {channels} channels exceeds a DMA field")
     chunks, off = [], 0
     for (space, addr), c, vop in zip(inputs, channels, vops):
+        if vop is None:
+            off += c
+            continue
         per = min(cfg.activation_bank // (2 * c), MAX_RUN)
         if per == 0:
             raise ProgramError(f"one pixel of {c} channels and its copy do not fit a bank")
@@ -320,4 +383,4 @@ def concat_layer(cfg: NpuConfig, pixels: int, channels: list[int], inputs: list[
             chunks.append(Chunk((space, addr + p0 * c), pix, 1, c, c, vop,
                                 [(0, out[1] + p0 * total + off, pix, total, 1)]))
         off += c
-    return stream_chunks(cfg, chunks, out[0], sync)
+    return stream_chunks(cfg, chunks, out[0], sync) if chunks else []

@@ -303,11 +303,12 @@ def test_resize_second_pass_needs_its_token_relay(small):
 
     from edgec.targets.edge_npu.isa import clamp_block
     from edgec.targets.edge_npu.races import RaceError
-    from edgec.targets.edge_npu.vector_layers import resize_layer
+    from edgec.targets.edge_npu.vector_layers import _resize
 
     x = np.random.default_rng(0).integers(-128, 128, (9, 10, 24), dtype=np.int8)
-    prog = resize_layer(small, 9, 10, 24, 8, (Space.HOST, 0), (Space.PCACHE, 8192),
-                        (VecOp.CLAMP, 4096), (VecOp.CLAMP, 4096))
+    rows = min(9, small.activation_bank // 2 // (10 * 24))
+    prog = _resize(small, 9, 10, 24, 8, (Space.HOST, 0), (Space.PCACHE, 8192),
+                   (VecOp.CLAMP, 4096), (VecOp.CLAMP, 4096), True, rows, True, 24)
     k = next(i for i, ins in enumerate(prog) if ins.op == Op.CFG)
     load = next(i for i, ins in enumerate(prog) if ins.op == Op.LOAD and i > k)
     store = max(i for i, ins in enumerate(prog) if ins.op == Op.STORE and i < k)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from edgec.targets.edge_npu import programs, vector_layers
 from edgec.targets.edge_npu.isa import Op, Space, VecOp, clamp_block
-from edgec.targets.edge_npu.simulator import Simulator
+from edgec.targets.edge_npu.simulator import Simulator, simulate
 from edgec.targets.edge_npu.vector_layers import resize_layer
 
 PARAM = 0
@@ -34,16 +34,20 @@ def _run_resize(cfg, h, w, c, f, out_space=Space.PCACHE, two=True):
     (12, 10, 8, 4, Space.HOST, True),       # host output: every dy from the first pass
     (20, 12, 8, 2, Space.PCACHE, False),    # no copy: f x f stores per band
     (4, 90, 48, 2, Space.PCACHE, True),     # f * row >= 2**14: per-row stores
-    (3, 40, 24, 8, Space.PCACHE, True),     # and rows read back one by one
-], ids=["small", "bands", "f3", "host", "one_pass", "long_rows", "long_rows_read_back"])
+    (3, 40, 24, 8, Space.PCACHE, True),     # replicated rows: f stores a band
+    (3, 90, 48, 4, Space.PCACHE, True),     # an output row >= 2**14: rows one by one
+], ids=["small", "bands", "f3", "host", "one_pass", "long_rows", "long_rows_replicated",
+        "longer_rows"])
 def test_resize_matches_numpy(small, h, w, c, f, space, two):
     x, got, prog = _run_resize(small, h, w, c, f, space, two)
     np.testing.assert_array_equal(got, np.repeat(np.repeat(x, f, axis=0), f, axis=1))
     stores = sum(i.op == Op.STORE for i in prog)
-    if f * w * f * c < 1 << 14:  # the first pass stores whole bands, not rows
-        assert stores < h * f
+    if f * w * f * c < 1 << 14:
+        assert stores < h * f  # whole bands per (dy, dx)
+    elif vector_layers.replicable(w, f, c):
+        assert stores <= h * f  # per dx, of bands of one row or more
     else:
-        assert stores >= h * f
+        assert stores >= h * f  # rows one by one
 
 
 @pytest.mark.parametrize("two", [False, True], ids=["one_pass", "two_pass"])
@@ -60,24 +64,84 @@ def test_every_resize_variant_matches_numpy(small, two, rows):
     out = IN + x.size + 64
     copy = (VecOp.CLAMP, PARAM)
     prog = vector_layers._resize(small, h, w, c, f, (Space.PCACHE, IN), (Space.PCACHE, out), copy,
-                   copy if two else None, True, rows, True)
+                   copy if two else None, True, rows, True, c)
     sim.run(prog + programs.end())
     got = sim.mem.read(Space.PCACHE, out, x.size * f * f).reshape(h * f, w * f, c)
     np.testing.assert_array_equal(got, np.repeat(np.repeat(x, f, axis=0), f, axis=1))
 
 
+@pytest.mark.parametrize("rows", [1, 2, 5])
+@pytest.mark.parametrize("f", [2, 3])
+@pytest.mark.parametrize("extra", [0, 8], ids=["dense", "pitched"])
+def test_replicated_rows_match_numpy_and_keep_the_other_channels(small, rows, f, extra):
+    """The replicated-rows layout, also into a slice of a wider tensor (a concat's
+    output: pixels ``c + extra`` bytes apart, from channel 3), leaves every other byte."""
+    h, w, c = 5, 7, 16
+    px = c + extra
+    rng = np.random.default_rng(rows * f)
+    x = rng.integers(-128, 128, (h, w, c)).astype(np.int8)
+    sim = Simulator(small, host_bytes=1 << 20)
+    sim.mem.write(Space.PCACHE, PARAM, np.asarray(clamp_block(-128, 127), dtype=np.int32))
+    sim.mem.write(Space.PCACHE, IN, x.reshape(-1))
+    out = IN + x.size + 64
+    n = h * f * w * f * px
+    sim.mem.write(Space.PCACHE, out, np.full(n, 77, np.int8))
+    off = 3 if extra else 0
+    prog = vector_layers._replicated(small, h, w, c, f, (Space.PCACHE, IN),
+                                     (Space.PCACHE, out + off), (VecOp.CLAMP, PARAM), True,
+                                     rows, px)
+    assert sum(i.op == Op.STORE for i in prog) == f * -(-h // rows)
+    sim.run(prog + programs.end())
+    got = sim.mem.read(Space.PCACHE, out, n).reshape(h * f, w * f, px)
+    want = np.full((h * f, w * f, px), 77, np.int8)
+    want[:, :, off:off + c] = np.repeat(np.repeat(x, f, axis=0), f, axis=1)
+    np.testing.assert_array_equal(got, want)
+
+
+def test_a_pitched_elementwise_store_keeps_the_other_channels(small):
+    """An element-wise layer stored into a slice of a wider tensor (pixels 40 bytes
+    apart, from channel 5): its result there, every other byte as it was; smaller chunks
+    are tried, and the program taken is no slower than the largest chunks'."""
+    pixels, c, px = 300, 24, 40
+    rng = np.random.default_rng(5)
+    x = rng.integers(-128, 128, (pixels, c)).astype(np.int8)
+    sim = Simulator(small, host_bytes=1 << 20)
+    sim.mem.write(Space.PCACHE, PARAM, np.asarray(clamp_block(-100, 90), dtype=np.int32))
+    sim.mem.write(Space.PCACHE, IN, x.reshape(-1))
+    out = IN + x.size + 64
+    sim.mem.write(Space.PCACHE, out, np.full(pixels * px, 77, np.int8))
+    args = (small, pixels, c, [(Space.PCACHE, IN)], (Space.PCACHE, out + 5),
+            [(VecOp.CLAMP, PARAM)])
+    prog = vector_layers.elementwise_layer(*args, pitch=px)
+    sim.run(prog + programs.end())
+    got = sim.mem.read(Space.PCACHE, out, pixels * px).reshape(pixels, px)
+    want = np.full((pixels, px), 77, np.int8)
+    want[:, 5:5 + c] = np.clip(x, -100, 90)
+    np.testing.assert_array_equal(got, want)
+    largest = vector_layers._elementwise(*args, False, True, px, 0,
+                                         small.activation_bank // 2 // c)
+    end = programs.end()
+    assert simulate(small, prog + end).cycles <= simulate(small, largest + end).cycles
+
+
 @pytest.mark.parametrize("h,c,f,two", [(40, 96, 2, False), (10, 24, 8, True),
-                                       (20, 24, 8, True)],
+                                       (20, 24, 8, False)],
                          ids=["det_fpn_x2", "det_concat_x8", "det640_concat_x8"])
 def test_the_cheaper_layout_is_taken(npu, h, c, f, two):
-    """det 320's resizes: x2 of 96 channels stores every (dy, dx) from one pass (the
-    read-back would move more bytes than the pixel runs it saves); x8 of 24 channels
-    reads rows back (64 pitched stores per band would cost a cycle per pixel each). At
-    640 the x8 output rows are too long for a banded STORE: rows are stored, and read
-    back, one by one, still fewer stores than every (y, dy, dx)."""
-    prog = resize_layer(npu, h, h, c, f, (Space.PCACHE, 0), (Space.PCACHE, 1 << 20),
-                        (VecOp.CLAMP, 0), (VecOp.CLAMP, 0))
+    """det 320's resizes: x2 of 96 channels copies each input row twice in the bank and
+    stores a band's output rows per dx (the read-back would move more bytes than the
+    pixel runs it saves); x8 of 24 channels reads rows back (64 pitched stores per band
+    would cost a cycle per pixel each). At 640 the x8 output rows are too long for a
+    banded STORE per (dy, dx), and the replicated rows beat reading rows back one by
+    one. Whichever is taken, it is the fastest of the variants."""
+    args = (npu, h, h, c, f, (Space.PCACHE, 0), (Space.PCACHE, 1 << 20), (VecOp.CLAMP, 0))
+    prog = resize_layer(*args, (VecOp.CLAMP, 0))
     read_back = any(i.op == Op.LOAD and i.dram >= 1 << 20 for i in prog)
     assert read_back == two
-    if f * h * f * c >= 1 << 14:
-        assert sum(i.op == Op.STORE for i in prog) < h * f * f
+    end = programs.end()
+    banded = f * h * f * c < 1 << 14  # (dy, dx) STOREs of whole bands fit the stride
+    variants = [vector_layers._resize(*args, cp, True, rows, banded, c)
+                for cp in (None, (VecOp.CLAMP, 0)) for rows in (1, 4)]
+    variants += [vector_layers._replicated(*args, True, rows, c) for rows in (1, 4)]
+    assert simulate(npu, prog + end).cycles <= min(simulate(npu, p + end).cycles
+                                                   for p in variants)
