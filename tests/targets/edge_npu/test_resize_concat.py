@@ -15,26 +15,39 @@ from onnx import TensorProto, helper, numpy_helper
 from .ort_oracle import ort_qdq, segment_diffs
 
 
-def _float_model(rng: np.random.Generator) -> onnx.ModelProto:
-    def w(name, *shape):
-        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+def _weights(rng: np.random.Generator, **shapes: tuple[int, ...]) -> list[onnx.TensorProto]:
+    """Normal(0, 0.3) initializers by name, and the x2 resize's "scales"."""
+    return [numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
+            for name, shape in shapes.items()] + [
+        numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
 
+
+def _up(src: str, dst: str) -> onnx.NodeProto:
+    """Nearest x2 upsampling (asymmetric / floor, as the NPU repeats pixels)."""
+    return helper.make_node("Resize", [src, "", "scales"], [dst], mode="nearest",
+                            coordinate_transformation_mode="asymmetric", nearest_mode="floor")
+
+
+def _model(name: str, nodes: list[onnx.NodeProto], inits: list[onnx.TensorProto]
+           ) -> onnx.ModelProto:
+    """x (1, 8, 12, 12) -> y (1, 4, 12, 12), opset 13."""
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info(
+        "x", TensorProto.FLOAT, [1, 8, 12, 12])], [helper.make_tensor_value_info(
+            "y", TensorProto.FLOAT, [1, 4, 12, 12])], inits)
+    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+
+
+def _float_model(rng: np.random.Generator) -> onnx.ModelProto:
     nodes = [
         helper.make_node("Conv", ["x", "w1", "bias1"], ["a0"], pads=[0, 0, 0, 0]),
         helper.make_node("Relu", ["a0"], ["a"]),
         helper.make_node("Conv", ["x", "w2", "bias2"], ["b"], strides=[2, 2], pads=[1, 1, 1, 1]),
-        helper.make_node("Resize", ["b", "", "scales"], ["b2"], mode="nearest",
-                         coordinate_transformation_mode="asymmetric", nearest_mode="floor"),
+        _up("b", "b2"),
         helper.make_node("Concat", ["a", "b2"], ["c"], axis=1),
         helper.make_node("Conv", ["c", "w3", "bias3"], ["y"]),
     ]
-    inits = [w("w1", 16, 8, 1, 1), w("bias1", 16), w("w2", 8, 8, 3, 3), w("bias2", 8),
-             w("w3", 4, 24, 1, 1), w("bias3", 4),
-             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
-    graph = helper.make_graph(nodes, "fpn", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 8, 12, 12])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, [1, 4, 12, 12])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return _model("fpn", nodes, _weights(rng, w1=(16, 8, 1, 1), bias1=(16,), w2=(8, 8, 3, 3),
+                                         bias2=(8,), w3=(4, 24, 1, 1), bias3=(4,)))
 
 
 @pytest.fixture(scope="module")
@@ -63,51 +76,33 @@ def test_within_one_step_of_ort_and_bit_exact(qdq):
 
 def _two_resizes(rng: np.random.Generator) -> onnx.ModelProto:
     """Two convs upsampled x2 and concatenated, then a 1x1 conv."""
-    def w(name, *shape):
-        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
-
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1] * 4),
         helper.make_node("Conv", ["x", "w2", "b2"], ["c2"], strides=[2, 2], pads=[1] * 4),
-        *[helper.make_node("Resize", [c, "", "scales"], [r], mode="nearest",
-                           coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-          for c, r in (("c1", "r1"), ("c2", "r2"))],
+        _up("c1", "r1"), _up("c2", "r2"),
         helper.make_node("Concat", ["r1", "r2"], ["cat"], axis=1),
         helper.make_node("Conv", ["cat", "w3", "b3"], ["y"]),
     ]
-    inits = [w("w1", 16, 8, 3, 3), w("b1", 16), w("w2", 8, 8, 3, 3), w("b2", 8),
-             w("w3", 4, 24, 1, 1), w("b3", 4),
-             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
-    graph = helper.make_graph(nodes, "two_resizes", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 8, 12, 12])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, [1, 4, 12, 12])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return _model("two_resizes", nodes, _weights(rng, w1=(16, 8, 3, 3), b1=(16,),
+                                                 w2=(8, 8, 3, 3), b2=(8,), w3=(4, 24, 1, 1),
+                                                 b3=(4,)))
 
 
 def _an_add_and_a_conv(rng: np.random.Generator) -> onnx.ModelProto:
     """The sum of two upsampled convs concatenated with a third conv, then a 1x1 conv:
-    the add (an element-wise layer) stores through a LUT step into the concat."""
-    def w(name, *shape):
-        return numpy_helper.from_array(rng.normal(0, 0.3, shape).astype(np.float32), name)
-
+    the add (an element-wise layer) stores into the concat."""
     nodes = [
         helper.make_node("Conv", ["x", "w1", "b1"], ["c1"], strides=[2, 2], pads=[1] * 4),
         helper.make_node("Conv", ["x", "w2", "b2"], ["c2"], strides=[2, 2], pads=[1] * 4),
-        *[helper.make_node("Resize", [c, "", "scales"], [r], mode="nearest",
-                           coordinate_transformation_mode="asymmetric", nearest_mode="floor")
-          for c, r in (("c1", "r1"), ("c2", "r2"))],
+        _up("c1", "r1"), _up("c2", "r2"),
         helper.make_node("Add", ["r1", "r2"], ["s"]),
         helper.make_node("Conv", ["x", "w3", "b3"], ["c3"], pads=[1] * 4),
         helper.make_node("Concat", ["s", "c3"], ["cat"], axis=1),
         helper.make_node("Conv", ["cat", "w4", "b4"], ["y"]),
     ]
-    inits = [w("w1", 16, 8, 3, 3), w("b1", 16), w("w2", 16, 8, 3, 3), w("b2", 16),
-             w("w3", 8, 8, 3, 3), w("b3", 8), w("w4", 4, 24, 1, 1), w("b4", 4),
-             numpy_helper.from_array(np.array([1, 1, 2, 2], np.float32), "scales")]
-    graph = helper.make_graph(nodes, "add_conv", [helper.make_tensor_value_info(
-        "x", TensorProto.FLOAT, [1, 8, 12, 12])], [helper.make_tensor_value_info(
-            "y", TensorProto.FLOAT, [1, 4, 12, 12])], inits)
-    return helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    return _model("add_conv", nodes, _weights(rng, w1=(16, 8, 3, 3), b1=(16,),
+                                              w2=(16, 8, 3, 3), b2=(16,), w3=(8, 8, 3, 3),
+                                              b3=(8,), w4=(4, 24, 1, 1), b4=(4,)))
 
 
 @pytest.mark.parametrize("make,in_place", [(_two_resizes, [0, 16]), (_float_model, [None, 16]),
