@@ -315,13 +315,15 @@ PITCHED = ("resize", "lut", "copy", "add", "mul", "muladd")
 
 def fuse_concat_inputs(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     """A concat input made by a vector layer (resize, LUT, copy, add, mul, muladd) that
-    nothing else reads, not a segment output and not listed twice, is written straight into the concat's output: the producer stores its pixels
-    at the input's channel offset, the concat's channels apart (``SegLayer.into``;
-    ``attrs["out_pitch"]``), through the concat's table for that input composed with its
-    own last one (a resize's or LUT's table, else a LUT step after its ADD / MUL). The
-    concat then copies only the other inputs (``attrs["in_place"]``), or nothing. Every
-    table maps int8 to int8, so the composition is exact; PP-OCR det's FPN concat (four
-    80x80x24 inputs at 320) goes, a one-cycle-per-pixel store of each input fewer."""
+    nothing else reads, not a segment output and not listed twice, is written straight
+    into the concat's output: the producer stores its pixels at the input's channel
+    offset, the concat's channels apart (``SegLayer.into``; ``attrs["out_pitch"]``),
+    through the concat's table for that input composed with its own last one (a
+    resize's or LUT's table, else a LUT step after its ADD / MUL). A resize takes part
+    only where whole output rows fit the STORE fields (``replicable``). The concat then
+    copies only the other inputs (``attrs["in_place"]``), or nothing. Every table maps
+    int8 to int8, so the composition is exact; PP-OCR det's FPN concat (four 80x80x24
+    inputs at 320) goes, a one-cycle-per-pixel store of each input fewer."""
     readers = _readers(layers)
     made_by = {sl.output: i for i, sl in enumerate(layers)}
     out = list(layers)

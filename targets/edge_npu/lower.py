@@ -505,15 +505,15 @@ def _plan_activations(seg: Segment, base: int, end: int,
     A buffer lives from the layer that writes it to its last reader; an alias shares its
     source's buffer, a concat's input written in place (``SegLayer.into``) is a slice of
     the concat's, which lives from its first producer, and (``in_place``) an element-wise
-    layer's output takes the buffer of an input that dies there. Offsets are assigned greedily by size, largest first,
-    each at the lowest offset clear of the buffers already placed whose lifetimes
-    overlap its own (TFLite's greedy-by-size arena planner): all lifetimes are known
-    ahead, so large buffers do not end up split by the holes small ones leave. A buffer
-    a layer of a cascade (``spans``: first and last layer) writes or reads lives through
-    the whole cascade, whose layers run interleaved; in a ringed span (``ringed``) an
-    intermediate only the next layer reads has no buffer of its own, only its ring
-    (``ring_key``), which lives through the cascade: the span's layers must run as that
-    one cascade."""
+    layer's output takes the buffer of an input that dies there. Offsets are assigned
+    greedily by size, largest first, each at the lowest offset clear of the buffers
+    already placed whose lifetimes overlap its own (TFLite's greedy-by-size arena
+    planner): all lifetimes are known ahead, so large buffers do not end up split by the
+    holes small ones leave. A buffer a layer of a cascade (``spans``: first and last
+    layer) writes or reads lives through the whole cascade, whose layers run
+    interleaved; in a ringed span (``ringed``) an intermediate only the next layer reads
+    has no buffer of its own, only its ring (``ring_key``), which lives through the
+    cascade: the span's layers must run as that one cascade."""
     layers = seg.layers if layers is None else layers
     last: dict[str, int] = {}
     for i, sl in enumerate(layers):
