@@ -927,6 +927,7 @@ def _lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | N
         parts: list[list[Instr]] = []
         infos = []
         members: list[Member | None] = []
+        plain: list[Any] = []
         for li, sl in enumerate(plans[si]):
             wa, sf = wgt_addr.get((si, li), (0, None))
             if wa == -1:
@@ -950,13 +951,14 @@ def _lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | N
             mp = mp or Mapping()
             # in a cascade a conv runs band order (its tuned loop order was measured
             # alone), with its tuned dataflow and, if tuned in band order, band height
+            plain.append(args[7])  # its dataflow without a tuned mapping
             members.append(None if sf is not None else Member(
                 sl.layer.attrs.get("conv"), _conv_place(sl.layer, *args[2:7]),
                 args[7] or mp.dataflow, param_addr[(si, li)].get("lut"),
                 mp.band_rows if mp.order != "tile" else None)
                 if sl.layer.kind == "conv" else None)
         prog, picked = _cascaded(cfg, seg.name, plans[si], chains[si], parts, infos, members,
-                                 stage, loc, exact=fixed is not None)
+                                 stage, loc, exact=fixed is not None, plain=plain)
         lowered.append(LoweredSegment(seg.name, prog + programs.end(), ins, outs, infos))
         # for a second pass: each cascade picked in a ringed span becomes a ringed span
         picks[si] = sorted([span for span in chains[si] if len(span) < 3] + [
@@ -1042,8 +1044,8 @@ def _linked(members: list[Member], stage: tuple[int, int, int]
 def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span],
               parts: list[list[Instr]], infos: list[dict[str, Any]],
               members: list[Member | None], stage: tuple[int, int, int] | None = None,
-              loc: dict[str, Loc] | None = None, exact: bool = False
-              ) -> tuple[list[Instr], list[tuple[int, int]]]:
+              loc: dict[str, Loc] | None = None, exact: bool = False,
+              plain: list[Any] | None = None) -> tuple[list[Instr], list[tuple[int, int]]]:
     """The segment's program: its layers' ``parts`` in order, with each chain of
     cascadable members (streamed weights break a chain) run as one ``cascade`` where that
     takes fewer cycles than its layers one by one. A cascade whose first conv reads the
@@ -1058,6 +1060,7 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
     span is one cascade. Returns the program and the (first, last) layer of each
     cascade."""
     loc = loc or {}
+    plain = plain or [m.dataflow if m is not None else None for m in members]
     timed: dict[Any, int] = {}
     runs: list[tuple[int, int, dict[str, int], Span]] = []
     for span in chains:
@@ -1080,6 +1083,7 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
         post = [partial(with_rounding, rnd=rounding.of_attrs(sl.layer.attrs))
                 for sl in plan[a:z + 1]]
         ms = [m for m in members[a:z + 1] if m is not None]  # runs hold members only
+        tuned = any(m.band_rows or m.dataflow != plain[a + k] for k, m in enumerate(ms))
         inner = [k for k in range(len(ms) - 1) if plan[a + k].output in rings]
         for k in inner:
             v = plan[a + k].output
@@ -1114,10 +1118,26 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
                             stage[1], rows)
                 staged = replace(first, place=replace(first.place, inp=copy.dst))
                 tries.append(([copy, staged, *ms[1:]], [None, *post], None, CASCADE_BANDS))
+        # tuned mappings were measured with each conv alone: every way is also tried with
+        # the default dataflows, and the bands at least deciding the heights (a linked
+        # first conv keeps its rows)
+        df0 = {id(members[i].conv): plain[i] for i in range(a, z + 1)
+               if members[i] is not None}
+
+        def untuned(k: int, m: Any, link: HostLink | None) -> Any:
+            if not isinstance(m, Member):
+                return m
+            return replace(m, dataflow=df0.get(id(m.conv), m.dataflow),
+                           band_rows=m.band_rows if k == 0 and link is not None else None)
+
+        ways = [(*way, False) for way in tries] + [
+            ([untuned(k, m, link) for k, m in enumerate(tms)], pp, link, nb, True)
+            for tms, pp, link, nb in tries if tuned]
         best = None
-        for (tms, pp, link, nb), nbuf in product(tries, CASCADE_BUFFERS):
+        # a way's key names it at any length (``live``)
+        for (tms, pp, link, nb, dflt), nbuf in product(ways, CASCADE_BUFFERS):
             key = (type(tms[0]).__name__, tms[0].band_rows if isinstance(tms[0], Member)
-                   else tms[0].rows, link is not None, nb, nbuf)
+                   else tms[0].rows, link is not None, nb, nbuf, dflt)
             if live is not None and key not in live:
                 continue
             try:
