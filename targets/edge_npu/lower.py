@@ -1121,18 +1121,15 @@ def _cascaded(cfg: NpuConfig, name: str, plan: list[SegLayer], chains: list[Span
         # tuned mappings were measured with each conv alone: every way is also tried with
         # the default dataflows, and the bands at least deciding the heights (a linked
         # first conv keeps its rows)
-        df0 = {id(members[i].conv): plain[i] for i in range(a, z + 1)
-               if members[i] is not None}
-
-        def untuned(k: int, m: Any, link: HostLink | None) -> Any:
-            if not isinstance(m, Member):
-                return m
-            return replace(m, dataflow=df0.get(id(m.conv), m.dataflow),
-                           band_rows=m.band_rows if k == 0 and link is not None else None)
+        def untuned(tms: list[Any], link: HostLink | None) -> list[Any]:
+            lead = int(isinstance(tms[0], Copy))  # a copy first: the members follow it
+            return tms[:lead] + [
+                replace(m, dataflow=plain[a + k], band_rows=(
+                    m.band_rows if k == 0 and link is not None else None))
+                for k, m in enumerate(tms[lead:])]
 
         ways = [(*way, False) for way in tries] + [
-            ([untuned(k, m, link) for k, m in enumerate(tms)], pp, link, nb, True)
-            for tms, pp, link, nb in tries if tuned]
+            (untuned(tms, link), pp, link, nb, True) for tms, pp, link, nb in tries if tuned]
         best = None
         # a way's key names it at any length (``live``)
         for (tms, pp, link, nb, dflt), nbuf in product(ways, CASCADE_BUFFERS):
