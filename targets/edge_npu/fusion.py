@@ -18,7 +18,7 @@ import numpy as np
 
 from . import programs, rounding
 from .layers import Layer
-from .vector_layers import replicable
+from .vector_layers import replicable, upsampled_fits
 
 if TYPE_CHECKING:
     from .lower import SegLayer
@@ -33,16 +33,18 @@ def _readers(layers: list[SegLayer]) -> dict[str, int]:
     return readers
 
 
-def fuse(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
+def fuse(layers: list[SegLayer], outputs: list[str], bank: int | None = None
+         ) -> list[SegLayer]:
     """Every fusion, in the order each needs: gated LUTs fold and LUT chains compose
     before a LUT joins its conv; ``y + x * s`` pairs take their muls before a conv
     would, then an add after them; a conv takes the add after it (after its LUT and
-    scale); a global pool takes the one-pixel convs after it (with their LUTs); last, a
-    concat's inputs are written in place by the layers that make them."""
+    scale); an add left takes an upsample it reads (``bank``: the activation bank it
+    must fit); a global pool takes the one-pixel convs after it (with their LUTs); last,
+    a concat's inputs are written in place by the layers that make them."""
     luts = fuse_luts(compose_luts(fold_gated_luts(layers, outputs), outputs), outputs)
     muladds = fuse_muladd_add(fuse_mul_add(luts, outputs), outputs)
-    convs = fuse_pixel_chains(fuse_conv_add(fuse_scale_conv(muladds, outputs), outputs),
-                              outputs)
+    convs = fuse_pixel_chains(fuse_upsample_add(fuse_conv_add(
+        fuse_scale_conv(muladds, outputs), outputs), outputs, bank), outputs)
     return fuse_concat_inputs(convs, outputs)
 
 
@@ -200,6 +202,44 @@ def fuse_muladd_add(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer
     return _fuse_into(layers, outputs, _full_add, one)
 
 
+def fuse_upsample_add(layers: list[SegLayer], outputs: list[str], bank: int | None = None
+                      ) -> list[SegLayer]:
+    """An add of two full tensors, or a muladd's last add (PP-OCR det's FPN: a level
+    plus the coarser one upsampled), whose operand is a nearest upsample (``resize``)
+    that nothing else reads and that is not a segment output, reads the upsample's input
+    instead (``attrs["up"]``: (operand, factor); the upsample's table, if its scale
+    changes, as ``arrays["up_table"]``): ``vector_layers.upsampled_layer`` upsamples it
+    on the way, so the upsampled tensor is never stored or loaded. The same integers
+    (a nearest upsample only copies or maps pixels); one layer, its store and a
+    full-size load fewer. ``bank``: only where a chunk of one input row fits it."""
+    def takes(sl: SegLayer) -> bool:
+        return _full_add(sl) or (sl.layer.kind == "muladd" and "add2" in sl.layer.attrs)
+
+    def one(add: SegLayer, pos: int, rs: SegLayer) -> SegLayer | None:
+        ly = add.layer
+        if (rs.layer.kind != "resize" or "up" in ly.attrs or "out_pitch" in rs.layer.attrs
+                or (ly.kind == "muladd" and pos != len(add.inputs) - 1)):
+            return None
+        f = rs.layer.attrs["factor"]
+        _, w, c = ly.out.shape
+        broadcast = ly.kind == "muladd"
+        full = len(add.inputs) - 1 - int(broadcast)
+        if f < 2 or (bank is not None and not upsampled_fits(bank, w, c, f, full, broadcast)):
+            return None
+        tensors = list(ly.inputs)
+        tensors[pos] = rs.layer.inputs[0]
+        arrays = dict(ly.arrays)
+        if "table" in rs.layer.arrays:
+            arrays["up_table"] = rs.layer.arrays["table"]
+        fused = replace(ly, inputs=tensors, attrs={**ly.attrs, "up": (pos, f)}, arrays=arrays,
+                        ops=list(rs.layer.ops) + list(ly.ops))
+        ins = list(add.inputs)
+        ins[pos] = rs.inputs[0]
+        return replace(add, layer=fused, inputs=ins, origin=add.origin or ly)
+
+    return _fuse_into(layers, outputs, takes, one)
+
+
 def fuse_scale_conv(layers: list[SegLayer], outputs: list[str]) -> list[SegLayer]:
     """``conv(mul(x, s))`` with ``s`` a per-channel vector (squeeze-excite's scale before
     the block's 1x1 projection, PP-OCR cls), where the mul's output has no other reader
@@ -338,6 +378,7 @@ def fuse_concat_inputs(layers: list[SegLayer], outputs: list[str]) -> list[SegLa
             if (p is not None and p.layer.kind in PITCHED and p.into is None
                     and (p.layer.kind != "resize" or replicable(
                         t.shape[1] // p.layer.attrs["factor"], p.layer.attrs["factor"], total))
+                    and p.layer.attrs.get("up", (0, 1))[1] * total < 1 << 14
                     and readers.get(v) == 1 and v not in outputs
                     and cat.inputs.count(v) == 1):
                 out[i] = replace(p, layer=_into_layer(p.layer, cat.layer.arrays[f"table{k}"],

@@ -54,6 +54,7 @@ from .simulator import simulate
 from .vector_layers import (
     PREV,
     Step,
+    Up,
     concat_layer,
     elementwise_layer,
     maxpool_layer,
@@ -207,6 +208,8 @@ def layer_images(cfg: NpuConfig, layer: Layer) -> tuple[dict[str, bytes], bytes]
                 params["add2"] = _add_block(at["add2"])
         if "table" in a:  # a concat's table, applied last (``fusion.fuse_concat_inputs``)
             params["lut"] = _i32(lut_block(a["table"]))
+        if "up_table" in a:  # an upsampled operand's table (``fusion.fuse_upsample_add``)
+            params["up_lut"] = _i32(lut_block(a["up_table"]))
         return params, b""
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
@@ -288,6 +291,10 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
     pitch = at.get("out_pitch")  # written into a concat's output (its channels)
     # a concat's table after the element-wise ops (``fusion.fuse_concat_inputs``)
     last: list[Step] = [(VecOp.LUT, params["lut"], (PREV, 0))] if "lut" in params else []
+    up = None
+    if "up" in at:  # an operand upsampled on the way (``fusion.fuse_upsample_add``)
+        k, f = at["up"]
+        up = Up(k, f, layer.inputs[k].shape[0], params.get("up_lut"))
     if layer.kind == "lut":
         return elementwise_layer(cfg, h * w, c, inputs[:1], out, [(VecOp.LUT, params["lut"])],
                                  pitch=pitch)
@@ -298,7 +305,7 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
         vop = VecOp.ADD if layer.kind == "add" else VecOp.MUL
         return elementwise_layer(cfg, h * w, c, inputs[:2], out,
                                  [(vop, params[layer.kind], (0, 1)), *last],
-                                 broadcast=bool(at["broadcast"]), pitch=pitch)
+                                 broadcast=bool(at["broadcast"]), pitch=pitch, up=up)
     if layer.kind == "muladd":  # y + x * s: MUL (x, s), then ADD with y (x if not given)
         y = at["y"]  # then ADD r, the last input, if an add joined (``fuse_muladd_add``)
         first = (PREV, y) if at["mul_first"] else (y, PREV)
@@ -309,7 +316,7 @@ def _layer_program(cfg: NpuConfig, layer: Layer, inputs: list[Loc], out: Loc,
             second = (PREV, r) if at["add2_first"] else (r, PREV)
             steps.append((VecOp.ADD, params["add2"], second))
         return elementwise_layer(cfg, h * w, c, inputs, out, steps + last, broadcast=True,
-                                 pitch=pitch)
+                                 pitch=pitch, up=up)
     if layer.kind == "maxpool":
         ih, iw, ic = layer.inputs[0].shape
         prog, _ = maxpool_layer(cfg, ih, iw, ic, at["k"], at["stride"], at["pad"], inputs[0],
@@ -604,8 +611,10 @@ IN_PLACE = ("lut", "add", "mul", "muladd")  # kinds whose output pixel p reads i
 def _in_place(seg: Segment, sl: SegLayer, i: int, buf: dict[str, str],
               dies: dict[str, int]) -> str | None:
     """The input of element-wise layer ``sl`` (the ``i``-th) whose on-chip buffer its
-    output can take: same size, and no reader after this layer."""
-    if sl.layer.kind not in IN_PLACE or sl.into is not None:
+    output can take: same size, and no reader after this layer. Not a layer with an
+    upsampled operand: its chunks interleave their pixels f apart, and the race
+    checker's spans would see a chunk's load overlap the one before's store."""
+    if sl.layer.kind not in IN_PLACE or sl.into is not None or "up" in sl.layer.attrs:
         return None
     size = seg.tensors[sl.output].size
     for v in sl.inputs:
@@ -746,7 +755,8 @@ def _lower(cfg: NpuConfig, segments: list[Segment], dataflow: dict[str, str] | N
     mappings = mappings or {}
     for seg in segments:
         seg.layers = _expand(seg)
-    plans = [fusion.fuse(seg.layers, seg.outputs) if fuse else list(seg.layers)
+    plans = [fusion.fuse(seg.layers, seg.outputs, cfg.activation_bank) if fuse
+             else list(seg.layers)
              for seg in segments]
     # host IO buffers (addresses after the streamed weights are fixed later)
     io_sizes = [([seg.tensors[v].size for v in seg.inputs],
@@ -1276,6 +1286,8 @@ def _layer_info(cfg: NpuConfig, sl: SegLayer, instrs: list[Instr],
         info["workload"] = key
     if sl.into is not None:  # stores into a concat's output
         info["into_concat"] = True
+    if "up" in ly.attrs:  # reads an upsample's input (``fusion.fuse_upsample_add``)
+        info["fused_resize"] = True
     if ly.attrs.get("in_place"):  # inputs its producers wrote in place
         info["inputs_in_place"] = len(ly.attrs["in_place"])
     if isinstance(conv, Conv) and ly.kind == "conv":

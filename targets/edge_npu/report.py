@@ -287,8 +287,9 @@ def _cpu_lines(cpu: list[dict[str, Any]], names: int = 3) -> list[str]:
 
 
 def _fused_kind(ly: dict[str, Any]) -> str:
-    """A layer's kind with what fused into it: ``mul+conv+lut+add``; ``resize>concat``:
-    it stores into a concat's output."""
-    return ("mul+" if ly.get("fused_scale") else "") + ly["kind"] + (
+    """A layer's kind with what fused into it: ``mul+conv+lut+add``, ``resize+add``;
+    ``resize>concat``: it stores into a concat's output."""
+    return ("mul+" if ly.get("fused_scale") else "") + (
+        "resize+" if ly.get("fused_resize") else "") + ly["kind"] + (
         "+lut" if ly.get("fused_lut") else "") + ("+add" if ly.get("fused_residual") else "") + (
         ">concat" if ly.get("into_concat") else "")

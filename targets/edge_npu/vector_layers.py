@@ -32,7 +32,7 @@ Step = tuple[VecOp, int, tuple[int, int]]  # (op, parameter address, (operand, o
 def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[Loc],
                       out: Loc, vops: list[tuple[VecOp, int]] | list[Step],
                       broadcast: bool = False, sync: bool = True,
-                      pitch: int | None = None) -> list[Instr]:
+                      pitch: int | None = None, up: Up | None = None) -> list[Instr]:
     """``out = vops(inputs)`` over ``pixels`` x ``channels`` int8 values.
 
     ``vops``: (op, PCACHE parameter address[, operands]); the first reads the inputs (two
@@ -40,9 +40,13 @@ def elementwise_layer(cfg: NpuConfig, pixels: int, channels: int, inputs: list[L
     ``operands`` name what an ADD / MUL reads: input indices, or ``PREV`` for the result
     so far (``x + x * s``: MUL (0, 1), then ADD (0, PREV)). ``broadcast``: the second
     input is one pixel of ``channels`` values, repeated. ``pitch``: output pixels are
-    that many bytes apart (a slice of a concat's channels), one run each.
+    that many bytes apart (a slice of a concat's channels), one run each. ``up``: one
+    input is a nearest upsample's input, upsampled on the way (``upsampled_layer``).
     """
     pitch = pitch or channels
+    if up is not None:
+        return upsampled_layer(cfg, up.h * up.factor, pixels // (up.h * up.factor), channels,
+                               inputs, out, vops, broadcast, sync, pitch, up)
     if not vops:
         raise ProgramError("element-wise layer without a vector op")
     if channels > 2047:
@@ -111,6 +115,123 @@ def _elementwise(cfg: NpuConfig, pixels: int, channels: int, inputs: list[Loc], 
         prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
                          space=out[0], dram=out[1] + p0 * pitch, sram=dst, rows=pix, cols=1,
                          depth=channels, stride=pitch))
+    return prog
+
+
+@dataclass(frozen=True)
+class Up:
+    """An element-wise layer's input ``index`` read before its nearest upsample by
+    ``factor`` (``h`` input rows), through the LUT at ``lut`` (PCACHE) when its scale
+    changes."""
+
+    index: int
+    factor: int
+    h: int
+    lut: int | None = None
+
+
+def upsampled_fits(bank: int, w: int, c: int, f: int, full: int, broadcast: bool,
+                   pitch: int | None = None) -> bool:
+    """Whether ``upsampled_layer`` can run output rows of ``w`` pixels of ``c`` channels
+    (``full`` full-size inputs; ``pitch`` bytes between output pixels) with one input
+    row a chunk."""
+    wl = w // f
+    need = (full * f * wl + wl + f * wl) * c + (c if broadcast else 0)
+    return (f > 1 and w % f == 0 and c <= MAX_RUN and f * wl <= MAX_RUN and need <= bank
+            and f * (pitch or c) < 1 << 14 and f * c < 1 << 14)
+
+
+def upsampled_layer(cfg: NpuConfig, h: int, w: int, c: int, inputs: list[Loc], out: Loc,
+                    vops: list[tuple[VecOp, int]] | list[Step], broadcast: bool, sync: bool,
+                    pitch: int, up: Up) -> list[Instr]:
+    """``elementwise_layer`` where input ``up.index`` is the input of a nearest upsample
+    by f = ``up.factor`` (output pixel (y, x) reads its pixel (y // f, x // f)): the
+    upsampled tensor is never stored. A chunk is a band of its rows and one column phase
+    dx of the output: the full-size inputs' pixels f x' + dx of the band's f-times-as-many
+    rows come in one LOAD (one-pixel runs f pixels apart), the band itself in another
+    (mapped through ``up.lut`` if it has one), and the vector steps that read it run once
+    per output row, against that row's input row; one STORE scatters the chunk's pixels
+    f apart. The largest bands that fit a bank, or bands half or a quarter as high,
+    whichever simulates faster."""
+    f, hl = up.factor, up.h
+    wl = w // f
+    full = len(inputs) - 1 - int(broadcast)
+    if not upsampled_fits(cfg.activation_bank, w, c, f, full, broadcast, pitch):
+        raise ProgramError(f"an element-wise layer of {h}x{w}x{c} upsampling by {f} does not "
+                           f"fit an activation bank or the DMA fields")
+    per_row = (full * f * wl + wl + f * wl) * c
+    rows = min(hl, MAX_RUN // (f * wl), (cfg.activation_bank - c * broadcast) // per_row)
+    sizes = {rows} | {math.ceil(hl / (n * math.ceil(hl / rows))) for n in (2, 4)}
+    progs = [_upsampled(cfg, w, c, inputs, out, vops, broadcast, sync, pitch, up, r)
+             for r in sorted(sizes)]
+    return min(progs, key=lambda p: simulate(cfg, p + [make(Op.END)]).cycles)
+
+
+def _upsampled(cfg: NpuConfig, w: int, c: int, inputs: list[Loc], out: Loc,
+               vops: list[tuple[VecOp, int]] | list[Step], broadcast: bool, sync: bool,
+               pitch: int, up: Up, rows: int) -> list[Instr]:
+    """``upsampled_layer``'s program in bands of ``rows`` input rows of the upsample."""
+    k, f = up.index, up.factor
+    wl = w // f
+    offs, at = [], 0
+    for j in range(len(inputs)):
+        offs.append(at)
+        at += c if broadcast and j == 1 else (rows if j == k else f * rows) * wl * c
+    chunks = [(y0, min(rows, up.h - y0), dx) for y0 in range(0, up.h, rows)
+              for dx in range(f)]
+    prog: list[Instr] = [make(Op.SYNC)] if sync else []
+    for i, (y0, r, dx) in enumerate(chunks):
+        n = f * r * wl  # output pixels of the chunk
+        bank = (i % 2) * cfg.activation_bank
+        dst, band = bank + at, bank + offs[k]
+        more = i + 2 < len(chunks)
+        for j, (space, addr) in enumerate(inputs):
+            deps = (("pop_next",) if i >= 2 and j == 0 else ()) + \
+                (("push_next",) if j == len(inputs) - 1 else ())
+            if broadcast and j == 1:
+                geo = {"dram": addr, "rows": 1, "cols": 1, "stride": c}
+            elif j == k:
+                geo = {"dram": addr + y0 * wl * c, "rows": r, "cols": wl, "stride": wl * c}
+            else:  # pixels f x' + dx of output rows f y0 ...: evenly f pixels apart
+                geo = {"dram": addr + (f * y0 * w + dx) * c, "rows": n, "cols": 1,
+                       "stride": f * c}
+            prog.append(make(Op.LOAD, deps, kind=Kind.ACT, space=space, sram=bank + offs[j],
+                             depth=c, **geo))
+        vecs: list[dict[str, int]] = []
+        if up.lut is not None:  # the upsample's own table, on its band in place
+            vecs.append({"vop": VecOp.LUT, "src": band, "src2": 0, "cols": 0, "dst": band,
+                         "count": r * wl * c, "param": up.lut})
+        for v, (vop, param, *operands) in enumerate(vops):
+            a, b = operands[0] if operands else ((0, 1) if v == 0 else (PREV, 1))
+            if vop not in (VecOp.ADD, VecOp.MUL):
+                b = None
+            if PREV in (a, b) and v == 0:
+                raise ProgramError("the first vector op has no result to read")
+            if k not in (a, b):
+                vecs.append({"vop": vop, "src": dst if a == PREV else bank + offs[a],
+                             "src2": 0 if b is None else dst if b == PREV else bank + offs[b],
+                             "cols": c if broadcast and b == 1 else 0, "dst": dst,
+                             "count": n * c, "param": param})
+                continue
+            if broadcast and 1 in (a, b):
+                raise ProgramError("an upsampled operand with a broadcast one")
+            for y in range(f * r):  # output row y of the chunk reads band row y // f
+
+                def row(o: int, y: int = y) -> int:
+                    if o == k:
+                        return band + (y // f) * wl * c
+                    return (dst if o == PREV else bank + offs[o]) + y * wl * c
+
+                vecs.append({"vop": vop, "src": row(a), "src2": row(b), "cols": 0,
+                             "dst": dst + y * wl * c, "count": wl * c, "param": param})
+        for v, fields in enumerate(vecs):
+            first, last = v == 0, v == len(vecs) - 1
+            deps = ((("pop_prev",) + (("pop_next",) if i >= 2 else ())) if first else ()) + \
+                (((("push_prev",) if more else ()) + ("push_next",)) if last else ())
+            prog.append(make(Op.VEC, deps, **fields))
+        prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
+                         space=out[0], dram=out[1] + (f * y0 * w + dx) * pitch, sram=dst,
+                         rows=1, cols=n, depth=c, stride=0, pitch=f * pitch))
     return prog
 
 
