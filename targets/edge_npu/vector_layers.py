@@ -215,14 +215,11 @@ def _upsampled(cfg: NpuConfig, w: int, c: int, inputs: list[Loc], out: Loc,
                 continue
             if broadcast and 1 in (a, b):
                 raise ProgramError("an upsampled operand with a broadcast one")
+            reads = [o for o in (a, b) if o is not None]
+            base = {o: band if o == k else dst if o == PREV else bank + offs[o] for o in reads}
             for y in range(f * r):  # output row y of the chunk reads band row y // f
-
-                def row(o: int, y: int = y) -> int:
-                    if o == k:
-                        return band + (y // f) * wl * c
-                    return (dst if o == PREV else bank + offs[o]) + y * wl * c
-
-                vecs.append({"vop": vop, "src": row(a), "src2": row(b), "cols": 0,
+                at_y = {o: base[o] + (y // f if o == k else y) * wl * c for o in reads}
+                vecs.append({"vop": vop, "src": at_y[a], "src2": at_y.get(b, 0), "cols": 0,
                              "dst": dst + y * wl * c, "count": wl * c, "param": param})
         for v, fields in enumerate(vecs):
             first, last = v == 0, v == len(vecs) - 1
