@@ -611,10 +611,8 @@ IN_PLACE = ("lut", "add", "mul", "muladd")  # kinds whose output pixel p reads i
 def _in_place(seg: Segment, sl: SegLayer, i: int, buf: dict[str, str],
               dies: dict[str, int]) -> str | None:
     """The input of element-wise layer ``sl`` (the ``i``-th) whose on-chip buffer its
-    output can take: same size, and no reader after this layer. Not a layer with an
-    upsampled operand: its chunks interleave their pixels f apart, and the race
-    checker's spans would see a chunk's load overlap the one before's store."""
-    if sl.layer.kind not in IN_PLACE or sl.into is not None or "up" in sl.layer.attrs:
+    output can take: same size, and no reader after this layer."""
+    if sl.layer.kind not in IN_PLACE or sl.into is not None:
         return None
     size = seg.tensors[sl.output].size
     for v in sl.inputs:

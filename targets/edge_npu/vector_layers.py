@@ -136,7 +136,7 @@ def upsampled_fits(bank: int, w: int, c: int, f: int, full: int, broadcast: bool
     (``full`` full-size inputs; ``pitch`` bytes between output pixels) with one input
     row a chunk."""
     wl = w // f
-    need = (full * f * wl + wl + f * wl) * c + (c if broadcast else 0)
+    need = (full * f * w + wl + f * w) * c + (c if broadcast else 0)
     return (f > 1 and w % f == 0 and c <= MAX_RUN and f * wl <= MAX_RUN and need <= bank
             and f * (pitch or c) < 1 << 14 and f * c < 1 << 14)
 
@@ -146,12 +146,14 @@ def upsampled_layer(cfg: NpuConfig, h: int, w: int, c: int, inputs: list[Loc], o
                     pitch: int, up: Up) -> list[Instr]:
     """``elementwise_layer`` where input ``up.index`` is the input of a nearest upsample
     by f = ``up.factor`` (output pixel (y, x) reads its pixel (y // f, x // f)): the
-    upsampled tensor is never stored. A chunk is a band of its rows and one column phase
-    dx of the output: the full-size inputs' pixels f x' + dx of the band's f-times-as-many
-    rows come in one LOAD (one-pixel runs f pixels apart), the band itself in another
-    (mapped through ``up.lut`` if it has one), and the vector steps that read it run once
-    per output row, against that row's input row; one STORE scatters the chunk's pixels
-    f apart. The largest bands that fit a bank, or bands half or a quarter as high,
+    upsampled tensor is never stored. A chunk is a band of its rows and the f times as
+    many output rows. The full-size inputs come in one LOAD per column phase dx (pixels
+    f x' + dx, one-pixel runs f pixels apart), each phase's pixels dense in the bank; the
+    band in one LOAD (mapped through ``up.lut`` if it has one). The vector steps that do
+    not read the band run once over the chunk, those that do once per phase and output
+    row, against that row's band row; one STORE per phase scatters its pixels f apart.
+    Chunks touch disjoint spans of every tensor, so the output may take an input's
+    buffer. The largest bands that fit a bank, or bands half or a quarter as high,
     whichever simulates faster."""
     f, hl = up.factor, up.h
     wl = w // f
@@ -159,7 +161,7 @@ def upsampled_layer(cfg: NpuConfig, h: int, w: int, c: int, inputs: list[Loc], o
     if not upsampled_fits(cfg.activation_bank, w, c, f, full, broadcast, pitch):
         raise ProgramError(f"an element-wise layer of {h}x{w}x{c} upsampling by {f} does not "
                            f"fit an activation bank or the DMA fields")
-    per_row = (full * f * wl + wl + f * wl) * c
+    per_row = (full * f * w + wl + f * w) * c
     rows = min(hl, MAX_RUN // (f * wl), (cfg.activation_bank - c * broadcast) // per_row)
     sizes = {rows} | {math.ceil(hl / (n * math.ceil(hl / rows))) for n in (2, 4)}
     progs = [_upsampled(cfg, w, c, inputs, out, vops, broadcast, sync, pitch, up, r)
@@ -176,27 +178,28 @@ def _upsampled(cfg: NpuConfig, w: int, c: int, inputs: list[Loc], out: Loc,
     offs, at = [], 0
     for j in range(len(inputs)):
         offs.append(at)
-        at += c if broadcast and j == 1 else (rows if j == k else f * rows) * wl * c
-    chunks = [(y0, min(rows, up.h - y0), dx) for y0 in range(0, up.h, rows)
-              for dx in range(f)]
+        at += c if broadcast and j == 1 else (rows * wl if j == k else f * rows * w) * c
+    bands = [(y0, min(rows, up.h - y0)) for y0 in range(0, up.h, rows)]
     prog: list[Instr] = [make(Op.SYNC)] if sync else []
-    for i, (y0, r, dx) in enumerate(chunks):
-        n = f * r * wl  # output pixels of the chunk
+    for i, (y0, r) in enumerate(bands):
+        n = f * r * wl  # output pixels of one phase
         bank = (i % 2) * cfg.activation_bank
         dst, band = bank + at, bank + offs[k]
-        more = i + 2 < len(chunks)
+        more = i + 2 < len(bands)
+        loads = []
         for j, (space, addr) in enumerate(inputs):
-            deps = (("pop_next",) if i >= 2 and j == 0 else ()) + \
-                (("push_next",) if j == len(inputs) - 1 else ())
             if broadcast and j == 1:
-                geo = {"dram": addr, "rows": 1, "cols": 1, "stride": c}
+                loads.append((space, addr, bank + offs[j], 1, 1, c))
             elif j == k:
-                geo = {"dram": addr + y0 * wl * c, "rows": r, "cols": wl, "stride": wl * c}
-            else:  # pixels f x' + dx of output rows f y0 ...: evenly f pixels apart
-                geo = {"dram": addr + (f * y0 * w + dx) * c, "rows": n, "cols": 1,
-                       "stride": f * c}
-            prog.append(make(Op.LOAD, deps, kind=Kind.ACT, space=space, sram=bank + offs[j],
-                             depth=c, **geo))
+                loads.append((space, addr + y0 * wl * c, band, r, wl, wl * c))
+            else:  # phase dx: pixels f x' + dx of output rows f y0 ..., f pixels apart
+                loads += [(space, addr + (f * y0 * w + dx) * c, bank + offs[j] + dx * n * c,
+                           n, 1, f * c) for dx in range(f)]
+        for q, (space, dram, sram, nr, cols, stride) in enumerate(loads):
+            deps = (("pop_next",) if i >= 2 and q == 0 else ()) + \
+                (("push_next",) if q == len(loads) - 1 else ())
+            prog.append(make(Op.LOAD, deps, kind=Kind.ACT, space=space, dram=dram, sram=sram,
+                             rows=nr, cols=cols, depth=c, stride=stride))
         vecs: list[dict[str, int]] = []
         if up.lut is not None:  # the upsample's own table, on its band in place
             vecs.append({"vop": VecOp.LUT, "src": band, "src2": 0, "cols": 0, "dst": band,
@@ -211,24 +214,30 @@ def _upsampled(cfg: NpuConfig, w: int, c: int, inputs: list[Loc], out: Loc,
                 vecs.append({"vop": vop, "src": dst if a == PREV else bank + offs[a],
                              "src2": 0 if b is None else dst if b == PREV else bank + offs[b],
                              "cols": c if broadcast and b == 1 else 0, "dst": dst,
-                             "count": n * c, "param": param})
+                             "count": f * n * c, "param": param})
                 continue
             if broadcast and 1 in (a, b):
                 raise ProgramError("an upsampled operand with a broadcast one")
             reads = [o for o in (a, b) if o is not None]
             base = {o: band if o == k else dst if o == PREV else bank + offs[o] for o in reads}
-            for y in range(f * r):  # output row y of the chunk reads band row y // f
-                at_y = {o: base[o] + (y // f if o == k else y) * wl * c for o in reads}
+            # phase dx's output row y (of the chunk) reads band row y // f
+            for dx, y in ((dx, y) for dx in range(f) for y in range(f * r)):
+                at_y = {o: base[o] + ((y // f) * wl if o == k else dx * n + y * wl) * c
+                        for o in reads}
                 vecs.append({"vop": vop, "src": at_y[a], "src2": at_y.get(b, 0), "cols": 0,
-                             "dst": dst + y * wl * c, "count": wl * c, "param": param})
+                             "dst": dst + (dx * n + y * wl) * c, "count": wl * c,
+                             "param": param})
         for v, fields in enumerate(vecs):
             first, last = v == 0, v == len(vecs) - 1
             deps = ((("pop_prev",) + (("pop_next",) if i >= 2 else ())) if first else ()) + \
                 (((("push_prev",) if more else ()) + ("push_next",)) if last else ())
             prog.append(make(Op.VEC, deps, **fields))
-        prog.append(make(Op.STORE, ("pop_prev",) + (("push_prev",) if more else ()),
-                         space=out[0], dram=out[1] + (f * y0 * w + dx) * pitch, sram=dst,
-                         rows=1, cols=n, depth=c, stride=0, pitch=f * pitch))
+        for dx in range(f):
+            deps = (("pop_prev",) if dx == 0 else ()) + \
+                (("push_prev",) if more and dx == f - 1 else ())
+            prog.append(make(Op.STORE, deps, space=out[0],
+                             dram=out[1] + (f * y0 * w + dx) * pitch, sram=dst + dx * n * c,
+                             rows=1, cols=n, depth=c, stride=0, pitch=f * pitch))
     return prog
 
 
