@@ -131,6 +131,15 @@ def test_schedule_keeps_the_distance_and_every_step():
     assert (cascade.BUBBLE, 0) in order
 
 
+def test_schedule_lets_the_deepest_ready_member_go():
+    """When several members may go, the deepest does: member 1's bands all read member
+    0's first step, so they all go before member 0's others (taking turns instead, as
+    the member that went longest ago would, leaves more of the chain's end to run after
+    the first member's last band)."""
+    order = cascade.schedule([6, 6], [[], [0] * 6], 1)
+    assert order == [(0, 0)] + [(1, b) for b in range(6)] + [(0, b) for b in range(1, 6)]
+
+
 def test_needs_maps_bands_to_the_producer_step():
     c = Conv(16, 16, 8, 8, 3, 3, 2, (1, 1, 1, 1))  # 8 output rows from 16 input rows
     # two output rows per band read input rows up to 4b + 3; the producer stores 4 a step
