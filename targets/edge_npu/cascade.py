@@ -459,12 +459,13 @@ def schedule(steps: list[int], deps: list[list[int]], dist: int = 4,
     """(member, step) in program order. Member i's step b comes at least ``dist`` steps
     after member i - 1's step ``deps[i][b]``, and (``frees[i]`` not empty: its output's
     ring) after member i + 1's step ``frees[i][b]``; of the steps that may go next, the
-    deepest member's goes, so the chain's end keeps up with its start and the least is
-    left to run after the first member's last band (PP-OCR default cycles, against the
-    member that went longest ago: det 320 1,124,012 -> 1,106,493, det 640 3,796,600 ->
-    3,775,333, cls 180,903 -> 180,379); when none may, a ``BUBBLE`` step (empty DMAs
-    carrying the tokens) fills the slot. (Choosing by estimated queue times was slower
-    on PP-OCR's chains.)"""
+    deepest member's goes, so rows move down the chain as soon as they can: a last
+    conv that sends its output over the host link starts that transfer sooner and keeps
+    it going (det 320's head cascade 169,885 -> 151,929 cycles against the member that
+    went longest ago; the model 1,124,012 -> 1,106,493, det 640 3,796,600 -> 3,775,333,
+    cls 180,903 -> 180,379); when none may, a ``BUBBLE`` step (empty DMAs carrying the
+    tokens) fills the slot. (Choosing by estimated queue times was slower on PP-OCR's
+    chains.)"""
     n = len(steps)
     frees = frees or [[] for _ in steps]
     idle = 0  # bubbles in a row: more than ``dist`` and no step will ever be ready
