@@ -191,7 +191,9 @@ def _upsampled(cfg: NpuConfig, w: int, c: int, inputs: list[Loc], out: Loc,
             if broadcast and j == 1:
                 loads.append((space, addr, bank + offs[j], 1, 1, c))
             elif j == k:
-                loads.append((space, addr + y0 * wl * c, band, r, wl, wl * c))
+                # the band's rows abut: one run (a row of wl * c bytes may not fit the
+                # 14-bit stride field)
+                loads.append((space, addr + y0 * wl * c, band, 1, r * wl, 0))
             else:  # phase dx: pixels f x' + dx of output rows f y0 ..., f pixels apart
                 loads += [(space, addr + (f * y0 * w + dx) * c, bank + offs[j] + dx * n * c,
                            n, 1, f * c) for dx in range(f)]

@@ -221,3 +221,12 @@ def test_every_upsampled_band_height_matches(small, rows, in_place):
     got, want, _, _ = _upsampled_add(small, 12, 10, 16, 2, 1, True, Space.PCACHE, 16, rows,
                                      in_place)
     np.testing.assert_array_equal(got, want)
+
+
+def test_an_upsampled_operand_with_rows_longer_than_a_dma_stride(npu):
+    """Input rows of the upsample longer than the 14-bit stride field (180 pixels of 96
+    channels): its band still comes in one LOAD, and the sum matches."""
+    got, want, prog, _ = _upsampled_add(npu, 4, 360, 96, 2, 1, False, Space.PCACHE, 96)
+    np.testing.assert_array_equal(got, want)
+    # a bank holds one input row's chunk: per row, x's two phases and the band
+    assert sum(i.op == Op.LOAD for i in prog) == 3 * 2
