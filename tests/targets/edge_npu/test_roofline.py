@@ -91,13 +91,25 @@ def test_bound_follows_where_the_data_lives(npu):
     assert roofline(npu, _info(npu, dw, Space.PCACHE, Space.PCACHE))["bound"] != "compute"
 
 
-def test_sections_add_up(npu):
-    model = lower(npu, small_model())
+@pytest.mark.parametrize("cascades", [False, True], ids=["layers", "cascaded"])
+def test_sections_add_up(npu, cascades):
+    """One section per SYNC: a layer's (its cycles alone) or a cascade's (its layers
+    together, as the report's cascades section gives them); they sum to the program's
+    cycles, MACs and energy."""
+    model = lower(npu, small_model(), cascades=cascades)
+    layers = model.segments[0].layers
     rep = simulate(npu, model.segments[0].program)
     secs = rep.sections
-    assert len(secs) == len(model.segments[0].layers)
+    want: list[int] = []
+    for i, ly in enumerate(layers):
+        group = ly.get("cascade")
+        if group is None:
+            want.append(ly["cycles"])
+        elif i == 0 or (layers[i - 1].get("cascade") or {}).get("name") != group["name"]:
+            want.append(group["cycles"])
+    assert (len(want) < len(layers)) == cascades  # the small model has one cascade
+    assert [s["cycles"] for s in secs] == want
     assert sum(s["cycles"] for s in secs) == rep.cycles
     assert sum(s["macs"] for s in secs) == rep.macs
-    assert [s["cycles"] for s in secs] == [ly["cycles"] for ly in model.segments[0].layers]
     assert np.isclose(sum(s["energy_j"] for s in secs) + npu.static_w * rep.invoke_cycles
                       / npu.clock_hz, rep.energy.total_j)
